@@ -1,0 +1,5 @@
+import sys
+
+from distnn.cli import main
+
+sys.exit(main())

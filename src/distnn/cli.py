@@ -1,0 +1,231 @@
+"""``distnn`` command line. The only module that reads argv or touches ``MPI.COMM_WORLD``.
+
+Error policy (DESIGN §3.5):
+- bad flags, bad data, unwritable output: every rank finds the same problem (or learns of
+  it through one agreement step), rank 0 prints one message, every rank exits 2;
+- any other exception on any rank: that rank prints ``[rank r/size]`` and its traceback,
+  then ``MPI_Abort`` ends the whole job at once, so nobody waits forever in a collective.
+"""
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from distnn import __version__
+from distnn.config import DTYPES, INITS, PRESETS, STRATEGIES, make_config
+from distnn.errors import UsageError
+
+MPI_ENV_SIZE = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS")
+MPI_ENV_RANK = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK")
+BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def _env_int(names) -> int | None:
+    for name in names:
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return None
+
+
+def under_mpi() -> bool:
+    return _env_int(MPI_ENV_SIZE) is not None
+
+
+def _pin_blas_threads(env) -> None:
+    """One BLAS thread per rank: with ranks filling the cores, more threads only contend."""
+    for name in BLAS_THREAD_VARS:
+        env.setdefault(name, "1")
+
+
+if (_env_int(MPI_ENV_SIZE) or 1) > 1:
+    _pin_blas_threads(os.environ)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _batch_size(text: str):
+    if text == "full":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer or 'full', got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer or 'full', got {text!r}")
+    return value
+
+
+def _widths(text: str) -> tuple[int, ...]:
+    try:
+        widths = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expects widths like 64 or 256,128, got {text!r}") from None
+    if any(width < 1 for width in widths):
+        raise argparse.ArgumentTypeError(f"widths must be positive, got {text!r}")
+    return widths
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="distnn", description="Data-parallel neural-network training on MPI.")
+    parser.add_argument("--version", action="version", version=f"distnn {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    train = commands.add_parser("train", help="train an MLP (serial or on MPI ranks)",
+                                argument_default=argparse.SUPPRESS)
+    add = train.add_argument
+    add("--preset", choices=sorted(PRESETS), help="start from a named workload (default: default)")
+    add("--dataset", help="'spiral', an .npz file, or a directory with X_train.csv, y_train.csv")
+    add("--samples-per-class", type=int, help="spiral: points per class")
+    add("--classes", type=int, help="spiral: number of classes")
+    add("--test-fraction", type=float, help="held-out share when a data file has no test split")
+    add("--hidden", type=_widths, help="hidden layer widths, e.g. 64 or 256,128")
+    add("--init", choices=INITS, help="weight init: he, or nnfs (0.01 N(0,1))")
+    add("--dtype", choices=DTYPES)
+    add("--strategy", choices=STRATEGIES, help="gradient path (default: serial)")
+    add("--epochs", type=int)
+    add("--batch-size", type=_batch_size, help="global batch size, or 'full'")
+    add("--lr", type=float, help="initial learning rate")
+    add("--lr-decay", type=float, help="lr_t = lr / (1 + lr_decay * t)")
+    add("--momentum", type=float)
+    add("--seed", type=int)
+    add("--no-shuffle", dest="shuffle", action="store_false", help="keep the stored order")
+    add("--eval-every", type=int, help="epochs between evaluations")
+    add("--out", help="run directory (default: runs/<time>-<strategy>)")
+    add("--procs", type=int, help="launch N MPI processes with mpiexec (unless already under MPI)")
+    add("--quiet", action="store_true", help="no progress output")
+    return parser
+
+
+def find_mpiexec() -> str:
+    """The mpiexec of the MPI mpi4py was installed with: the venv's first (the MPICH wheel)."""
+    override = os.environ.get("DISTNN_MPIEXEC")
+    if override:
+        return override
+    beside_python = Path(sys.executable).parent / "mpiexec"
+    if beside_python.exists():
+        return str(beside_python)
+    found = shutil.which("mpiexec")
+    if found is None:
+        raise UsageError(
+            "--procs needs mpiexec, and none was found: pip install 'distnn[mpich]' "
+            "for the MPICH wheel, or install your system's MPI, or set DISTNN_MPIEXEC"
+        )
+    return found
+
+
+def relaunch(procs: int, argv: list[str]) -> int:
+    """Run this same command under ``mpiexec -n procs``; returns its exit status."""
+    env = dict(os.environ)
+    _pin_blas_threads(env)
+    command = [find_mpiexec(), "-n", str(procs), sys.executable, "-m", "mpi4py", "-m", "distnn",
+               *argv]
+    return subprocess.call(command, env=env)
+
+
+def _report(message: str, rank: int | None = None, size: int | None = None) -> None:
+    prefix = f"[rank {rank}/{size}] " if rank is not None and size and size > 1 else ""
+    sys.stderr.write(f"{prefix}distnn: error: {message}\n")
+    sys.stderr.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    env_rank = _env_int(MPI_ENV_RANK) or 0
+    try:
+        args = build_parser().parse_args(argv)
+        settings = vars(args)
+        procs = settings.pop("procs", None)
+        if procs is not None and procs < 1:
+            raise UsageError(f"--procs must be >= 1, got {procs}")
+        if procs is not None and procs > 1 and not under_mpi():
+            return relaunch(procs, argv)
+    except UsageError as exc:
+        if env_rank == 0:
+            _report(str(exc))
+        return exc.exit_code
+    return _train(settings, procs)
+
+
+def _default_out(strategy: str) -> Path:
+    base = Path("runs") / time.strftime("%Y%m%d-%H%M%S") / strategy
+    return base.parent.with_name(f"{base.parent.name}-{strategy}")
+
+
+def _setup(settings: dict, comm, procs: int | None):
+    """Config, data and run directory; raises UsageError with the first problem found."""
+    from distnn.data import load_dataset
+    from distnn.rundir import RunDirectory
+    from distnn.train import check_fits
+
+    settings = dict(settings)
+    settings.pop("command")
+    quiet = settings.pop("quiet", False)
+    config = make_config(settings.pop("preset", "default"), **settings)
+    if procs is not None and procs != comm.Get_size():
+        raise UsageError(f"--procs {procs} but this MPI job has {comm.Get_size()} processes")
+    dataset = load_dataset(config)
+    check_fits(config, dataset, comm.Get_size())
+    run = None
+    if comm.Get_rank() == 0:
+        out = Path(config.out) if config.out else _default_out(config.strategy)
+        config = config.replace(out=str(out))
+        run = RunDirectory(out)
+    return config, dataset, run, quiet
+
+
+def _train(settings: dict, procs: int | None) -> int:
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    rank, size = comm.Get_rank(), comm.Get_size()
+    failure = None
+    try:
+        config, dataset, run, quiet = _setup(settings, comm, procs)
+    except UsageError as exc:
+        failure = exc
+    failures = comm.allgather(None if failure is None else (str(failure), failure.exit_code))
+    first = next((item for item in failures if item is not None), None)
+    if first is not None:
+        if rank == 0:
+            _report(first[0])
+        return first[1]
+
+    from distnn.progress import Progress
+    from distnn.train import train
+
+    try:
+        progress = Progress(config.epochs, enabled=rank == 0 and not quiet)
+        if run is not None:
+            run.write_config(config)
+        model, result = train(config, comm, dataset, run=run, progress=progress)
+        if run is not None:
+            run.save_model(model)
+            run.write_result({"config": config.to_dict(), **result})
+            if not quiet:
+                final = result["final"]
+                print(f"{config.strategy} on {size} process{'es' if size > 1 else ''} "
+                      f"({result['workers']} worker{'s' if result['workers'] > 1 else ''}): "
+                      f"{config.epochs} epochs in {result['train_time_s']:.2f} s, "
+                      f"test accuracy {final['test_accuracy']:.4f}; run saved in {run.path}",
+                      flush=True)
+        return 0
+    except UsageError as exc:
+        if rank == 0:
+            _report(str(exc))
+        return exc.exit_code
+    except BaseException:
+        _report("unexpected failure\n" + traceback.format_exc(), rank, size)
+        if size > 1:
+            comm.Abort(1)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

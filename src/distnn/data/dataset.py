@@ -1,0 +1,140 @@
+"""A train/test pair of arrays, and where it comes from (``--dataset``)."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from distnn.data.files import read_array, read_npz
+from distnn.data.spiral import spiral_data
+from distnn.errors import UsageError
+
+SPLITS = ("X_train", "y_train", "X_test", "y_test")
+
+
+@dataclass
+class Dataset:
+    """Features (n, n_features) in the model's dtype and integer labels (n,)."""
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    n_classes: int
+
+    @property
+    def n_features(self) -> int:
+        return self.x_train.shape[1]
+
+
+def load_dataset(config) -> Dataset:
+    """The data set that ``config.dataset`` names: ``spiral`` or a path.
+
+    A path is either an ``.npz`` holding ``X_train``, ``y_train`` (and optionally
+    ``X_test``, ``y_test``), or a directory holding ``X_train.csv``/``y_train.csv``
+    (the original's layout; ``.npy`` files work too) and optionally the test pair.
+    Without a test pair, the last ``test_fraction`` of the training rows is held out.
+    """
+    if config.dataset == "spiral":
+        return _spiral(config)
+    path = Path(config.dataset)
+    if not path.exists():
+        raise UsageError(
+            f"--dataset {config.dataset!r}: no such file or directory "
+            "(use 'spiral', an .npz file, or a directory with X_train.csv and y_train.csv)"
+        )
+    arrays = read_npz(path) if path.is_file() else _read_directory(path)
+    return _validated(str(path), arrays, config)
+
+
+def _spiral(config) -> Dataset:
+    x_train, y_train = spiral_data(
+        config.samples_per_class, config.classes, np.random.RandomState(config.seed)
+    )
+    x_test, y_test = spiral_data(
+        config.samples_per_class, config.classes, np.random.RandomState(config.seed + 1)
+    )
+    dtype = np.dtype(config.dtype)
+    return Dataset("spiral", x_train.astype(dtype), y_train.astype(np.intp),
+                   x_test.astype(dtype), y_test.astype(np.intp), config.classes)
+
+
+def _read_directory(path: Path) -> dict[str, np.ndarray]:
+    arrays = {}
+    for name in SPLITS:
+        found = [path / f"{name}{ext}" for ext in (".npy", ".csv") if (path / f"{name}{ext}").exists()]
+        if found:
+            arrays[name] = read_array(found[0])
+    return arrays
+
+
+def _labels(source: str, name: str, y: np.ndarray) -> np.ndarray:
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise UsageError(f"{source}: {name} must be one label per row, got shape {y.shape}")
+    if y.size == 0:
+        raise UsageError(f"{source}: {name} is empty")
+    if y.dtype.kind == "f":
+        if not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
+            raise UsageError(f"{source}: {name} holds non-integer labels; labels must be 0..K-1")
+    elif y.dtype.kind not in "iu":
+        raise UsageError(f"{source}: {name} has dtype {y.dtype}; labels must be integers 0..K-1")
+    if y.min() < 0:
+        raise UsageError(f"{source}: {name} holds a negative label ({int(y.min())})")
+    return y.astype(np.intp)
+
+
+def _features(source: str, name: str, x: np.ndarray, dtype) -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim == 1:
+        x = x[:, None]
+    if x.ndim != 2:
+        raise UsageError(f"{source}: {name} must be 2-D (samples, features), got shape {x.shape}")
+    if x.shape[0] == 0:
+        raise UsageError(f"{source}: {name} is empty")
+    if x.dtype.kind not in "fiu":
+        raise UsageError(f"{source}: {name} has non-numeric dtype {x.dtype}")
+    x = x.astype(dtype, copy=False)
+    if not np.all(np.isfinite(x)):
+        raise UsageError(f"{source}: {name} holds NaN or infinite values")
+    return x
+
+
+def _validated(source: str, arrays: dict, config) -> Dataset:
+    if "X" in arrays and "X_train" not in arrays:
+        arrays = {"X_train": arrays["X"], "y_train": arrays.get("y"), **arrays}
+    for name in ("X_train", "y_train"):
+        if arrays.get(name) is None:
+            raise UsageError(f"{source}: missing {name} (expected {', '.join(SPLITS)})")
+    if ("X_test" in arrays) != ("y_test" in arrays):
+        raise UsageError(f"{source}: X_test and y_test must come together")
+    dtype = np.dtype(config.dtype)
+    x_train = _features(source, "X_train", arrays["X_train"], dtype)
+    y_train = _labels(source, "y_train", arrays["y_train"])
+    if "X_test" in arrays:
+        x_test = _features(source, "X_test", arrays["X_test"], dtype)
+        y_test = _labels(source, "y_test", arrays["y_test"])
+    else:
+        n_test = int(round(config.test_fraction * x_train.shape[0]))
+        if n_test < 1 or n_test >= x_train.shape[0]:
+            raise UsageError(
+                f"{source}: no X_test/y_test, and --test-fraction {config.test_fraction} of "
+                f"{x_train.shape[0]} rows leaves no train or no test rows"
+            )
+        x_train, x_test = x_train[:-n_test], x_train[-n_test:]
+        y_train, y_test = y_train[:-n_test], y_train[-n_test:]
+    for x_name, x, y_name, y in (("X_train", x_train, "y_train", y_train),
+                                 ("X_test", x_test, "y_test", y_test)):
+        if x.shape[0] != y.shape[0]:
+            raise UsageError(f"{source}: {x_name} has {x.shape[0]} rows but {y_name} has {y.shape[0]}")
+    if x_test.shape[1] != x_train.shape[1]:
+        raise UsageError(
+            f"{source}: X_test has {x_test.shape[1]} features but X_train has {x_train.shape[1]}"
+        )
+    n_classes = int(max(y_train.max(), y_test.max())) + 1
+    if n_classes < 2:
+        raise UsageError(f"{source}: labels hold a single class; classification needs at least 2")
+    return Dataset(source, x_train, y_train, x_test, y_test, n_classes)

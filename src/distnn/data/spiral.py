@@ -1,0 +1,27 @@
+"""The spiral data set of the original, exactly as ``nnfs.datasets.spiral_data`` makes it."""
+
+import numpy as np
+
+
+def spiral_data(samples: int, classes: int, rng: np.random.RandomState | None = None):
+    """``classes`` interleaved spiral arms of ``samples`` points each.
+
+    Draws ``randn(samples)`` once per class, in class order, from ``rng`` (the global
+    NumPy state when None), so that with the same seed state the output is identical to
+    ``nnfs.datasets.spiral_data(samples, classes)`` (after CS231n's case study).
+
+    Returns
+    -------
+    X : (samples * classes, 2) float64
+    y : (samples * classes,) uint8 class labels, in blocks of ``samples``.
+    """
+    randn = np.random.randn if rng is None else rng.randn
+    X = np.zeros((samples * classes, 2))
+    y = np.zeros(samples * classes, dtype="uint8")
+    for class_number in range(classes):
+        ix = range(samples * class_number, samples * (class_number + 1))
+        r = np.linspace(0.0, 1, samples)
+        t = np.linspace(class_number * 4, (class_number + 1) * 4, samples) + randn(samples) * 0.2
+        X[ix] = np.c_[r * np.sin(t * 2.5), r * np.cos(t * 2.5)]
+        y[ix] = class_number
+    return X, y

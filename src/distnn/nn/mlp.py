@@ -1,0 +1,147 @@
+"""Multilayer perceptron: Dense -> ReLU -> ... -> Dense -> softmax cross-entropy."""
+
+import numpy as np
+
+from distnn.nn.functional import softmax_cross_entropy
+from distnn.nn.layers import Dense, ReLU
+
+INITS = ("he", "nnfs")
+
+
+class MLP:
+    """A dense ReLU network whose parameters live in one contiguous vector.
+
+    ``params`` and ``grads`` are flat arrays of ``n_params`` elements; every layer's
+    weight and bias are reshaped views into them, so one MPI call moves the whole model
+    and the optimizer is one vector operation.
+
+    Gradients are *sums* over the samples given (not means): data-parallel ranks add
+    their sums and divide once by the global batch size, which keeps uneven splits exact.
+
+    Parameters
+    ----------
+    sizes : sequence of int
+        Layer widths ``[n_features, hidden..., n_classes]``.
+    dtype : "float32" or "float64".
+    init : "he" (N(0, 2/fan_in) weights) or "nnfs" (0.01 N(0, 1), the original C++ code's).
+    seed : int
+        Seed of the initial weights (NumPy ``RandomState``, as nnfs uses).
+    """
+
+    def __init__(self, sizes, dtype="float32", init="he", seed=0):
+        self.sizes = [int(s) for s in sizes]
+        self.dtype = np.dtype(dtype)
+        self.n_params = sum(Dense.size(a, b) for a, b in zip(self.sizes, self.sizes[1:]))
+        self.params = np.zeros(self.n_params, dtype=self.dtype)
+        self.grads = np.zeros(self.n_params, dtype=self.dtype)
+        self.layers: list[Dense] = []
+        offset = 0
+        for fan_in, fan_out in zip(self.sizes, self.sizes[1:]):
+            end = offset + Dense.size(fan_in, fan_out)
+            self.layers.append(
+                Dense(self.params[offset:end], self.grads[offset:end], fan_in, fan_out)
+            )
+            offset = end
+        self.initialize(init, seed)
+        self._rows = 0
+
+    def initialize(self, init: str, seed: int) -> None:
+        rng = np.random.RandomState(seed)
+        for layer in self.layers:
+            scale = 0.01 if init == "nnfs" else np.sqrt(2.0 / layer.fan_in)
+            layer.weight[...] = scale * rng.randn(layer.fan_in, layer.fan_out)
+            layer.bias[...] = 0
+
+    @property
+    def n_features(self) -> int:
+        return self.sizes[0]
+
+    @property
+    def n_classes(self) -> int:
+        return self.sizes[-1]
+
+    def _workspace(self, rows: int) -> None:
+        """Grow the activation buffers to ``rows``; the hot path then only slices them."""
+        if rows <= self._rows:
+            return
+        widths = self.sizes[1:]
+        self._act = [np.empty((rows, w), dtype=self.dtype) for w in widths]
+        self._grad = [np.empty((rows, w), dtype=self.dtype) for w in widths]
+        self._mask = [np.empty((rows, w), dtype=bool) for w in widths[:-1]]
+        self._rows = rows
+
+    def _forward(self, x: np.ndarray) -> list[np.ndarray]:
+        n = x.shape[0]
+        acts = [a[:n] for a in self._act]
+        inputs = x
+        for i, layer in enumerate(self.layers):
+            layer.forward(inputs, out=acts[i])
+            if i < len(self.layers) - 1:
+                ReLU.forward(acts[i])
+            inputs = acts[i]
+        return acts
+
+    def loss_and_gradient_sum(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int]:
+        """Forward and backward over ``x`` (n, n_features), labels ``y`` (n,).
+
+        Fills ``self.grads`` with the gradient of the *summed* loss and returns
+        ``(loss_sum, correct)``. With n = 0 the gradient is zero.
+        """
+        n = x.shape[0]
+        if n == 0:
+            self.grads[...] = 0
+            return 0.0, 0
+        self._workspace(n)
+        acts = self._forward(x)
+        grads = [g[:n] for g in self._grad]
+        loss_sum, correct = softmax_cross_entropy(acts[-1], y, grads[-1])
+        for i in range(len(self.layers) - 1, -1, -1):
+            layer_input = x if i == 0 else acts[i - 1]
+            grad_in = None if i == 0 else grads[i - 1]
+            self.layers[i].backward(layer_input, grads[i], grad_in)
+            if grad_in is not None:
+                ReLU.backward(grad_in, acts[i - 1], self._mask[i - 1][:n])
+        return loss_sum, correct
+
+    def logits(self, x: np.ndarray, chunk: int = 8192) -> np.ndarray:
+        """Logits (n, n_classes) computed in chunks to bound memory."""
+        out = np.empty((x.shape[0], self.n_classes), dtype=self.dtype)
+        for start in range(0, x.shape[0], chunk):
+            block = np.asarray(x[start : start + chunk], dtype=self.dtype)
+            self._workspace(block.shape[0])
+            out[start : start + block.shape[0]] = self._forward(block)[-1]
+        return out
+
+    def evaluate_sum(self, x: np.ndarray, y: np.ndarray, chunk: int = 8192) -> tuple[float, int]:
+        """Summed loss and number correct over ``x``, without touching ``grads``."""
+        loss_sum, correct = 0.0, 0
+        for start in range(0, x.shape[0], chunk):
+            block = np.asarray(x[start : start + chunk], dtype=self.dtype)
+            n = block.shape[0]
+            self._workspace(n)
+            logits = self._forward(block)[-1]
+            scratch = self._grad[-1][:n]
+            part_loss, part_correct = softmax_cross_entropy(logits, y[start : start + n], scratch)
+            loss_sum += part_loss
+            correct += part_correct
+        return loss_sum, correct
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        logits = self.logits(x).astype(np.float64)
+        logits -= logits.max(axis=1, keepdims=True)
+        np.exp(logits, out=logits)
+        logits /= logits.sum(axis=1, keepdims=True)
+        return logits
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """Named copies of every layer's arrays, as stored in ``model.npz``."""
+        arrays: dict[str, np.ndarray] = {}
+        for i, layer in enumerate(self.layers):
+            arrays[f"layers.{i}.weight"] = layer.weight.copy()
+            arrays[f"layers.{i}.bias"] = layer.bias.copy()
+        return arrays
+
+    def load_state_arrays(self, arrays) -> None:
+        for i, layer in enumerate(self.layers):
+            layer.weight[...] = arrays[f"layers.{i}.weight"]
+            layer.bias[...] = arrays[f"layers.{i}.bias"]

@@ -1,0 +1,80 @@
+"""Stochastic gradient descent with learning-rate decay and momentum.
+
+Convention (nnfs, and the original C++ code; it differs from PyTorch):
+
+    lr_t = lr / (1 + lr_decay * t)      t = number of updates applied so far
+    v    = momentum * v - lr_t * g       the learning rate is *inside* the velocity
+    w    = w + v
+
+With ``momentum == 0`` this is plain ``w -= lr_t * g``.
+"""
+
+import numpy as np
+
+
+def sgd_step(
+    params: np.ndarray,
+    grads: np.ndarray,
+    velocity: np.ndarray,
+    scratch: np.ndarray,
+    *,
+    lr: float,
+    momentum: float,
+) -> None:
+    """One in-place update of the flat vectors; ``scratch`` avoids a temporary per step."""
+    np.multiply(grads, lr, out=scratch)
+    if momentum:
+        velocity *= momentum
+        velocity -= scratch
+        params += velocity
+    else:
+        params -= scratch
+
+
+class SGD:
+    """Owns the schedule and the velocity buffer of one flat parameter vector."""
+
+    def __init__(self, params: np.ndarray, lr: float = 1.0, lr_decay: float = 0.0,
+                 momentum: float = 0.0):
+        if lr <= 0:
+            raise ValueError(f"lr must be > 0, got {lr}.")
+        if lr_decay < 0:
+            raise ValueError(f"lr_decay must be >= 0, got {lr_decay}.")
+        if not 0 <= momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}.")
+        self.params = params
+        self.lr, self.lr_decay, self.momentum = float(lr), float(lr_decay), float(momentum)
+        self.iterations = 0
+        self.velocity = np.zeros_like(params)
+        self._scratch = np.empty_like(params)
+
+    @property
+    def current_lr(self) -> float:
+        return self.lr / (1.0 + self.lr_decay * self.iterations)
+
+    def step(self, grads: np.ndarray) -> None:
+        """Apply the mean gradient ``grads`` (already divided by the batch size)."""
+        sgd_step(self.params, grads, self.velocity, self._scratch,
+                 lr=self.current_lr, momentum=self.momentum)
+        self.iterations += 1
+
+    def state_dict(self) -> dict:
+        return {
+            "lr": self.lr,
+            "lr_decay": self.lr_decay,
+            "momentum": self.momentum,
+            "iterations": self.iterations,
+            "velocity": self.velocity.copy(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        velocity = np.asarray(state["velocity"])
+        if velocity.shape != self.velocity.shape:
+            raise ValueError(
+                f"optimizer velocity has shape {velocity.shape}, model needs {self.velocity.shape}"
+            )
+        self.lr = float(state["lr"])
+        self.lr_decay = float(state["lr_decay"])
+        self.momentum = float(state["momentum"])
+        self.iterations = int(state["iterations"])
+        self.velocity[...] = velocity

@@ -1,0 +1,61 @@
+"""What every strategy shares: the model replica, the data and this rank's slice of a batch."""
+
+import numpy as np
+from mpi4py import MPI
+
+from distnn.data.sampler import batch_length, sub_batch, take, worker_range
+from distnn.parallel.timing import PhaseTimer
+
+
+class Strategy:
+    """The gradient path of one rank. Subclasses implement ``step``.
+
+    ``step(batch)`` is called on every rank with the same global batch (the sampler is
+    deterministic), and leaves this rank's ``model.params`` at the parameters after the
+    update (the server's copy, in the parameter-server strategies).
+    """
+
+    name = ""
+    has_server = False
+
+    def __init__(self, comm: MPI.Comm, model, optimizer, data, timer: PhaseTimer):
+        self.comm, self.model, self.optimizer, self.data, self.timer = (
+            comm, model, optimizer, data, timer)
+        self.rank, self.size = comm.Get_rank(), comm.Get_size()
+        self._x = np.empty((0, model.n_features), dtype=model.dtype)
+        self._y = np.empty(0, dtype=np.intp)
+
+    @classmethod
+    def n_workers(cls, size: int) -> int:
+        return size - 1 if cls.has_server else size
+
+    @property
+    def worker_index(self) -> int | None:
+        """This rank's position among the workers, or None for a parameter server."""
+        if self.has_server:
+            return None if self.rank == 0 else self.rank - 1
+        return self.rank
+
+    def local_gradient_sum(self, batch) -> int:
+        """Summed gradient of this worker's contiguous slice of ``batch`` into ``model.grads``.
+
+        Returns the number of samples in the slice.
+        """
+        n = batch_length(batch)
+        start, stop = worker_range(n, self.n_workers(self.size), self.worker_index)
+        part = sub_batch(batch, start, stop)
+        rows = stop - start
+        if not isinstance(part, slice) and self._x.shape[0] < rows:
+            self._x = np.empty((rows, self.model.n_features), dtype=self.model.dtype)
+            self._y = np.empty(rows, dtype=np.intp)
+        x = take(self.data.x_train, part, self._x)
+        y = take(self.data.y_train, part, self._y)
+        self.model.loss_and_gradient_sum(x, y)
+        return rows
+
+    def step(self, batch) -> None:
+        raise NotImplementedError
+
+    def finish(self) -> dict:
+        """Called once after the last step; returns strategy-specific statistics."""
+        return {}

@@ -1,0 +1,155 @@
+"""The training loop every strategy shares.
+
+The distributed differences live entirely in ``strategy.step``; everything here is the
+same for one process or many: epochs, evaluation, metrics, timing, the result record.
+"""
+
+import math
+import time
+
+import numpy as np
+from mpi4py import MPI
+
+from distnn.config import TrainConfig
+from distnn.data import BatchSampler, Dataset, worker_range
+from distnn.errors import UsageError
+from distnn.nn import MLP
+from distnn.optim import SGD
+from distnn.parallel import STRATEGIES
+from distnn.parallel.comm import allreduce_sum, mpi_type
+from distnn.parallel.timing import PHASES, PhaseTimer
+from distnn.progress import Progress
+
+
+class TrainingDiverged(UsageError):
+    """The loss became NaN or infinite; nothing after that point is worth keeping."""
+
+    exit_code = 3
+
+
+def check_fits(config: TrainConfig, dataset: Dataset, size: int) -> None:
+    """Errors that need the data and the process count; identical on every rank."""
+    strategy = STRATEGIES[config.strategy]
+    if strategy.has_server and size < 2:
+        raise UsageError(
+            f"--strategy {config.strategy} needs at least 2 processes (1 server + 1 worker); "
+            f"got {size}: use --procs 2 or more"
+        )
+    workers = strategy.n_workers(size)
+    n_train = dataset.x_train.shape[0]
+    if n_train < workers:
+        raise UsageError(f"the training set has {n_train} samples, fewer than the {workers} workers")
+    if config.batch_size is not None and config.batch_size < workers:
+        raise UsageError(
+            f"--batch-size ({config.batch_size}) must be at least the number of workers ({workers})"
+        )
+    if dataset.n_classes > config.classes and config.dataset == "spiral":
+        raise UsageError(f"spiral data has {dataset.n_classes} classes, more than --classes")
+
+
+def build_model(config: TrainConfig, dataset: Dataset, comm: MPI.Comm) -> MLP:
+    """Rank 0's initial parameters, broadcast so every replica starts identical."""
+    sizes = [dataset.n_features, *config.hidden, dataset.n_classes]
+    model = MLP(sizes, dtype=config.dtype, init=config.init, seed=config.seed)
+    comm.Bcast([model.params, mpi_type(model.dtype)], root=0)
+    return model
+
+
+def evaluate(comm: MPI.Comm, model: MLP, dataset: Dataset) -> dict:
+    """Loss and accuracy on train and test data, each rank scoring an equal share."""
+    rank, size = comm.Get_rank(), comm.Get_size()
+    sums = []
+    for x, y in ((dataset.x_train, dataset.y_train), (dataset.x_test, dataset.y_test)):
+        start, stop = worker_range(x.shape[0], size, rank)
+        sums.extend(model.evaluate_sum(x[start:stop], y[start:stop]))
+    train_loss, train_correct, test_loss, test_correct = allreduce_sum(comm, sums)
+    n_train, n_test = dataset.x_train.shape[0], dataset.x_test.shape[0]
+    return {
+        "train_loss": train_loss / n_train,
+        "train_accuracy": train_correct / n_train,
+        "test_loss": test_loss / n_test,
+        "test_accuracy": test_correct / n_test,
+    }
+
+
+def train(config: TrainConfig, comm: MPI.Comm, dataset: Dataset, run=None,
+          progress: Progress | None = None) -> tuple[MLP, dict]:
+    """Train on every rank of ``comm``; returns the model and (on rank 0) the result record.
+
+    ``run`` (a RunDirectory, rank 0 only) receives one metrics record per evaluation.
+    """
+    check_fits(config, dataset, comm.Get_size())
+    progress = progress or Progress(config.epochs, enabled=False)
+    model = build_model(config, dataset, comm)
+    optimizer = SGD(model.params, lr=config.lr, lr_decay=config.lr_decay,
+                    momentum=config.momentum)
+    n_train = dataset.x_train.shape[0]
+    batch_size = config.batch_size if config.batch_size and config.batch_size < n_train else None
+    sampler = BatchSampler(n_train, batch_size, config.seed,
+                           shuffle=config.shuffle and batch_size is not None)
+    timer = PhaseTimer()
+    strategy = STRATEGIES[config.strategy](comm, model, optimizer, dataset, timer)
+
+    records = []
+    eval_seconds = 0.0
+
+    def record_evaluation(epoch: int, elapsed: float) -> None:
+        nonlocal eval_seconds
+        started = time.perf_counter()
+        record = {"epoch": epoch, "step": epoch * sampler.steps_per_epoch,
+                  "lr": optimizer.lr / (1 + optimizer.lr_decay * epoch * sampler.steps_per_epoch),
+                  **evaluate(comm, model, dataset), "elapsed_s": elapsed}
+        eval_seconds += time.perf_counter() - started
+        records.append(record)
+        if run is not None:
+            run.append_metrics(record)
+        progress.evaluation(record)
+        if not math.isfinite(record["train_loss"]):
+            raise TrainingDiverged(
+                f"training diverged at epoch {epoch}: the train loss is {record['train_loss']}; "
+                "lower --lr or raise --lr-decay"
+            )
+
+    comm.Barrier()
+    started = time.perf_counter()
+    timer.restart()
+    if config.epochs == 0:
+        record_evaluation(0, 0.0)
+    for epoch in range(1, config.epochs + 1):
+        for batch in sampler.batches(epoch - 1):
+            strategy.step(batch)
+        training_s = time.perf_counter() - started - eval_seconds
+        if epoch % config.eval_every == 0 or epoch == config.epochs:
+            record_evaluation(epoch, training_s)
+            timer.restart()
+        progress.update(epoch, epoch * n_train / max(training_s, 1e-9))
+    train_time = time.perf_counter() - started - eval_seconds
+    progress.close()
+    stats = strategy.finish()
+
+    times = comm.gather({"rank": comm.Get_rank(), "train_time_s": train_time,
+                         **{f"{phase}_s": timer.seconds[phase] for phase in PHASES}}, root=0)
+    slowest = comm.allreduce(train_time, op=MPI.MAX)
+    if comm.Get_rank() != 0:
+        return model, {}
+    workers = strategy.n_workers(comm.Get_size())
+    result = {
+        "strategy": config.strategy,
+        "processes": comm.Get_size(),
+        "workers": workers,
+        "epochs": config.epochs,
+        "steps": config.epochs * sampler.steps_per_epoch,
+        "train_time_s": slowest,
+        "samples_per_s": config.epochs * n_train / slowest if slowest > 0 else None,
+        "final": records[-1],
+        "ranks": times,
+        "params_sha256": _digest(model.params),
+        **stats,
+    }
+    return model, result
+
+
+def _digest(params: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(params).tobytes()).hexdigest()
