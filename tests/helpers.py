@@ -1,0 +1,62 @@
+"""Launching distnn (serial or under mpiexec) from tests, always with a timeout."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+MPI_TIMEOUT_S = 60
+HERE = Path(__file__).parent
+
+
+def mpiexec() -> str:
+    beside = Path(sys.executable).parent / "mpiexec"
+    return str(beside) if beside.exists() else "mpiexec"
+
+
+def test_env() -> dict:
+    env = dict(os.environ)
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env.setdefault(name, "1")
+    return env
+
+
+def run(command: list[str], timeout: float = MPI_TIMEOUT_S) -> subprocess.CompletedProcess:
+    """Run ``command``; a hang fails the test instead of blocking the suite."""
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=test_env())
+
+
+def distnn(args: list[str], procs: int = 1, timeout: float = MPI_TIMEOUT_S):
+    """``distnn`` with ``args``, under ``mpiexec -n procs`` when procs > 1."""
+    command = [sys.executable, "-m", "distnn", *args]
+    if procs > 1:
+        command = [mpiexec(), "-n", str(procs), sys.executable, "-m", "mpi4py", "-m", "distnn",
+                   *args]
+    return run(command, timeout)
+
+
+def mpi_script(name: str, procs: int, args: list[str] = (), timeout: float = MPI_TIMEOUT_S):
+    command = [mpiexec(), "-n", str(procs), sys.executable, str(HERE / "mpi_scripts" / name),
+               *args]
+    return run(command, timeout)
+
+
+def train_params(out: Path, args: list[str], procs: int = 1) -> np.ndarray:
+    """Train into ``out`` and return the final parameters as one flat vector."""
+    done = distnn(["train", "--quiet", "--out", str(out), *args], procs=procs)
+    assert done.returncode == 0, done.stderr
+    with np.load(out / "model.npz", allow_pickle=False) as model:
+        layers = sorted({name.rsplit(".", 1)[0] for name in model.files if name.startswith("layers.")})
+        return np.concatenate([np.concatenate([model[f"{layer}.weight"].ravel(),
+                                               model[f"{layer}.bias"]]) for layer in layers])
+
+
+def read_result(out: Path) -> dict:
+    return json.loads((out / "result.json").read_text())
+
+
+def max_relative_difference(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))

@@ -1,0 +1,73 @@
+"""Synchronous strategies equal serial (DESIGN §3.2), run under mpiexec with timeouts."""
+
+import time
+
+import numpy as np
+import pytest
+
+from helpers import distnn, max_relative_difference, mpi_script, read_result, train_params
+
+SPIRAL = ["--samples-per-class", "100", "--dtype", "float64", "--lr", "0.5",
+          "--eval-every", "5"]
+SHUFFLED = [*SPIRAL, "--epochs", "12", "--batch-size", "37"]
+FULL = [*SPIRAL, "--epochs", "30", "--batch-size", "full"]
+
+
+@pytest.fixture(scope="module")
+def serial_params(tmp_path_factory):
+    base = tmp_path_factory.mktemp("serial")
+    return {name: train_params(base / name, args)
+            for name, args in (("shuffled", SHUFFLED), ("full", FULL))}
+
+
+@pytest.mark.parametrize("procs", [2, 3, 4])
+@pytest.mark.parametrize("workload", ["shuffled", "full"])
+def test_ps_sync_equals_serial(tmp_path, serial_params, procs, workload):
+    args = SHUFFLED if workload == "shuffled" else FULL
+    params = train_params(tmp_path / "run", ["--strategy", "ps-sync", *args], procs=procs)
+    assert max_relative_difference(params, serial_params[workload]) <= 1e-10
+    result = read_result(tmp_path / "run")
+    assert (result["processes"], result["workers"]) == (procs, procs - 1)
+    assert [r["rank"] for r in result["ranks"]] == list(range(procs))
+
+
+def test_same_config_and_processes_is_bit_identical(tmp_path):
+    args = ["--strategy", "ps-sync", *SHUFFLED]
+    first = train_params(tmp_path / "a", args, procs=3)
+    second = train_params(tmp_path / "b", args, procs=3)
+    np.testing.assert_array_equal(first, second)
+    assert read_result(tmp_path / "a")["params_sha256"] == read_result(tmp_path / "b")["params_sha256"]
+
+
+def test_ps_sync_learns_in_float32(tmp_path):
+    train_params(tmp_path / "run", ["--strategy", "ps-sync", "--epochs", "800"], procs=3)
+    assert read_result(tmp_path / "run")["final"]["test_accuracy"] > 0.75
+
+
+@pytest.mark.parametrize("rank", [0, 2])
+def test_a_rank_that_raises_ends_the_job_quickly(tmp_path, rank):
+    started = time.monotonic()
+    done = mpi_script("raise_on_rank.py", 3, [str(rank), "5", "--strategy", "ps-sync",
+                                             "--epochs", "50", "--quiet", "--out", str(tmp_path)],
+                      timeout=30)
+    assert time.monotonic() - started < 30
+    assert done.returncode != 0
+    assert f"[rank {rank}/3]" in done.stderr
+    assert "injected failure in step 5" in done.stderr
+    assert not (tmp_path / "model.npz").exists()
+
+
+def test_bad_flag_under_mpi_is_reported_once_with_exit_2(tmp_path):
+    done = distnn(["train", "--batch-size", "2", "--strategy", "ps-sync", "--out", str(tmp_path / "r")],
+                  procs=4)
+    assert done.returncode == 2
+    assert done.stderr.count("error:") == 1
+    assert "--batch-size (2) must be at least the number of workers (3)" in done.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_procs_flag_relaunches_under_mpiexec(tmp_path):
+    done = distnn(["train", "--procs", "3", "--strategy", "ps-sync", "--epochs", "5", "--quiet",
+                   "--out", str(tmp_path)])
+    assert done.returncode == 0, done.stderr
+    assert read_result(tmp_path)["processes"] == 3

@@ -1,0 +1,88 @@
+import numpy as np
+import pytest
+
+from distnn.nn import MLP
+from distnn.nn.functional import softmax_cross_entropy
+
+
+def _loss_sum(model, x, y):
+    return model.evaluate_sum(x, y)[0]
+
+
+@pytest.mark.parametrize("hidden", [(7,), (6, 5)])
+def test_gradient_matches_central_differences(hidden):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(11, 4))
+    y = rng.integers(0, 3, size=11)
+    model = MLP([4, *hidden, 3], dtype="float64", init="he", seed=1)
+    model.loss_and_gradient_sum(x, y)
+    analytic = model.grads.copy()
+    numeric = np.empty_like(analytic)
+    eps = 1e-6
+    for i in range(model.n_params):
+        saved = model.params[i]
+        model.params[i] = saved + eps
+        plus = _loss_sum(model, x, y)
+        model.params[i] = saved - eps
+        minus = _loss_sum(model, x, y)
+        model.params[i] = saved
+        numeric[i] = (plus - minus) / (2 * eps)
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-5, atol=1e-7)
+
+
+def test_layers_are_views_of_one_flat_buffer():
+    model = MLP([2, 64, 3], dtype="float32")
+    assert model.n_params == 2 * 64 + 64 + 64 * 3 + 3
+    for layer in model.layers:
+        assert np.shares_memory(layer.weight, model.params)
+        assert np.shares_memory(layer.bias, model.params)
+        assert np.shares_memory(layer.weight_grad, model.grads)
+    model.layers[1].bias[:] = 7
+    assert np.all(model.params[-3:] == 7)
+
+
+def test_softmax_cross_entropy_is_stable_for_huge_logits():
+    logits = np.array([[1000.0, 0.0, -1000.0], [0.0, 1e4, 0.0]])
+    grad = np.empty_like(logits)
+    loss, correct = softmax_cross_entropy(logits.copy(), np.array([0, 0]), grad)
+    assert np.isfinite(loss) and loss == pytest.approx(1e4)
+    assert correct == 1
+    np.testing.assert_allclose(grad, [[0, 0, 0], [-1, 1, 0]], atol=1e-12)
+
+
+def test_softmax_cross_entropy_matches_definition():
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=(5, 4))
+    labels = np.array([0, 3, 1, 1, 2])
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    grad = np.empty_like(logits)
+    loss, _ = softmax_cross_entropy(logits.copy(), labels, grad)
+    assert loss == pytest.approx(-np.log(probs[np.arange(5), labels]).sum())
+    onehot = np.eye(4)[labels]
+    np.testing.assert_allclose(grad, probs - onehot, atol=1e-12)
+
+
+def test_empty_slice_gives_zero_gradient():
+    model = MLP([2, 8, 3], dtype="float64")
+    model.grads[:] = 5
+    assert model.loss_and_gradient_sum(np.empty((0, 2)), np.empty(0, dtype=int)) == (0.0, 0)
+    assert not model.grads.any()
+
+
+def test_gradient_is_a_sum_so_splits_add_up():
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(10, 2)), rng.integers(0, 3, size=10)
+    model = MLP([2, 8, 3], dtype="float64")
+    model.loss_and_gradient_sum(x, y)
+    whole = model.grads.copy()
+    model.loss_and_gradient_sum(x[:3], y[:3])
+    part = model.grads.copy()
+    model.loss_and_gradient_sum(x[3:], y[3:])
+    np.testing.assert_allclose(part + model.grads, whole, rtol=1e-12)
+
+
+def test_nnfs_init_scale_and_zero_biases():
+    model = MLP([2, 64, 3], init="nnfs", seed=0, dtype="float64")
+    rng = np.random.RandomState(0)
+    np.testing.assert_array_equal(model.layers[0].weight, 0.01 * rng.randn(2, 64))
+    assert not model.layers[0].bias.any()
