@@ -86,3 +86,17 @@ def test_nnfs_init_scale_and_zero_biases():
     rng = np.random.RandomState(0)
     np.testing.assert_array_equal(model.layers[0].weight, 0.01 * rng.randn(2, 64))
     assert not model.layers[0].bias.any()
+
+
+def test_chunked_batches_give_the_unchunked_gradient(monkeypatch):
+    from distnn.nn import mlp
+
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(size=(23, 3)), rng.integers(0, 4, size=23)
+    model = MLP([3, 9, 4], dtype="float64", seed=2)
+    whole_loss, whole_correct = model.loss_and_gradient_sum(x, y)
+    whole = model.grads.copy()
+    monkeypatch.setattr(mlp, "CHUNK_ROWS", 5)
+    loss, correct = model.loss_and_gradient_sum(x, y)
+    np.testing.assert_allclose(model.grads, whole, rtol=1e-12)
+    assert loss == pytest.approx(whole_loss, rel=1e-12) and correct == whole_correct

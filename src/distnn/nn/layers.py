@@ -14,12 +14,14 @@ class Dense:
     """
 
     def __init__(self, params: np.ndarray, grads: np.ndarray, fan_in: int, fan_out: int):
-        n_weight = fan_in * fan_out
         self.fan_in, self.fan_out = fan_in, fan_out
-        self.weight = params[:n_weight].reshape(fan_in, fan_out)
-        self.bias = params[n_weight : n_weight + fan_out]
-        self.weight_grad = grads[:n_weight].reshape(fan_in, fan_out)
-        self.bias_grad = grads[n_weight : n_weight + fan_out]
+        self.weight, self.bias = self.views(params)
+        self.weight_grad, self.bias_grad = self.views(grads)
+
+    def views(self, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """This layer's (weight, bias) shaped views of its slice of a flat buffer."""
+        n_weight = self.fan_in * self.fan_out
+        return flat[:n_weight].reshape(self.fan_in, self.fan_out), flat[n_weight:]
 
     @staticmethod
     def size(fan_in: int, fan_out: int) -> int:
@@ -30,10 +32,13 @@ class Dense:
         out += self.bias
         return out
 
-    def backward(self, x: np.ndarray, grad_out: np.ndarray, grad_in: np.ndarray | None) -> None:
-        """Write summed parameter gradients; fill ``grad_in`` unless it is None (first layer)."""
-        np.matmul(x.T, grad_out, out=self.weight_grad)
-        np.sum(grad_out, axis=0, out=self.bias_grad)
+    def backward(self, x: np.ndarray, grad_out: np.ndarray, grad_in: np.ndarray | None,
+                 param_grads: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        """Write summed parameter gradients into ``param_grads`` (default: the model's
+        gradient views); fill ``grad_in`` unless it is None (first layer)."""
+        weight_grad, bias_grad = param_grads or (self.weight_grad, self.bias_grad)
+        np.matmul(x.T, grad_out, out=weight_grad)
+        np.sum(grad_out, axis=0, out=bias_grad)
         if grad_in is not None:
             np.matmul(grad_out, self.weight.T, out=grad_in)
 

@@ -6,6 +6,7 @@ from distnn.nn.functional import softmax_cross_entropy
 from distnn.nn.layers import Dense, ReLU
 
 INITS = ("he", "nnfs")
+CHUNK_ROWS = 4096  # rows per forward/backward pass: keeps activations in cache (benchmarks/chunk_rows.py)
 
 
 class MLP:
@@ -17,6 +18,8 @@ class MLP:
 
     Gradients are *sums* over the samples given (not means): data-parallel ranks add
     their sums and divide once by the global batch size, which keeps uneven splits exact.
+    A batch larger than ``CHUNK_ROWS`` is processed in chunks whose activations stay in
+    cache, their gradients accumulated through a second flat buffer.
 
     Parameters
     ----------
@@ -34,13 +37,15 @@ class MLP:
         self.n_params = sum(Dense.size(a, b) for a, b in zip(self.sizes, self.sizes[1:]))
         self.params = np.zeros(self.n_params, dtype=self.dtype)
         self.grads = np.zeros(self.n_params, dtype=self.dtype)
+        self._chunk_grads = np.zeros(self.n_params, dtype=self.dtype)
         self.layers: list[Dense] = []
+        self._chunk_views = []
         offset = 0
         for fan_in, fan_out in zip(self.sizes, self.sizes[1:]):
             end = offset + Dense.size(fan_in, fan_out)
-            self.layers.append(
-                Dense(self.params[offset:end], self.grads[offset:end], fan_in, fan_out)
-            )
+            layer = Dense(self.params[offset:end], self.grads[offset:end], fan_in, fan_out)
+            self.layers.append(layer)
+            self._chunk_views.append(layer.views(self._chunk_grads[offset:end]))
             offset = end
         self.initialize(init, seed)
         self._rows = 0
@@ -91,6 +96,18 @@ class MLP:
         if n == 0:
             self.grads[...] = 0
             return 0.0, 0
+        loss_sum, correct = self._chunk_gradient(x[:CHUNK_ROWS], y[:CHUNK_ROWS], first=True)
+        for start in range(CHUNK_ROWS, n, CHUNK_ROWS):
+            part_loss, part_correct = self._chunk_gradient(
+                x[start : start + CHUNK_ROWS], y[start : start + CHUNK_ROWS], first=False)
+            self.grads += self._chunk_grads
+            loss_sum += part_loss
+            correct += part_correct
+        return loss_sum, correct
+
+    def _chunk_gradient(self, x, y, first: bool) -> tuple[float, int]:
+        """Gradient sum of one chunk into ``grads`` (first chunk) or the chunk buffer."""
+        n = x.shape[0]
         self._workspace(n)
         acts = self._forward(x)
         grads = [g[:n] for g in self._grad]
@@ -98,12 +115,13 @@ class MLP:
         for i in range(len(self.layers) - 1, -1, -1):
             layer_input = x if i == 0 else acts[i - 1]
             grad_in = None if i == 0 else grads[i - 1]
-            self.layers[i].backward(layer_input, grads[i], grad_in)
+            self.layers[i].backward(layer_input, grads[i], grad_in,
+                                    None if first else self._chunk_views[i])
             if grad_in is not None:
                 ReLU.backward(grad_in, acts[i - 1], self._mask[i - 1][:n])
         return loss_sum, correct
 
-    def logits(self, x: np.ndarray, chunk: int = 8192) -> np.ndarray:
+    def logits(self, x: np.ndarray, chunk: int = CHUNK_ROWS) -> np.ndarray:
         """Logits (n, n_classes) computed in chunks to bound memory."""
         out = np.empty((x.shape[0], self.n_classes), dtype=self.dtype)
         for start in range(0, x.shape[0], chunk):
@@ -112,7 +130,7 @@ class MLP:
             out[start : start + block.shape[0]] = self._forward(block)[-1]
         return out
 
-    def evaluate_sum(self, x: np.ndarray, y: np.ndarray, chunk: int = 8192) -> tuple[float, int]:
+    def evaluate_sum(self, x: np.ndarray, y: np.ndarray, chunk: int = CHUNK_ROWS) -> tuple[float, int]:
         """Summed loss and number correct over ``x``, without touching ``grads``."""
         loss_sum, correct = 0.0, 0
         for start in range(0, x.shape[0], chunk):
