@@ -53,7 +53,7 @@ def test_a_rank_that_raises_ends_the_job_quickly(tmp_path, rank):
     assert time.monotonic() - started < 30
     assert done.returncode != 0
     assert f"[rank {rank}/3]" in done.stderr
-    assert "injected failure in step 5" in done.stderr
+    assert "injected failure in call 5" in done.stderr
     assert not (tmp_path / "model.npz").exists()
 
 

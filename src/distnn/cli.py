@@ -96,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--momentum", type=float)
     add("--seed", type=int)
     add("--no-shuffle", dest="shuffle", action="store_false", help="keep the stored order")
+    add("--max-staleness", type=int, help="ps-async: no applied gradient staler than this")
     add("--eval-every", type=int, help="epochs between evaluations")
     add("--out", help="run directory (default: runs/<time>-<strategy>)")
     add("--procs", type=int, help="launch N MPI processes with mpiexec (unless already under MPI)")

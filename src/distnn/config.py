@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from distnn.errors import UsageError
 
-STRATEGIES = ("serial", "ps-sync")
+STRATEGIES = ("serial", "ps-sync", "ps-async", "allreduce")
 DTYPES = ("float32", "float64")
 INITS = ("he", "nnfs")
 
@@ -33,6 +33,7 @@ class TrainConfig:
     momentum: float = 0.9            # v = momentum * v - lr_t * g
     seed: int = 0                    # data, weights and sample order
     shuffle: bool = True             # reshuffle the samples every epoch
+    max_staleness: int | None = None  # ps-async: bound on an applied gradient's staleness
     eval_every: int = 100            # epochs between evaluations (the last epoch always)
     out: str | None = None           # run directory; None = runs/<timestamp>
 
@@ -102,5 +103,11 @@ def validate(config: TrainConfig) -> None:
         raise UsageError(f"--momentum must be in [0, 1), got {config.momentum}")
     if not 0 < config.test_fraction < 1:
         raise UsageError(f"--test-fraction must be in (0, 1), got {config.test_fraction}")
+    if config.max_staleness is not None:
+        if config.strategy != "ps-async":
+            raise UsageError(f"--max-staleness applies to --strategy ps-async only, "
+                             f"not {config.strategy}")
+        if config.max_staleness < 0:
+            raise UsageError(f"--max-staleness must be >= 0, got {config.max_staleness}")
     if config.seed < 0:
         raise UsageError(f"--seed must be >= 0, got {config.seed}")

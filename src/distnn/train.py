@@ -4,6 +4,7 @@ The distributed differences live entirely in ``strategy.step``; everything here 
 same for one process or many: epochs, evaluation, metrics, timing, the result record.
 """
 
+import hashlib
 import math
 import time
 
@@ -88,7 +89,8 @@ def train(config: TrainConfig, comm: MPI.Comm, dataset: Dataset, run=None,
     sampler = BatchSampler(n_train, batch_size, config.seed,
                            shuffle=config.shuffle and batch_size is not None)
     timer = PhaseTimer()
-    strategy = STRATEGIES[config.strategy](comm, model, optimizer, dataset, timer)
+    strategy = STRATEGIES[config.strategy].from_config(config, comm, model, optimizer, dataset,
+                                                       timer)
 
     records = []
     eval_seconds = 0.0
@@ -96,9 +98,11 @@ def train(config: TrainConfig, comm: MPI.Comm, dataset: Dataset, run=None,
     def record_evaluation(epoch: int, elapsed: float) -> None:
         nonlocal eval_seconds
         started = time.perf_counter()
-        record = {"epoch": epoch, "step": epoch * sampler.steps_per_epoch,
-                  "lr": optimizer.lr / (1 + optimizer.lr_decay * epoch * sampler.steps_per_epoch),
-                  **evaluate(comm, model, dataset), "elapsed_s": elapsed}
+        updates = strategy.updates_per_epoch(sampler) * epoch
+        record = {"epoch": epoch, "step": updates,
+                  "lr": optimizer.lr / (1 + optimizer.lr_decay * updates),
+                  **evaluate(comm, model, dataset), "elapsed_s": elapsed,
+                  **strategy.statistics()}
         eval_seconds += time.perf_counter() - started
         records.append(record)
         if run is not None:
@@ -116,16 +120,17 @@ def train(config: TrainConfig, comm: MPI.Comm, dataset: Dataset, run=None,
     if config.epochs == 0:
         record_evaluation(0, 0.0)
     for epoch in range(1, config.epochs + 1):
-        for batch in sampler.batches(epoch - 1):
-            strategy.step(batch)
-        training_s = time.perf_counter() - started - eval_seconds
+        strategy.run_epoch(sampler, epoch - 1)
         if epoch % config.eval_every == 0 or epoch == config.epochs:
-            record_evaluation(epoch, training_s)
+            strategy.synchronize()
+            record_evaluation(epoch, time.perf_counter() - started - eval_seconds)
             timer.restart()
+        training_s = time.perf_counter() - started - eval_seconds
         progress.update(epoch, epoch * n_train / max(training_s, 1e-9))
     train_time = time.perf_counter() - started - eval_seconds
     progress.close()
     stats = strategy.finish()
+    digest = check_replicas_agree(comm, model)
 
     times = comm.gather({"rank": comm.Get_rank(), "train_time_s": train_time,
                          **{f"{phase}_s": timer.seconds[phase] for phase in PHASES}}, root=0)
@@ -138,18 +143,23 @@ def train(config: TrainConfig, comm: MPI.Comm, dataset: Dataset, run=None,
         "processes": comm.Get_size(),
         "workers": workers,
         "epochs": config.epochs,
-        "steps": config.epochs * sampler.steps_per_epoch,
+        "steps": config.epochs * strategy.updates_per_epoch(sampler),
         "train_time_s": slowest,
         "samples_per_s": config.epochs * n_train / slowest if slowest > 0 else None,
         "final": records[-1],
         "ranks": times,
-        "params_sha256": _digest(model.params),
+        "params_sha256": digest,
         **stats,
     }
     return model, result
 
 
-def _digest(params: np.ndarray) -> str:
-    import hashlib
-
-    return hashlib.sha256(np.ascontiguousarray(params).tobytes()).hexdigest()
+def check_replicas_agree(comm: MPI.Comm, model: MLP) -> str:
+    """SHA-256 of the final parameters, which must be the same on every rank."""
+    digest = hashlib.sha256(np.ascontiguousarray(model.params).tobytes()).hexdigest()
+    digests = comm.allgather(digest)
+    if len(set(digests)) != 1:
+        differing = [rank for rank, other in enumerate(digests) if other != digests[0]]
+        raise RuntimeError(f"replicas diverged: ranks {differing} hold parameters that differ "
+                           "from rank 0's")
+    return digest

@@ -1,6 +1,7 @@
-"""Run ``distnn train`` with one rank raising in its Nth step (fail-fast test).
+"""Run ``distnn train`` with one rank raising in its Nth gradient or update (fail-fast test).
 
-Usage: raise_on_rank.py RANK STEP distnn-train-args...
+Usage: raise_on_rank.py RANK N distnn-train-args...
+Workers fail in their Nth gradient computation, a parameter server in its Nth update.
 """
 
 import sys
@@ -8,20 +9,22 @@ import sys
 from mpi4py import MPI
 
 from distnn import cli
-from distnn.parallel import STRATEGIES
+from distnn.optim import SGD
+from distnn.parallel.strategy import Strategy
 
-failing_rank, failing_step = int(sys.argv[1]), int(sys.argv[2])
+failing_rank, failing_call = int(sys.argv[1]), int(sys.argv[2])
 calls = {"n": 0}
 
-for strategy in STRATEGIES.values():
-    original = strategy.step
 
-    def step(self, batch, _original=original):
+def failing(original):
+    def wrapper(*args, **kwargs):
         calls["n"] += 1
-        if MPI.COMM_WORLD.Get_rank() == failing_rank and calls["n"] == failing_step:
-            raise RuntimeError(f"injected failure in step {failing_step}")
-        _original(self, batch)
+        if MPI.COMM_WORLD.Get_rank() == failing_rank and calls["n"] == failing_call:
+            raise RuntimeError(f"injected failure in call {failing_call}")
+        return original(*args, **kwargs)
+    return wrapper
 
-    strategy.step = step
 
+Strategy.local_gradient_sum = failing(Strategy.local_gradient_sum)
+SGD.step = failing(SGD.step)
 sys.exit(cli.main(["train", *sys.argv[3:]]))

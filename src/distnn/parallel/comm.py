@@ -8,6 +8,7 @@ growing interval, so a waiting rank costs a few percent of a core, at the price 
 most ``MAX_SLEEP_S`` extra latency per wait.
 """
 
+import os
 import time
 from enum import IntEnum
 
@@ -31,7 +32,7 @@ def mpi_type(dtype: np.dtype) -> MPI.Datatype:
     return {np.dtype(np.float32): MPI.FLOAT, np.dtype(np.float64): MPI.DOUBLE}[np.dtype(dtype)]
 
 
-def _sleep_until(ready) -> None:
+def sleep_until(ready) -> None:
     for _ in range(SPIN_TESTS):
         if ready():
             return
@@ -43,13 +44,13 @@ def _sleep_until(ready) -> None:
 
 def wait_politely(request: MPI.Request) -> None:
     """Complete ``request`` without spinning a core while it is pending."""
-    _sleep_until(request.Test)
+    sleep_until(request.Test)
 
 
 def probe_politely(comm: MPI.Comm, status: MPI.Status, source: int = MPI.ANY_SOURCE,
                    tag: int = MPI.ANY_TAG) -> MPI.Status:
     """Block, politely, until a matching message is ready; fills and returns ``status``."""
-    _sleep_until(lambda: comm.Iprobe(source=source, tag=tag, status=status))
+    sleep_until(lambda: comm.Iprobe(source=source, tag=tag, status=status))
     return status
 
 
@@ -58,3 +59,13 @@ def allreduce_sum(comm: MPI.Comm, values) -> np.ndarray:
     buffer = np.asarray(values, dtype=np.float64).copy()
     comm.Allreduce(MPI.IN_PLACE, buffer, op=MPI.SUM)
     return buffer
+
+
+def oversubscribed(comm: MPI.Comm) -> bool:
+    """True when this node runs more ranks of ``comm`` than this process may use cores."""
+    node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    try:
+        ranks_here = node.Get_size()
+    finally:
+        node.Free()
+    return ranks_here > len(os.sched_getaffinity(0))

@@ -8,11 +8,12 @@ from distnn.parallel.timing import PhaseTimer
 
 
 class Strategy:
-    """The gradient path of one rank. Subclasses implement ``step``.
+    """The gradient path of one rank.
 
-    ``step(batch)`` is called on every rank with the same global batch (the sampler is
-    deterministic), and leaves this rank's ``model.params`` at the parameters after the
-    update (the server's copy, in the parameter-server strategies).
+    ``run_epoch`` is called on every rank for every epoch; synchronous strategies
+    implement ``step(batch)``, called with the same global batch on every rank (the
+    sampler is deterministic). ``synchronize`` is called before every evaluation and at
+    the end: afterwards every rank holds the current global parameters.
     """
 
     name = ""
@@ -24,6 +25,10 @@ class Strategy:
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
         self._x = np.empty((0, model.n_features), dtype=model.dtype)
         self._y = np.empty(0, dtype=np.intp)
+
+    @classmethod
+    def from_config(cls, config, comm, model, optimizer, data, timer) -> "Strategy":
+        return cls(comm, model, optimizer, data, timer)
 
     @classmethod
     def n_workers(cls, size: int) -> int:
@@ -53,8 +58,23 @@ class Strategy:
         self.model.loss_and_gradient_sum(x, y)
         return rows
 
+    def updates_per_epoch(self, sampler) -> int:
+        """Optimizer steps per epoch: one per global batch for synchronous strategies."""
+        return sampler.steps_per_epoch
+
+    def run_epoch(self, sampler, epoch: int) -> None:
+        for batch in sampler.batches(epoch):
+            self.step(batch)
+
     def step(self, batch) -> None:
         raise NotImplementedError
+
+    def synchronize(self) -> None:
+        """Synchronous strategies keep every replica current after each step."""
+
+    def statistics(self) -> dict:
+        """Strategy-specific counters for metrics.jsonl (rank 0's view)."""
+        return {}
 
     def finish(self) -> dict:
         """Called once after the last step; returns strategy-specific statistics."""

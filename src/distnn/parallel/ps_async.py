@@ -1,0 +1,182 @@
+"""Asynchronous parameter server: the server applies each worker's gradient on arrival.
+
+Protocol, per gradient: the server sends a worker the current parameters (tag PARAMS);
+the worker computes the gradient of its slice of the next global batch, divides it by
+the global batch size and sends it back (tag GRADIENT); the server applies it at once
+and, when allowed, replies with the parameters it now holds. With one worker this is
+exactly serial SGD.
+
+Staleness of an applied gradient = updates the server applied between sending the
+parameters it was computed on and applying it. ``max_staleness = K`` bounds it
+(stale-synchronous parallel): the server defers its reply to a worker, and the order in
+which it accepts gradients, so that no applied gradient is staler than K. It keeps the
+invariant: in-flight workers, oldest parameters first, satisfy
+``updates - version + position <= K``. K = 0 means workers take turns.
+
+Workers cover every epoch's samples exactly once (each its slice of each global batch);
+an epoch ends on the server when all of its gradients are applied.
+"""
+
+from collections import deque
+
+import numpy as np
+from mpi4py import MPI
+
+from distnn.data.sampler import batch_length, worker_range
+from distnn.parallel.comm import Tag, mpi_type, probe_politely, sleep_until, wait_politely
+from distnn.parallel.strategy import Strategy
+
+
+def gradients_per_worker(sampler, n_workers: int) -> np.ndarray:
+    """How many gradients each worker sends in one epoch (empty slices send none)."""
+    counts = np.zeros(n_workers, dtype=np.int64)
+    full, rest = divmod(sampler.n_samples, sampler.batch_size)
+    for length, repeats in ((sampler.batch_size, full), (rest, 1 if rest else 0)):
+        for worker in range(n_workers):
+            start, stop = worker_range(length, n_workers, worker)
+            counts[worker] += repeats * (stop > start)
+    return counts
+
+
+class PSAsync(Strategy):
+    name = "ps-async"
+    has_server = True
+
+    def __init__(self, comm, model, optimizer, data, timer, max_staleness: int | None = None):
+        super().__init__(comm, model, optimizer, data, timer)
+        if self.size < 2:
+            raise ValueError("ps-async needs at least 2 processes (1 server + 1 worker)")
+        self.max_staleness = max_staleness
+        self._type = mpi_type(model.dtype)
+        self._status = MPI.Status()
+        self.sent = 0
+        if self.rank == 0:
+            workers = self.size - 1
+            self._gradient = np.empty_like(model.grads)
+            self.updates = 0
+            self._version = np.zeros(self.size, dtype=np.int64)   # by rank; 0 = server
+            self._remaining = np.zeros(self.size, dtype=np.int64)
+            self._in_flight: list[int] = []
+            self._parked = deque(range(1, self.size))
+            self.applied = np.zeros(workers, dtype=np.int64)
+            self.staleness_counts = np.zeros(1, dtype=np.int64)
+
+    @classmethod
+    def from_config(cls, config, comm, model, optimizer, data, timer) -> "PSAsync":
+        return cls(comm, model, optimizer, data, timer, max_staleness=config.max_staleness)
+
+    def updates_per_epoch(self, sampler) -> int:
+        return int(gradients_per_worker(sampler, self.size - 1).sum())
+
+    def run_epoch(self, sampler, epoch: int) -> None:
+        if self.rank == 0:
+            self._serve(gradients_per_worker(sampler, self.size - 1))
+        else:
+            n_workers = self.size - 1
+            for batch in sampler.batches(epoch):
+                start, stop = worker_range(batch_length(batch), n_workers, self.rank - 1)
+                if stop > start:
+                    self._work(batch)
+
+    def _work(self, batch) -> None:
+        timer, comm = self.timer, self.comm
+        probe_politely(comm, self._status, source=0, tag=Tag.PARAMS)
+        comm.Recv([self.model.params, self._type], source=0, tag=Tag.PARAMS)
+        timer.lap("wait")
+        self.local_gradient_sum(batch)
+        self.model.grads /= batch_length(batch)
+        timer.lap("compute")
+        comm.Send([self.model.grads, self._type], dest=0, tag=Tag.GRADIENT)
+        self.sent += 1
+        timer.lap("comm")
+
+    def _serve(self, counts: np.ndarray) -> None:
+        timer, comm = self.timer, self.comm
+        self._remaining[1:] += counts
+        self._release()
+        for _ in range(int(counts.sum())):
+            sources = self._acceptable_sources()
+            self._probe_any(sources)
+            timer.lap("wait")
+            worker = self._status.Get_source()
+            comm.Recv([self._gradient, self._type], source=worker, tag=Tag.GRADIENT)
+            timer.lap("comm")
+            staleness = self.updates - self._version[worker]
+            if self.max_staleness is not None and staleness > self.max_staleness:
+                raise RuntimeError(f"staleness {staleness} exceeds the bound {self.max_staleness}")
+            self.optimizer.step(self._gradient)
+            self.updates += 1
+            self._record(worker, staleness)
+            self._in_flight.remove(worker)
+            self._remaining[worker] -= 1
+            self._parked.append(worker)
+            timer.lap("compute")
+            self._release()
+            timer.lap("comm")
+
+    def _record(self, worker: int, staleness: int) -> None:
+        self.applied[worker - 1] += 1
+        if staleness >= self.staleness_counts.size:
+            self.staleness_counts = np.concatenate(
+                [self.staleness_counts, np.zeros(staleness + 1 - self.staleness_counts.size,
+                                                 dtype=np.int64)])
+        self.staleness_counts[staleness] += 1
+
+    def _release(self) -> None:
+        """Send parameters to parked workers that have work, as the bound allows."""
+        bound = self.max_staleness
+        for _ in range(len(self._parked)):
+            worker = self._parked.popleft()
+            if self._remaining[worker] == 0 or (bound is not None and len(self._in_flight) > bound):
+                self._parked.append(worker)
+                continue
+            self.comm.Send([self.model.params, self._type], dest=worker, tag=Tag.PARAMS)
+            self._version[worker] = self.updates
+            self._in_flight.append(worker)
+
+    def _acceptable_sources(self) -> list[int] | None:
+        """Workers whose gradient may be applied next without breaking the bound (None: any)."""
+        if self.max_staleness is None:
+            return None
+        order = sorted(self._in_flight, key=lambda w: (self._version[w], w))
+        for position, worker in enumerate(order):
+            if self.updates - self._version[worker] + position >= self.max_staleness:
+                return order[: position + 1]
+        return None
+
+    def _probe_any(self, sources: list[int] | None) -> None:
+        if sources is None:
+            probe_politely(self.comm, self._status, tag=Tag.GRADIENT)
+        elif len(sources) == 1:
+            probe_politely(self.comm, self._status, source=sources[0], tag=Tag.GRADIENT)
+        else:
+            sleep_until(lambda: any(self.comm.Iprobe(source=s, tag=Tag.GRADIENT,
+                                                     status=self._status) for s in sources))
+
+    def synchronize(self) -> None:
+        """Every rank takes the server's parameters (no gradient is in flight here)."""
+        wait_politely(self.comm.Ibcast([self.model.params, self._type], root=0))
+
+    def statistics(self) -> dict:
+        if self.rank != 0:
+            return {}
+        counts = self.staleness_counts
+        total = int(counts.sum())
+        return {
+            "updates": self.updates,
+            "updates_per_worker": self.applied.tolist(),
+            "staleness_mean": float(np.arange(counts.size) @ counts / total) if total else 0.0,
+            "staleness_max": int(np.flatnonzero(counts).max()) if total else 0,
+            "staleness_histogram": counts.tolist(),
+        }
+
+    def finish(self) -> dict:
+        sent = self.comm.gather(self.sent, root=0)
+        if self.rank != 0:
+            return {}
+        sent = sent[1:]
+        if sent != self.applied.tolist():
+            raise RuntimeError(f"gradients sent per worker {sent} differ from those applied "
+                               f"{self.applied.tolist()}")
+        return {"max_staleness": self.max_staleness, "gradients_sent_per_worker": sent,
+                **self.statistics()}

@@ -1,0 +1,103 @@
+"""allreduce and ps-async: equivalence, protocol counts, the staleness bound, failures."""
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from helpers import distnn, max_relative_difference, mpi_script, read_result, run, train_params
+
+SPIRAL = ["--samples-per-class", "100", "--dtype", "float64", "--lr", "0.5", "--eval-every", "5"]
+SHUFFLED = [*SPIRAL, "--epochs", "12", "--batch-size", "37"]
+FULL = [*SPIRAL, "--epochs", "30", "--batch-size", "full"]
+
+
+@pytest.fixture(scope="module")
+def serial(tmp_path_factory):
+    base = tmp_path_factory.mktemp("serial")
+    return {name: train_params(base / name, args)
+            for name, args in (("shuffled", SHUFFLED), ("full", FULL))}
+
+
+@pytest.mark.parametrize("procs", [1, 2, 3, 4])
+@pytest.mark.parametrize("workload", ["shuffled", "full"])
+def test_allreduce_equals_serial(tmp_path, serial, procs, workload):
+    args = SHUFFLED if workload == "shuffled" else FULL
+    params = train_params(tmp_path, ["--strategy", "allreduce", *args], procs=procs)
+    assert max_relative_difference(params, serial[workload]) <= 1e-10
+    result = read_result(tmp_path)
+    assert result["workers"] == procs and len(result["params_sha256"]) == 64
+
+
+def test_replica_hash_check_catches_a_one_ulp_difference():
+    assert mpi_script("replica_check.py", 3).stdout.strip() == "OK"
+    diverged = mpi_script("replica_check.py", 3, ["perturb"]).stdout.strip()
+    assert diverged == "replicas diverged: ranks [1] hold parameters that differ from rank 0's"
+
+
+@pytest.mark.parametrize("workload", ["shuffled", "full"])
+def test_ps_async_with_one_worker_is_serial_exactly(tmp_path, serial, workload):
+    args = SHUFFLED if workload == "shuffled" else FULL
+    params = train_params(tmp_path, ["--strategy", "ps-async", *args], procs=2)
+    np.testing.assert_array_equal(params, serial[workload])
+    result = read_result(tmp_path)
+    assert result["staleness_max"] == 0 and result["staleness_histogram"] == [result["updates"]]
+
+
+@pytest.mark.parametrize("procs", [3, 4])
+def test_ps_async_applies_every_gradient_exactly_once(tmp_path, procs):
+    # 300 samples in batches of 149: the last batch (2 samples) leaves a worker without work.
+    train_params(tmp_path, ["--strategy", "ps-async", "--samples-per-class", "100",
+                            "--batch-size", "149", "--epochs", "7", "--eval-every", "3",
+                            "--lr", "0.1"], procs=procs)
+    result = read_result(tmp_path)
+    workers = procs - 1
+    per_epoch = 2 * workers + min(2, workers)
+    assert result["steps"] == result["updates"] == 7 * per_epoch
+    assert result["gradients_sent_per_worker"] == result["updates_per_worker"]
+    assert sum(result["updates_per_worker"]) == result["updates"]
+    assert sum(result["staleness_histogram"]) == result["updates"]
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["updates"] for r in records] == [3 * per_epoch, 6 * per_epoch, 7 * per_epoch]
+
+
+def _slow_run(tmp_path, bound: int | None) -> dict:
+    args = ["2", "0.004", "--strategy", "ps-async", "--samples-per-class", "200",
+            "--batch-size", "60", "--epochs", "3", "--lr", "0.05", "--quiet",
+            "--out", str(tmp_path)]
+    if bound is not None:
+        args += ["--max-staleness", str(bound)]
+    done = mpi_script("slow_worker.py", 4, args)
+    assert done.returncode == 0, done.stderr
+    return read_result(tmp_path)
+
+
+@pytest.mark.parametrize("bound", [0, 1, 3])
+def test_max_staleness_is_never_exceeded_with_a_slow_worker(tmp_path, bound):
+    result = _slow_run(tmp_path, bound)
+    assert result["max_staleness"] == bound
+    assert result["staleness_max"] <= bound
+    assert len(result["staleness_histogram"]) <= bound + 1
+    assert result["gradients_sent_per_worker"] == result["updates_per_worker"]
+
+
+def test_without_a_bound_the_slow_worker_is_stale(tmp_path):
+    assert _slow_run(tmp_path, None)["staleness_max"] > 3
+
+
+@pytest.mark.parametrize("strategy, rank", [("ps-async", 2), ("ps-async", 0), ("allreduce", 1)])
+def test_a_dying_rank_ends_the_job_within_seconds(tmp_path, strategy, rank):
+    started = time.monotonic()
+    done = mpi_script("raise_on_rank.py", 3, [str(rank), "20", "--strategy", strategy,
+                                             "--batch-size", "50", "--epochs", "50", "--quiet",
+                                             "--out", str(tmp_path)], timeout=30)
+    assert time.monotonic() - started < 30
+    assert done.returncode != 0
+    assert f"[rank {rank}/3]" in done.stderr and "injected failure in call 20" in done.stderr
+
+
+def test_max_staleness_needs_ps_async(tmp_path):
+    done = distnn(["train", "--max-staleness", "2", "--out", str(tmp_path / "r")])
+    assert done.returncode == 2
+    assert "--max-staleness applies to --strategy ps-async only, not serial" in done.stderr
