@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from helpers import distnn, max_relative_difference, mpi_script, read_result, run, train_params
+from helpers import distnn, max_relative_difference, mpi_script, read_result, train_params
 
 SPIRAL = ["--samples-per-class", "100", "--dtype", "float64", "--lr", "0.5", "--eval-every", "5"]
 SHUFFLED = [*SPIRAL, "--epochs", "12", "--batch-size", "37"]
