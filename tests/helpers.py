@@ -17,7 +17,7 @@ def mpiexec() -> str:
     return str(beside) if beside.exists() else "mpiexec"
 
 
-def test_env() -> dict:
+def child_env() -> dict:
     env = dict(os.environ)
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env.setdefault(name, "1")
@@ -26,7 +26,7 @@ def test_env() -> dict:
 
 def run(command: list[str], timeout: float = MPI_TIMEOUT_S) -> subprocess.CompletedProcess:
     """Run ``command``; a hang fails the test instead of blocking the suite."""
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=test_env())
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=child_env())
 
 
 def distnn(args: list[str], procs: int = 1, timeout: float = MPI_TIMEOUT_S):

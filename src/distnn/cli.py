@@ -81,7 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
                                 argument_default=argparse.SUPPRESS)
     add = train.add_argument
     add("--preset", choices=sorted(PRESETS), help="start from a named workload (default: default)")
-    add("--dataset", help="'spiral', an .npz file, or a directory with X_train.csv, y_train.csv")
+    add("--dataset", help="spiral, fashion-mnist, mnist, an .npz file, or a directory with "
+        "X_train.csv, y_train.csv")
+    add("--data-dir", help="folder of the IDX files (fashion-mnist default: "
+        "/usr/share/datasets/fashion-mnist)")
     add("--samples-per-class", type=int, help="spiral: points per class")
     add("--classes", type=int, help="spiral: number of classes")
     add("--test-fraction", type=float, help="held-out share when a data file has no test split")
@@ -98,7 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("--no-shuffle", dest="shuffle", action="store_false", help="keep the stored order")
     add("--max-staleness", type=int, help="ps-async: no applied gradient staler than this")
     add("--eval-every", type=int, help="epochs between evaluations")
+    add("--checkpoint-every", type=int, help="epochs between checkpoints (default: every "
+        "evaluation; always at the end)")
     add("--out", help="run directory (default: runs/<time>-<strategy>)")
+    add("--resume", metavar="RUN_DIR", help="continue the run saved in RUN_DIR from its "
+        "checkpoint (only --epochs may change)")
     add("--procs", type=int, help="launch N MPI processes with mpiexec (unless already under MPI)")
     add("--quiet", action="store_true", help="no progress output")
     return parser
@@ -159,8 +166,38 @@ def _default_out(strategy: str) -> Path:
     return base.parent.with_name(f"{base.parent.name}-{strategy}")
 
 
+RESUMABLE_CHANGES = {"epochs"}
+
+
+def _resumed_config(resume_dir: str, settings: dict):
+    """The checkpoint in ``resume_dir`` and its config, with ``--epochs`` overridden if given."""
+    from distnn.checkpoint import load_checkpoint
+
+    if "out" in settings and Path(settings.pop("out")).resolve() != Path(resume_dir).resolve():
+        raise UsageError("--resume writes into the run directory it continues; drop --out or "
+                         "give the same directory")
+    changed = sorted(set(settings) - RESUMABLE_CHANGES)
+    if changed:
+        flags = ", ".join("--" + name.replace("_", "-") for name in changed)
+        raise UsageError(f"--resume continues the saved configuration; only --epochs may change "
+                         f"(got {flags})")
+    checkpoint = load_checkpoint(Path(resume_dir))
+    saved = dict(checkpoint["config"])
+    saved["hidden"] = tuple(saved.get("hidden", ()))
+    try:
+        config = make_config(saved.pop("preset", "default"), **{**saved, **settings,
+                                                                 "out": resume_dir})
+    except TypeError as exc:
+        raise UsageError(f"--resume: {checkpoint['path']} holds a config this version cannot "
+                         f"read ({exc})") from exc
+    if config.epochs < checkpoint["epoch"]:
+        raise UsageError(f"--epochs {config.epochs} is before the checkpoint's epoch "
+                         f"{checkpoint['epoch']}")
+    return config, checkpoint
+
+
 def _setup(settings: dict, comm, procs: int | None):
-    """Config, data and run directory; raises UsageError with the first problem found."""
+    """Config, data, checkpoint and run directory; raises UsageError with the first problem."""
     from distnn.data import load_dataset
     from distnn.rundir import RunDirectory
     from distnn.train import check_fits
@@ -168,7 +205,12 @@ def _setup(settings: dict, comm, procs: int | None):
     settings = dict(settings)
     settings.pop("command")
     quiet = settings.pop("quiet", False)
-    config = make_config(settings.pop("preset", "default"), **settings)
+    resume_dir = settings.pop("resume", None)
+    checkpoint = None
+    if resume_dir is not None:
+        config, checkpoint = _resumed_config(resume_dir, settings)
+    else:
+        config = make_config(settings.pop("preset", "default"), **settings)
     if procs is not None and procs != comm.Get_size():
         raise UsageError(f"--procs {procs} but this MPI job has {comm.Get_size()} processes")
     dataset = load_dataset(config)
@@ -177,8 +219,8 @@ def _setup(settings: dict, comm, procs: int | None):
     if comm.Get_rank() == 0:
         out = Path(config.out) if config.out else _default_out(config.strategy)
         config = config.replace(out=str(out))
-        run = RunDirectory(out)
-    return config, dataset, run, quiet
+        run = RunDirectory(out, resume_epoch=None if checkpoint is None else checkpoint["epoch"])
+    return config, dataset, run, quiet, checkpoint
 
 
 def _train(settings: dict, procs: int | None) -> int:
@@ -188,7 +230,7 @@ def _train(settings: dict, procs: int | None) -> int:
     rank, size = comm.Get_rank(), comm.Get_size()
     failure = None
     try:
-        config, dataset, run, quiet = _setup(settings, comm, procs)
+        config, dataset, run, quiet, checkpoint = _setup(settings, comm, procs)
     except UsageError as exc:
         failure = exc
     failures = comm.allgather(None if failure is None else (str(failure), failure.exit_code))
@@ -205,7 +247,8 @@ def _train(settings: dict, procs: int | None) -> int:
         progress = Progress(config.epochs, enabled=rank == 0 and not quiet)
         if run is not None:
             run.write_config(config)
-        model, result = train(config, comm, dataset, run=run, progress=progress)
+        model, result = train(config, comm, dataset, run=run, progress=progress,
+                              checkpoints=True, resume=checkpoint)
         if run is not None:
             run.save_model(model)
             run.write_result({"config": config.to_dict(), **result})

@@ -18,7 +18,8 @@ INITS = ("he", "nnfs")
 @dataclass(frozen=True)
 class TrainConfig:
     preset: str = "default"          # which preset the values started from
-    dataset: str = "spiral"          # "spiral", an .npz file, or a directory of X/y files
+    dataset: str = "spiral"          # spiral, fashion-mnist, mnist, an .npz, or a directory
+    data_dir: str | None = None      # IDX files of fashion-mnist / mnist
     samples_per_class: int = 1000    # spiral: points per arm
     classes: int = 3                 # spiral: number of arms (= classes)
     test_fraction: float = 0.2       # held out when a data file has no test split
@@ -35,6 +36,7 @@ class TrainConfig:
     shuffle: bool = True             # reshuffle the samples every epoch
     max_staleness: int | None = None  # ps-async: bound on an applied gradient's staleness
     eval_every: int = 100            # epochs between evaluations (the last epoch always)
+    checkpoint_every: int = 0        # epochs between checkpoints; 0 = at every evaluation
     out: str | None = None           # run directory; None = runs/<timestamp>
 
     def to_dict(self) -> dict:
@@ -55,6 +57,10 @@ PRESETS: dict[str, dict] = {
     "seed": dict(samples_per_class=10_000, classes=3, hidden=(64,), init="nnfs",
                  dtype="float64", batch_size=None, epochs=10_000, eval_every=1000,
                  lr=1.0, lr_decay=1e-3, momentum=0.9),
+    # Fashion-MNIST, 784-256-10: >= 0.89 test accuracy in 30 epochs (measured, README).
+    "fmnist": dict(dataset="fashion-mnist", hidden=(256,), init="he", dtype="float32",
+                   batch_size=128, epochs=30, eval_every=5, lr=0.05, lr_decay=1e-4,
+                   momentum=0.9),
     "seed-10": dict(samples_per_class=10_000, classes=10, hidden=(64,), init="nnfs",
                     dtype="float64", batch_size=None, epochs=10_000, eval_every=1000,
                     lr=1.0, lr_decay=1e-3, momentum=0.9),
@@ -86,7 +92,8 @@ def validate(config: TrainConfig) -> None:
         value = getattr(config, name)
         if value not in allowed:
             raise UsageError(f"{_flag(name)} {value!r} is not one of {', '.join(allowed)}")
-    minimums = {"samples_per_class": 1, "classes": 2, "epochs": 0, "eval_every": 1}
+    minimums = {"samples_per_class": 1, "classes": 2, "epochs": 0, "eval_every": 1,
+                "checkpoint_every": 0}
     for name, low in minimums.items():
         value = getattr(config, name)
         if not isinstance(value, int) or value < low:

@@ -47,11 +47,18 @@ def check_writable(directory: Path) -> None:
 
 
 class RunDirectory:
-    def __init__(self, path: Path):
+    """Rank 0's handle on a run directory; ``resume_epoch`` keeps the metrics up to it."""
+
+    def __init__(self, path: Path, resume_epoch: int | None = None):
         self.path = Path(path)
         check_writable(self.path)
         self.metrics_path = self.path / "metrics.jsonl"
-        self.metrics_path.write_text("")
+        kept = ""
+        if resume_epoch is not None and self.metrics_path.exists():
+            lines = self.metrics_path.read_text().splitlines()
+            kept = "".join(line + "\n" for line in lines
+                           if line.strip() and json.loads(line)["epoch"] <= resume_epoch)
+        self.metrics_path.write_text(kept)
 
     def write_config(self, config) -> None:
         write_json(self.path / "config.json", config.to_dict())

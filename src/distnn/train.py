@@ -11,6 +11,7 @@ import time
 import numpy as np
 from mpi4py import MPI
 
+from distnn.checkpoint import CHECKPOINT_NAME, save_checkpoint
 from distnn.config import TrainConfig
 from distnn.data import BatchSampler, Dataset, worker_range
 from distnn.errors import UsageError
@@ -48,14 +49,6 @@ def check_fits(config: TrainConfig, dataset: Dataset, size: int) -> None:
         raise UsageError(f"spiral data has {dataset.n_classes} classes, more than --classes")
 
 
-def build_model(config: TrainConfig, dataset: Dataset, comm: MPI.Comm) -> MLP:
-    """Rank 0's initial parameters, broadcast so every replica starts identical."""
-    sizes = [dataset.n_features, *config.hidden, dataset.n_classes]
-    model = MLP(sizes, dtype=config.dtype, init=config.init, seed=config.seed)
-    comm.Bcast([model.params, mpi_type(model.dtype)], root=0)
-    return model
-
-
 def evaluate(comm: MPI.Comm, model: MLP, dataset: Dataset) -> dict:
     """Loss and accuracy on train and test data, each rank scoring an equal share."""
     rank, size = comm.Get_rank(), comm.Get_size()
@@ -74,14 +67,19 @@ def evaluate(comm: MPI.Comm, model: MLP, dataset: Dataset) -> dict:
 
 
 def train(config: TrainConfig, comm: MPI.Comm, dataset: Dataset, run=None,
-          progress: Progress | None = None) -> tuple[MLP, dict]:
+          progress: Progress | None = None, checkpoints: bool = False,
+          resume: dict | None = None) -> tuple[MLP, dict]:
     """Train on every rank of ``comm``; returns the model and (on rank 0) the result record.
 
-    ``run`` (a RunDirectory, rank 0 only) receives one metrics record per evaluation.
+    ``run`` (a RunDirectory, rank 0 only) receives one metrics record per evaluation and,
+    when ``checkpoints`` is set (on every rank), a checkpoint every
+    ``config.checkpoint_every`` epochs and at the end. ``resume`` (a loaded checkpoint,
+    identical on every rank) continues a run exactly where it stopped.
     """
     check_fits(config, dataset, comm.Get_size())
     progress = progress or Progress(config.epochs, enabled=False)
-    model = build_model(config, dataset, comm)
+    model = MLP([dataset.n_features, *config.hidden, dataset.n_classes], dtype=config.dtype,
+                init=config.init, seed=config.seed)
     optimizer = SGD(model.params, lr=config.lr, lr_decay=config.lr_decay,
                     momentum=config.momentum)
     n_train = dataset.x_train.shape[0]
@@ -91,19 +89,21 @@ def train(config: TrainConfig, comm: MPI.Comm, dataset: Dataset, run=None,
     timer = PhaseTimer()
     strategy = STRATEGIES[config.strategy].from_config(config, comm, model, optimizer, dataset,
                                                        timer)
+    first_epoch = 0
+    if resume is not None:
+        first_epoch = restore(resume, model, optimizer, strategy)
+    comm.Bcast([model.params, mpi_type(model.dtype)], root=0)
 
     records = []
-    eval_seconds = 0.0
+    overhead_s = 0.0   # evaluation and checkpoints: not training time
+    checkpoint_every = config.checkpoint_every or config.eval_every
 
     def record_evaluation(epoch: int, elapsed: float) -> None:
-        nonlocal eval_seconds
-        started = time.perf_counter()
         updates = strategy.updates_per_epoch(sampler) * epoch
         record = {"epoch": epoch, "step": updates,
                   "lr": optimizer.lr / (1 + optimizer.lr_decay * updates),
                   **evaluate(comm, model, dataset), "elapsed_s": elapsed,
                   **strategy.statistics()}
-        eval_seconds += time.perf_counter() - started
         records.append(record)
         if run is not None:
             run.append_metrics(record)
@@ -111,23 +111,39 @@ def train(config: TrainConfig, comm: MPI.Comm, dataset: Dataset, run=None,
         if not math.isfinite(record["train_loss"]):
             raise TrainingDiverged(
                 f"training diverged at epoch {epoch}: the train loss is {record['train_loss']}; "
-                "lower --lr or raise --lr-decay"
+                "lower --lr or raise --lr-decay (the last good checkpoint is kept)"
             )
+
+    def write_checkpoint(epoch: int) -> None:
+        if not np.all(np.isfinite(model.params)):
+            raise TrainingDiverged(f"training diverged before epoch {epoch}: the parameters "
+                                   "hold NaN or infinity (the last good checkpoint is kept)")
+        if run is not None:
+            save_checkpoint(run.path / CHECKPOINT_NAME, config=config, epoch=epoch, model=model,
+                            optimizer=optimizer, strategy_state=strategy.state_dict())
+        comm.Barrier()
 
     comm.Barrier()
     started = time.perf_counter()
     timer.restart()
-    if config.epochs == 0:
-        record_evaluation(0, 0.0)
-    for epoch in range(1, config.epochs + 1):
+    if config.epochs == first_epoch:
+        record_evaluation(first_epoch, 0.0)
+    for epoch in range(first_epoch + 1, config.epochs + 1):
         strategy.run_epoch(sampler, epoch - 1)
-        if epoch % config.eval_every == 0 or epoch == config.epochs:
+        evaluate_now = epoch % config.eval_every == 0 or epoch == config.epochs
+        checkpoint_now = checkpoints and (epoch % checkpoint_every == 0 or epoch == config.epochs)
+        if evaluate_now or checkpoint_now:
+            pause = time.perf_counter()
             strategy.synchronize()
-            record_evaluation(epoch, time.perf_counter() - started - eval_seconds)
+            if evaluate_now:
+                record_evaluation(epoch, pause - started - overhead_s)
+            if checkpoint_now:
+                write_checkpoint(epoch)
+            overhead_s += time.perf_counter() - pause
             timer.restart()
-        training_s = time.perf_counter() - started - eval_seconds
-        progress.update(epoch, epoch * n_train / max(training_s, 1e-9))
-    train_time = time.perf_counter() - started - eval_seconds
+        training_s = time.perf_counter() - started - overhead_s
+        progress.update(epoch, (epoch - first_epoch) * n_train / max(training_s, 1e-9))
+    train_time = time.perf_counter() - started - overhead_s
     progress.close()
     stats = strategy.finish()
     digest = check_replicas_agree(comm, model)
@@ -137,21 +153,36 @@ def train(config: TrainConfig, comm: MPI.Comm, dataset: Dataset, run=None,
     slowest = comm.allreduce(train_time, op=MPI.MAX)
     if comm.Get_rank() != 0:
         return model, {}
-    workers = strategy.n_workers(comm.Get_size())
+    epochs_run = config.epochs - first_epoch
     result = {
         "strategy": config.strategy,
         "processes": comm.Get_size(),
-        "workers": workers,
+        "workers": strategy.n_workers(comm.Get_size()),
         "epochs": config.epochs,
+        "resumed_from_epoch": first_epoch if resume is not None else None,
         "steps": config.epochs * strategy.updates_per_epoch(sampler),
         "train_time_s": slowest,
-        "samples_per_s": config.epochs * n_train / slowest if slowest > 0 else None,
+        "samples_per_s": epochs_run * n_train / slowest if slowest > 0 else None,
         "final": records[-1],
         "ranks": times,
         "params_sha256": digest,
         **stats,
     }
     return model, result
+
+
+def restore(checkpoint: dict, model: MLP, optimizer: SGD, strategy) -> int:
+    """Load a checkpoint into this rank's objects; returns the epoch it reached."""
+    if checkpoint["sizes"] != model.sizes:
+        raise UsageError(f"--resume: {checkpoint['path']} holds a {checkpoint['sizes']} model, "
+                         f"this data and config need {model.sizes}")
+    model.params[...] = checkpoint["params"]
+    optimizer.load_state_dict({"lr": optimizer.lr, "lr_decay": optimizer.lr_decay,
+                               "momentum": optimizer.momentum,
+                               "iterations": checkpoint["iterations"],
+                               "velocity": checkpoint["velocity"]})
+    strategy.load_state_dict(checkpoint["strategy"])
+    return checkpoint["epoch"]
 
 
 def check_replicas_agree(comm: MPI.Comm, model: MLP) -> str:

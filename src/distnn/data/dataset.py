@@ -6,10 +6,16 @@ from pathlib import Path
 import numpy as np
 
 from distnn.data.files import read_array, read_npz
+from distnn.data.idx import load_idx_images
 from distnn.data.spiral import spiral_data
 from distnn.errors import UsageError
 
 SPLITS = ("X_train", "y_train", "X_test", "y_test")
+IMAGE_SETS = {
+    "fashion-mnist": ("/usr/share/datasets/fashion-mnist",
+                      "On Debian/Ubuntu: apt-get install dataset-fashion-mnist."),
+    "mnist": (None, "Download the four MNIST IDX files and pass their folder as --data-dir."),
+}
 
 
 @dataclass
@@ -29,7 +35,8 @@ class Dataset:
 
 
 def load_dataset(config) -> Dataset:
-    """The data set that ``config.dataset`` names: ``spiral`` or a path.
+    """The data set that ``config.dataset`` names: ``spiral``, ``fashion-mnist``,
+    ``mnist`` (IDX files in ``config.data_dir``) or a path.
 
     A path is either an ``.npz`` holding ``X_train``, ``y_train`` (and optionally
     ``X_test``, ``y_test``), or a directory holding ``X_train.csv``/``y_train.csv``
@@ -38,11 +45,19 @@ def load_dataset(config) -> Dataset:
     """
     if config.dataset == "spiral":
         return _spiral(config)
+    if config.dataset in IMAGE_SETS:
+        default_dir, how_to_get = IMAGE_SETS[config.dataset]
+        directory = config.data_dir or default_dir
+        if directory is None:
+            raise UsageError(f"--dataset {config.dataset} needs --data-dir. {how_to_get}")
+        arrays = load_idx_images(Path(directory), config.dataset, how_to_get)
+        return _validated(config.dataset, arrays, config)
     path = Path(config.dataset)
     if not path.exists():
         raise UsageError(
             f"--dataset {config.dataset!r}: no such file or directory "
-            "(use 'spiral', an .npz file, or a directory with X_train.csv and y_train.csv)"
+            "(use spiral, fashion-mnist, mnist, an .npz file, or a directory with "
+            "X_train.csv and y_train.csv)"
         )
     arrays = read_npz(path) if path.is_file() else _read_directory(path)
     return _validated(str(path), arrays, config)

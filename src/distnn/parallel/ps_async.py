@@ -23,6 +23,7 @@ import numpy as np
 from mpi4py import MPI
 
 from distnn.data.sampler import batch_length, worker_range
+from distnn.errors import UsageError
 from distnn.parallel.comm import Tag, mpi_type, probe_politely, sleep_until, wait_politely
 from distnn.parallel.strategy import Strategy
 
@@ -156,6 +157,22 @@ class PSAsync(Strategy):
     def synchronize(self) -> None:
         """Every rank takes the server's parameters (no gradient is in flight here)."""
         wait_politely(self.comm.Ibcast([self.model.params, self._type], root=0))
+
+    def state_dict(self) -> dict:
+        return {"updates": self.updates, "applied": self.applied,
+                "staleness_counts": self.staleness_counts}
+
+    def load_state_dict(self, state: dict) -> None:
+        applied = np.asarray(state["applied"], dtype=np.int64)
+        if applied.shape != (self.size - 1,):
+            raise UsageError(f"--resume: the checkpoint was written by {applied.size} ps-async "
+                             f"workers; resume with the same number, not {self.size - 1}")
+        if self.rank == 0:
+            self.updates = int(state["updates"])
+            self.applied = applied.copy()
+            self.staleness_counts = np.asarray(state["staleness_counts"], dtype=np.int64).copy()
+        else:
+            self.sent = int(applied[self.rank - 1])
 
     def statistics(self) -> dict:
         if self.rank != 0:

@@ -72,6 +72,13 @@ class Strategy:
     def synchronize(self) -> None:
         """Synchronous strategies keep every replica current after each step."""
 
+    def state_dict(self) -> dict:
+        """Counters a checkpoint must carry (rank 0's view, at a synchronisation point)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from ``state``; called on every rank with the same dict."""
+
     def statistics(self) -> dict:
         """Strategy-specific counters for metrics.jsonl (rank 0's view)."""
         return {}
