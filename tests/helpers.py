@@ -39,8 +39,9 @@ def distnn(args: list[str], procs: int = 1, timeout: float = MPI_TIMEOUT_S):
 
 
 def mpi_script(name: str, procs: int, args: list[str] = (), timeout: float = MPI_TIMEOUT_S):
-    command = [mpiexec(), "-n", str(procs), sys.executable, str(HERE / "mpi_scripts" / name),
-               *args]
+    command = [sys.executable, str(HERE / "mpi_scripts" / name), *args]
+    if procs > 1:
+        command = [mpiexec(), "-n", str(procs), *command]
     return run(command, timeout)
 
 

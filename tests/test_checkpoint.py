@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from helpers import distnn, mpi_script, mpiexec, read_result, child_env, train_params
+from helpers import child_env, distnn, mpi_script, mpiexec, read_result, train_params
 
 BASE = ["--samples-per-class", "100", "--batch-size", "100", "--lr", "0.2", "--eval-every", "2",
         "--dtype", "float64"]

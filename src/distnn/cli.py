@@ -73,6 +73,17 @@ def _widths(text: str) -> tuple[int, ...]:
     return widths
 
 
+def _add_data_flags(add) -> None:
+    add("--dataset", help="spiral, fashion-mnist, mnist, an .npz file, or a directory with "
+        "X_train.csv, y_train.csv")
+    add("--data-dir", help="folder of the IDX files (fashion-mnist default: "
+        "/usr/share/datasets/fashion-mnist)")
+    add("--samples-per-class", type=int, help="spiral: points per class")
+    add("--classes", type=int, help="spiral: number of classes")
+    add("--test-fraction", type=float, help="held-out share when a data file has no test split")
+    add("--seed", type=int)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="distnn", description="Data-parallel neural-network training on MPI.")
     parser.add_argument("--version", action="version", version=f"distnn {__version__}")
@@ -81,13 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 argument_default=argparse.SUPPRESS)
     add = train.add_argument
     add("--preset", choices=sorted(PRESETS), help="start from a named workload (default: default)")
-    add("--dataset", help="spiral, fashion-mnist, mnist, an .npz file, or a directory with "
-        "X_train.csv, y_train.csv")
-    add("--data-dir", help="folder of the IDX files (fashion-mnist default: "
-        "/usr/share/datasets/fashion-mnist)")
-    add("--samples-per-class", type=int, help="spiral: points per class")
-    add("--classes", type=int, help="spiral: number of classes")
-    add("--test-fraction", type=float, help="held-out share when a data file has no test split")
+    add("--config", metavar="FILE.toml", help="config values; flags override them")
+    _add_data_flags(add)
     add("--hidden", type=_widths, help="hidden layer widths, e.g. 64 or 256,128")
     add("--init", choices=INITS, help="weight init: he, or nnfs (0.01 N(0,1))")
     add("--dtype", choices=DTYPES)
@@ -97,7 +103,6 @@ def build_parser() -> argparse.ArgumentParser:
     add("--lr", type=float, help="initial learning rate")
     add("--lr-decay", type=float, help="lr_t = lr / (1 + lr_decay * t)")
     add("--momentum", type=float)
-    add("--seed", type=int)
     add("--no-shuffle", dest="shuffle", action="store_false", help="keep the stored order")
     add("--max-staleness", type=int, help="ps-async: no applied gradient staler than this")
     add("--eval-every", type=int, help="epochs between evaluations")
@@ -108,6 +113,28 @@ def build_parser() -> argparse.ArgumentParser:
         "checkpoint (only --epochs may change)")
     add("--procs", type=int, help="launch N MPI processes with mpiexec (unless already under MPI)")
     add("--quiet", action="store_true", help="no progress output")
+
+    evaluate = commands.add_parser("evaluate", help="loss, accuracy and confusion matrix of a "
+                                   "model on a data set", argument_default=argparse.SUPPRESS)
+    evaluate.add_argument("model", help="a model.npz written by distnn train")
+    _add_data_flags(evaluate.add_argument)
+    evaluate.add_argument("--split", choices=("test", "train"), default="test")
+    evaluate.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    predict = commands.add_parser("predict", help="class and probabilities per input row")
+    predict.add_argument("model", help="a model.npz written by distnn train")
+    predict.add_argument("--input", required=True, help="features: CSV (optional header) or .npy")
+    predict.add_argument("--output", required=True, help="CSV to write: class,p_0,...")
+
+    plot = commands.add_parser("plot", help="loss and accuracy curves of a run as PNG")
+    plot.add_argument("run_dir", help="a run directory (holds metrics.jsonl)")
+
+    export = commands.add_parser("export", help="write a model in another format")
+    export.add_argument("model", help="a model.npz written by distnn train")
+    export.add_argument("--format", choices=("onnx",), default="onnx")
+    export.add_argument("--output", help="file to write (default: MODEL with .onnx)")
+
+    commands.add_parser("info", help="versions, MPI library, BLAS and threads")
     return parser
 
 
@@ -148,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     env_rank = _env_int(MPI_ENV_RANK) or 0
     try:
         args = build_parser().parse_args(argv)
+        if args.command != "train":
+            return _single_process_command(args)
         settings = vars(args)
         procs = settings.pop("procs", None)
         if procs is not None and procs < 1:
@@ -159,6 +188,54 @@ def main(argv: list[str] | None = None) -> int:
             _report(str(exc))
         return exc.exit_code
     return _train(settings, procs)
+
+
+def _single_process_command(args) -> int:
+    """evaluate, predict, plot and info: no training, one process."""
+    if args.command == "info":
+        from distnn.info import describe, format_info
+
+        try:
+            mpiexec = find_mpiexec()
+        except UsageError:
+            mpiexec = "not found"
+        print(format_info(describe(), mpiexec))
+        return 0
+    if args.command == "plot":
+        from distnn.plot import plot_run
+
+        for path in plot_run(Path(args.run_dir)):
+            print(f"wrote {path}")
+        return 0
+    from distnn.rundir import load_model
+
+    model = load_model(Path(args.model))
+    if args.command == "export":
+        from distnn.export import export_onnx
+
+        target = Path(args.output) if args.output else Path(args.model).with_suffix(".onnx")
+        print(f"wrote {export_onnx(model, target)}")
+        return 0
+    if args.command == "predict":
+        from distnn.inference import predict_file
+
+        rows = predict_file(model, Path(args.input), Path(args.output))
+        print(f"wrote {rows} predictions to {args.output}")
+        return 0
+    import json
+
+    from distnn.data import load_dataset
+    from distnn.inference import check_features, format_score, score
+
+    settings = {k: v for k, v in vars(args).items()
+                if k not in ("command", "model", "split", "json")}
+    dataset = load_dataset(make_config(dtype=str(model.dtype), **settings))
+    x, y = ((dataset.x_test, dataset.y_test) if args.split == "test"
+            else (dataset.x_train, dataset.y_train))
+    check_features(model, x, f"--dataset {dataset.name}")
+    result = score(model, x, y)
+    print(json.dumps(result) if getattr(args, "json", False) else format_score(result))
+    return 0
 
 
 def _default_out(strategy: str) -> Path:
@@ -210,7 +287,11 @@ def _setup(settings: dict, comm, procs: int | None):
     if resume_dir is not None:
         config, checkpoint = _resumed_config(resume_dir, settings)
     else:
-        config = make_config(settings.pop("preset", "default"), **settings)
+        from distnn.config import read_config_file
+
+        from_file = read_config_file(settings.pop("config")) if "config" in settings else {}
+        preset = settings.pop("preset", from_file.pop("preset", "default"))
+        config = make_config(preset, **{**from_file, **settings})
     if procs is not None and procs != comm.Get_size():
         raise UsageError(f"--procs {procs} but this MPI job has {comm.Get_size()} processes")
     dataset = load_dataset(config)

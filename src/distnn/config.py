@@ -69,6 +69,55 @@ PRESETS: dict[str, dict] = {
 FIELDS = {field.name for field in dataclasses.fields(TrainConfig)}
 
 
+FIELD_TYPES = {
+    "preset": str, "dataset": str, "data_dir": str, "samples_per_class": int, "classes": int,
+    "test_fraction": float, "hidden": tuple, "init": str, "dtype": str, "strategy": str,
+    "epochs": int, "batch_size": int, "lr": float, "lr_decay": float, "momentum": float,
+    "seed": int, "shuffle": bool, "max_staleness": int, "eval_every": int,
+    "checkpoint_every": int, "out": str,
+}
+
+
+def read_config_file(path: str) -> dict:
+    """Fields from a TOML file (``lr = 0.1``, ``hidden = [256, 128]``, ``batch-size = "full"``).
+
+    Keys may use dashes or underscores; unknown keys and wrongly typed values are refused
+    with the file and key named.
+    """
+    import tomllib
+
+    try:
+        with open(path, "rb") as handle:
+            raw = tomllib.load(handle)
+    except OSError as exc:
+        raise UsageError(f"--config {path}: cannot read it ({exc.strerror})") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"--config {path}: not valid TOML ({exc})") from exc
+    values = {}
+    for key, value in raw.items():
+        name = key.replace("-", "_")
+        if name not in FIELD_TYPES:
+            raise UsageError(f"--config {path}: unknown key {key!r}; known keys: "
+                             f"{', '.join(sorted(FIELD_TYPES))}")
+        values[name] = _typed(path, key, name, value)
+    return values
+
+
+def _typed(path: str, key: str, name: str, value):
+    kind = FIELD_TYPES[name]
+    if name == "batch_size" and value == "full":
+        return None
+    if kind is tuple:
+        if not isinstance(value, list) or not all(type(v) is int for v in value):
+            raise UsageError(f"--config {path}: {key} must be a list of integers, got {value!r}")
+        return tuple(value)
+    if kind is float and type(value) is int:
+        return float(value)
+    if type(value) is not kind:
+        raise UsageError(f"--config {path}: {key} must be {kind.__name__}, got {value!r}")
+    return value
+
+
 def make_config(preset: str = "default", **overrides) -> TrainConfig:
     """The preset's values with ``overrides`` on top, validated."""
     if preset not in PRESETS:

@@ -92,7 +92,7 @@ def load_model(path) -> MLP:
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # zipfile, OS and format errors all mean "not a model"
         raise UsageError(f"{path} is not a readable distnn model: {exc}") from exc
     if "sizes" not in arrays or "layers.0.weight" not in arrays:
         raise UsageError(f"{path} is not a distnn model (no 'sizes' or 'layers.0.weight' array)")

@@ -129,6 +129,9 @@ def _validated(source: str, arrays: dict, config) -> Dataset:
     dtype = np.dtype(config.dtype)
     x_train = _features(source, "X_train", arrays["X_train"], dtype)
     y_train = _labels(source, "y_train", arrays["y_train"])
+    if x_train.shape[0] != y_train.shape[0]:
+        raise UsageError(f"{source}: X_train has {x_train.shape[0]} rows but y_train has "
+                         f"{y_train.shape[0]}")
     if "X_test" in arrays:
         x_test = _features(source, "X_test", arrays["X_test"], dtype)
         y_test = _labels(source, "y_test", arrays["y_test"])

@@ -56,7 +56,7 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as archive:
             return {name: archive[name] for name in archive.files}
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # zipfile, OS and format errors all mean "not an npz"
         raise UsageError(f"{path} is not a readable .npz file: {exc}") from exc
 
 
