@@ -10,7 +10,7 @@ def test_serial_learns_spiral_and_writes_the_run_directory(tmp_path):
     done = distnn(["train", "--epochs", "800", "--eval-every", "200", "--out", str(tmp_path)])
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "config.json", "metrics.jsonl", "model.npz", "result.json"]
+        "checkpoint.npz", "config.json", "metrics.jsonl", "model.npz", "result.json"]
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [200, 400, 600, 800]
     assert records[-1]["test_accuracy"] > 0.75
