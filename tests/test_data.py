@@ -135,3 +135,24 @@ def test_npz_without_labels_is_rejected(tmp_path):
     np.savez(tmp_path / "d.npz", X_train=np.zeros((4, 2)))
     with pytest.raises(UsageError, match="missing y_train"):
         load_dataset(make_config(dataset=str(tmp_path / "d.npz")))
+
+
+def test_one_csv_with_a_named_label_column_and_a_random_held_out_split(tmp_path):
+    rows = "\n".join(f"{i},{i % 3},{-i}" for i in range(30))
+    (tmp_path / "d.csv").write_text("f1,label,f2\n" + rows + "\n")
+    data = load_dataset(make_config(dataset=str(tmp_path / "d.csv"), label_column="label",
+                                    test_fraction=0.3, dtype="float64"))
+    assert data.x_train.shape == (21, 2) and data.x_test.shape == (9, 2)
+    assert data.n_classes == 3 and len(set(data.y_test.tolist())) > 1
+    np.testing.assert_array_equal(data.x_train[:, 0] % 3, data.y_train)
+    np.testing.assert_array_equal(data.x_train[:, 1], -data.x_train[:, 0])
+
+
+@pytest.mark.parametrize("column, message", [
+    ("9", "--label-column 9: "),
+    ("name", "--label-column 'name' is not a column of"),
+])
+def test_bad_label_column_is_named(tmp_path, column, message):
+    (tmp_path / "d.csv").write_text("1,2,0\n3,4,1\n")
+    with pytest.raises(UsageError, match=message):
+        load_dataset(make_config(dataset=str(tmp_path / "d.csv"), label_column=column))

@@ -78,6 +78,8 @@ def _add_data_flags(add) -> None:
         "X_train.csv, y_train.csv")
     add("--data-dir", help="folder of the IDX files (fashion-mnist default: "
         "/usr/share/datasets/fashion-mnist)")
+    add("--label-column", help="one-file CSV: first, last (default), a 0-based index or a "
+        "header name")
     add("--samples-per-class", type=int, help="spiral: points per class")
     add("--classes", type=int, help="spiral: number of classes")
     add("--test-fraction", type=float, help="held-out share when a data file has no test split")

@@ -20,6 +20,7 @@ class TrainConfig:
     preset: str = "default"          # which preset the values started from
     dataset: str = "spiral"          # spiral, fashion-mnist, mnist, an .npz, or a directory
     data_dir: str | None = None      # IDX files of fashion-mnist / mnist
+    label_column: str = "last"       # one-file CSV: first, last, an index or a header name
     samples_per_class: int = 1000    # spiral: points per arm
     classes: int = 3                 # spiral: number of arms (= classes)
     test_fraction: float = 0.2       # held out when a data file has no test split
@@ -59,7 +60,7 @@ PRESETS: dict[str, dict] = {
                  lr=1.0, lr_decay=1e-3, momentum=0.9),
     # Fashion-MNIST, 784-256-10: >= 0.89 test accuracy in 30 epochs (measured, README).
     "fmnist": dict(dataset="fashion-mnist", hidden=(256,), init="he", dtype="float32",
-                   batch_size=128, epochs=30, eval_every=5, lr=0.05, lr_decay=1e-4,
+                   batch_size=128, epochs=30, eval_every=5, lr=0.05, lr_decay=5e-4,
                    momentum=0.9),
     "seed-10": dict(samples_per_class=10_000, classes=10, hidden=(64,), init="nnfs",
                     dtype="float64", batch_size=None, epochs=10_000, eval_every=1000,
@@ -70,7 +71,8 @@ FIELDS = {field.name for field in dataclasses.fields(TrainConfig)}
 
 
 FIELD_TYPES = {
-    "preset": str, "dataset": str, "data_dir": str, "samples_per_class": int, "classes": int,
+    "preset": str, "dataset": str, "data_dir": str, "label_column": str, "samples_per_class": int,
+    "classes": int,
     "test_fraction": float, "hidden": tuple, "init": str, "dtype": str, "strategy": str,
     "epochs": int, "batch_size": int, "lr": float, "lr_decay": float, "momentum": float,
     "seed": int, "shuffle": bool, "max_staleness": int, "eval_every": int,

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from distnn.data.files import read_array, read_npz
+from distnn.data.files import read_array, read_npz, split_label_column
 from distnn.data.idx import load_idx_images
 from distnn.data.spiral import spiral_data
 from distnn.errors import UsageError
@@ -38,10 +38,11 @@ def load_dataset(config) -> Dataset:
     """The data set that ``config.dataset`` names: ``spiral``, ``fashion-mnist``,
     ``mnist`` (IDX files in ``config.data_dir``) or a path.
 
-    A path is either an ``.npz`` holding ``X_train``, ``y_train`` (and optionally
-    ``X_test``, ``y_test``), or a directory holding ``X_train.csv``/``y_train.csv``
+    A path is an ``.npz`` holding ``X_train``, ``y_train`` (and optionally ``X_test``,
+    ``y_test``), one ``.csv`` with a label column, or a directory holding ``X_train.csv``/``y_train.csv``
     (the original's layout; ``.npy`` files work too) and optionally the test pair.
-    Without a test pair, the last ``test_fraction`` of the training rows is held out.
+    Without a test pair, a random ``test_fraction`` of the rows (drawn from ``seed``, so
+    the same on every rank) is held out: files are often sorted by class.
     """
     if config.dataset == "spiral":
         return _spiral(config)
@@ -59,7 +60,12 @@ def load_dataset(config) -> Dataset:
             "(use spiral, fashion-mnist, mnist, an .npz file, or a directory with "
             "X_train.csv and y_train.csv)"
         )
-    arrays = read_npz(path) if path.is_file() else _read_directory(path)
+    if path.is_dir():
+        arrays = _read_directory(path)
+    elif path.suffix == ".csv":
+        arrays = split_label_column(path, config.label_column)
+    else:
+        arrays = read_npz(path)
     return _validated(str(path), arrays, config)
 
 
@@ -142,8 +148,10 @@ def _validated(source: str, arrays: dict, config) -> Dataset:
                 f"{source}: no X_test/y_test, and --test-fraction {config.test_fraction} of "
                 f"{x_train.shape[0]} rows leaves no train or no test rows"
             )
-        x_train, x_test = x_train[:-n_test], x_train[-n_test:]
-        y_train, y_test = y_train[:-n_test], y_train[-n_test:]
+        held_out = np.zeros(x_train.shape[0], dtype=bool)
+        held_out[np.random.default_rng(config.seed).permutation(x_train.shape[0])[:n_test]] = True
+        x_train, x_test = x_train[~held_out], x_train[held_out]
+        y_train, y_test = y_train[~held_out], y_train[held_out]
     for x_name, x, y_name, y in (("X_train", x_train, "y_train", y_train),
                                  ("X_test", x_test, "y_test", y_test)):
         if x.shape[0] != y.shape[0]:

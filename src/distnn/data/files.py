@@ -17,6 +17,11 @@ def _is_number(text: str) -> bool:
 
 def read_csv(path: Path) -> np.ndarray:
     """A numeric CSV as a 2-D float64 array; a first line that is not numeric is a header."""
+    return read_csv_with_header(path)[0]
+
+
+def read_csv_with_header(path: Path) -> tuple[np.ndarray, list[str] | None]:
+    """The numeric rows of a CSV, and its header's column names (None without a header)."""
     try:
         with open(path, encoding="utf-8") as handle:
             lines = handle.read().splitlines()
@@ -25,7 +30,9 @@ def read_csv(path: Path) -> np.ndarray:
     except UnicodeDecodeError as exc:
         raise UsageError(f"{path} is not a text CSV file ({exc.reason})") from exc
     rows = [line for line in lines if line.strip()]
+    header = None
     if rows and not all(_is_number(field) for field in rows[0].split(",")):
+        header = [name.strip() for name in rows[0].split(",")]
         rows = rows[1:]
     if not rows:
         raise UsageError(f"{path} holds no data rows")
@@ -41,7 +48,31 @@ def read_csv(path: Path) -> np.ndarray:
             values[number] = [float(field) for field in fields]
         except ValueError as exc:
             raise UsageError(f"{path}: data row {number + 1} is not numeric: {row[:80]!r}") from exc
-    return values
+    return values, header
+
+
+def split_label_column(path: Path, label_column: str) -> dict[str, np.ndarray]:
+    """``X_train``/``y_train`` from one CSV whose ``label_column`` holds the labels.
+
+    ``label_column`` is ``first``, ``last``, a 0-based index, or a header name.
+    """
+    values, header = read_csv_with_header(path)
+    width = values.shape[1]
+    if width < 2:
+        raise UsageError(f"{path} has {width} column; a label column needs at least one feature")
+    if label_column in ("first", "last"):
+        column = 0 if label_column == "first" else width - 1
+    elif label_column.lstrip("-").isdigit():
+        column = int(label_column)
+        if not -width <= column < width:
+            raise UsageError(f"--label-column {label_column}: {path} has {width} columns")
+        column %= width
+    elif header is not None and label_column in header:
+        column = header.index(label_column)
+    else:
+        names = f"; its header has {', '.join(header)}" if header else " and no header"
+        raise UsageError(f"--label-column {label_column!r} is not a column of {path}{names}")
+    return {"X_train": np.delete(values, column, axis=1), "y_train": values[:, column]}
 
 
 def read_npy(path: Path) -> np.ndarray:
