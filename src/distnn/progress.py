@@ -15,11 +15,15 @@ class Progress:
         self.live = enabled and self.stream.isatty()
         self.enabled = enabled
         self._drawn = 0.0
+        self._started = time.monotonic()
+        self._first_epoch = None
         self._metrics = ""
 
     def update(self, epoch: int, samples_per_s: float) -> None:
         if not self.live:
             return
+        if self._first_epoch is None:
+            self._first_epoch = epoch - 1
         now = time.monotonic()
         if now - self._drawn < REFRESH_S and epoch != self.total:
             return
@@ -27,8 +31,11 @@ class Progress:
         width = 24
         filled = width * epoch // max(self.total, 1)
         bar = "#" * filled + "." * (width - filled)
+        done = epoch - self._first_epoch
+        eta = (now - self._started) / done * (self.total - epoch) if done else 0.0
         self.stream.write(
-            f"\r[{bar}] epoch {epoch}/{self.total} {self._metrics} {samples_per_s:,.0f} samples/s "
+            f"\r[{bar}] epoch {epoch}/{self.total} {self._metrics} {samples_per_s:,.0f} samples/s"
+            f" eta {eta:,.0f}s \033[K"
         )
         self.stream.flush()
 
