@@ -136,8 +136,98 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=("onnx",), default="onnx")
     export.add_argument("--output", help="file to write (default: MODEL with .onnx)")
 
+    bench = commands.add_parser("bench", help="speedup and efficiency of every strategy and "
+                                "process count, with markdown/CSV/JSON tables and plots")
+    bench.add_argument("--strategies", default="serial,ps-sync,ps-async,allreduce",
+                       help="comma-separated; serial always runs as the baseline")
+    bench.add_argument("--procs", default="1,2,3,4", help="comma-separated process counts")
+    bench.add_argument("--scaling", choices=("strong", "weak"), default="strong")
+    bench.add_argument("--repeats", type=int, default=3, help="timed runs per configuration")
+    bench.add_argument("--out", help="output folder (default: bench-out/<time>)")
+    bench.add_argument("--table", choices=("seed",), help="the original's speedup table: the "
+                       "seed workload, serial and ps-sync at 1..4 workers")
+    for flag in BENCH_WORKLOAD_FLAGS:
+        bench.add_argument(flag, default=argparse.SUPPRESS, help="passed to distnn train")
+
+    model = commands.add_parser("costmodel", help="fit latency/bandwidth and compute time here, "
+                                "project speedup up to 1024 workers")
+    model.add_argument("--sizes", default="784,256,10", help="layer widths, e.g. 784,256,10")
+    model.add_argument("--batch-size", type=int, default=128, help="global batch")
+    model.add_argument("--dtype", choices=DTYPES, default="float32")
+    model.add_argument("--bench", help="a bench output folder whose measured points to overlay")
+    model.add_argument("--out", help="output folder (default: bench-out/costmodel-<time>)")
+
     commands.add_parser("info", help="versions, MPI library, BLAS and threads")
     return parser
+
+
+BENCH_WORKLOAD_FLAGS = ("--preset", "--config", "--dataset", "--data-dir", "--samples-per-class",
+                        "--classes", "--hidden", "--batch-size", "--epochs", "--lr",
+                        "--lr-decay", "--momentum", "--dtype", "--seed", "--eval-every",
+                        "--max-staleness")
+
+
+def _int_list(flag: str, text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise UsageError(f"{flag} expects comma-separated integers, got {text!r}") from None
+
+
+def _bench(args) -> int:
+    from distnn.bench import run_bench
+
+    train_args = []
+    for flag in BENCH_WORKLOAD_FLAGS:
+        value = getattr(args, flag[2:].replace("-", "_"), None)
+        if value is not None:
+            train_args += [flag, value]
+    strategies, procs = args.strategies.split(","), _int_list("--procs", args.procs)
+    if args.table == "seed":
+        strategies, procs = ["ps-sync"], [2, 3, 4, 5]
+        train_args = ["--preset", "seed", *train_args]
+    out = Path(args.out) if args.out else Path("bench-out") / time.strftime("%Y%m%d-%H%M%S")
+    run_bench(strategies, procs, train_args, args.scaling, args.repeats, out,
+              log=lambda line: print(line, flush=True))
+    print((out / "bench.md").read_text())
+    print(f"wrote {out}/bench.md, bench.csv, bench.json and plots")
+    return 0
+
+
+def _costmodel(args) -> int:
+    import json
+
+    from distnn import costmodel
+
+    sizes = _int_list("--sizes", args.sizes)
+    if len(sizes) < 2 or min(sizes) < 1 or args.batch_size < 1:
+        raise UsageError(f"--sizes needs at least two positive widths and --batch-size a positive "
+                         f"integer; got {args.sizes} and {args.batch_size}")
+    measured = None
+    if args.bench:
+        bench_json = Path(args.bench) / "bench.json"
+        if not bench_json.exists():
+            raise UsageError(f"--bench {args.bench}: no bench.json there (run distnn bench first)")
+        measured = json.loads(bench_json.read_text())["rows"]
+    out = Path(args.out) if args.out else Path("bench-out") / time.strftime("costmodel-%Y%m%d-%H%M%S")
+    out.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    _pin_blas_threads(env)
+    subprocess.run([find_mpiexec(), "-n", "2", sys.executable, "-m", "distnn.costmodel",
+                    str(out / "network.json")], check=True, env=env, timeout=600)
+    network = json.loads((out / "network.json").read_text())
+    compute = costmodel.measure_compute(sizes, dtype=args.dtype)
+    projections = [costmodel.project(compute, network, args.batch_size, scaling=scaling)
+                   for scaling in ("strong", "weak")]
+    text = costmodel.markdown(projections, compute, network, args.batch_size, sizes)
+    (out / "costmodel.md").write_text(text)
+    (out / "costmodel.json").write_text(json.dumps(
+        {"sizes": sizes, "batch_size": args.batch_size, "compute": compute, "network": network,
+         "projections": projections}, indent=2) + "\n")
+    costmodel.plot(projections, out, measured)
+    print(text)
+    print(f"wrote {out}/costmodel.md, costmodel.json, costmodel.png")
+    return 0
 
 
 def find_mpiexec() -> str:
@@ -193,7 +283,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _single_process_command(args) -> int:
-    """evaluate, predict, plot and info: no training, one process."""
+    """evaluate, predict, plot, export, bench and info: rank 0 alone (bench launches jobs)."""
+    if args.command == "bench":
+        return _bench(args)
+    if args.command == "costmodel":
+        return _costmodel(args)
     if args.command == "info":
         from distnn.info import describe, format_info
 

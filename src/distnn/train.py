@@ -6,6 +6,7 @@ same for one process or many: epochs, evaluation, metrics, timing, the result re
 
 import hashlib
 import math
+import resource
 import time
 
 import numpy as np
@@ -149,7 +150,8 @@ def train(config: TrainConfig, comm: MPI.Comm, dataset: Dataset, run=None,
     digest = check_replicas_agree(comm, model)
 
     times = comm.gather({"rank": comm.Get_rank(), "train_time_s": train_time,
-                         **{f"{phase}_s": timer.seconds[phase] for phase in PHASES}}, root=0)
+                         **{f"{phase}_s": timer.seconds[phase] for phase in PHASES},
+                         "peak_rss_mb": peak_rss_mb()}, root=0)
     slowest = comm.allreduce(train_time, op=MPI.MAX)
     if comm.Get_rank() != 0:
         return model, {}
@@ -183,6 +185,11 @@ def restore(checkpoint: dict, model: MLP, optimizer: SGD, strategy) -> int:
                                "velocity": checkpoint["velocity"]})
     strategy.load_state_dict(checkpoint["strategy"])
     return checkpoint["epoch"]
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def check_replicas_agree(comm: MPI.Comm, model: MLP) -> str:

@@ -1,0 +1,182 @@
+"""Scaling benchmark: every (strategy, processes) configuration, run through ``distnn train``.
+
+Each configuration runs once to warm up (discarded), then ``repeats`` times; the table
+reports the median training time of the slowest rank and its spread, samples/s, speedup
+over serial, efficiency per process and per worker, the final test accuracy (a speedup
+that stops learning is no speedup) and where the ranks' time went.
+
+Strong scaling keeps the workload fixed; weak scaling grows the global batch (or, with a
+full batch, the spiral data) with the number of workers, so each worker's share stays
+fixed, and speedup is the ratio of samples/s.
+"""
+
+import csv
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from distnn.errors import UsageError
+from distnn.parallel import STRATEGIES
+
+COLUMNS = ("strategy", "processes", "workers", "time_s_median", "time_s_min", "time_s_max",
+           "samples_per_s", "speedup", "efficiency_per_process", "efficiency_per_worker",
+           "test_accuracy", "compute_share", "comm_share", "wait_share")
+
+
+def configurations(strategies: list[str], procs: list[int]) -> list[tuple[str, int]]:
+    """Every valid (strategy, processes); serial runs once, at 1 process."""
+    unknown = [s for s in strategies if s not in STRATEGIES]
+    if unknown:
+        raise UsageError(f"--strategies: unknown {', '.join(unknown)}; choose from "
+                         f"{', '.join(STRATEGIES)}")
+    if any(p < 1 for p in procs):
+        raise UsageError(f"--procs values must be >= 1, got {procs}")
+    configs = [("serial", 1)]
+    for strategy in strategies:
+        if strategy == "serial":
+            continue
+        minimum = 2 if STRATEGIES[strategy].has_server else 1
+        configs += [(strategy, p) for p in procs if p >= minimum]
+    return configs
+
+
+def workload_args(train_args: list[str], workers: int, scaling: str) -> list[str]:
+    """``train_args`` for ``workers`` workers: weak scaling multiplies the global batch (or,
+    with a full batch, the spiral size) so that each worker's share stays fixed."""
+    args = list(train_args)
+    if scaling == "strong" or workers == 1:
+        return args
+    for flag in ("--batch-size", "--samples-per-class"):
+        if flag in args and args[args.index(flag) + 1].isdigit():
+            position = args.index(flag) + 1
+            args[position] = str(int(args[position]) * workers)
+            return args
+    raise UsageError("--scaling weak needs --batch-size N (or --samples-per-class N with a full "
+                     "batch) to grow with the workers")
+
+
+def run_once(train_args: list[str], strategy: str, procs: int, out: Path, timeout: float) -> dict:
+    command = [sys.executable, "-m", "distnn", "train", "--quiet", "--out", str(out),
+               "--strategy", strategy, *train_args]
+    if procs > 1:
+        command += ["--procs", str(procs)]
+    env = dict(os.environ)
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env.setdefault(name, "1")
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        raise RuntimeError(f"{strategy} on {procs} processes ran past {timeout:.0f} s") from exc
+    if done.returncode != 0:
+        raise RuntimeError(f"{strategy} on {procs} processes failed "
+                           f"(exit {done.returncode}):\n{done.stderr.strip()}")
+    return json.loads((out / "result.json").read_text())
+
+
+def summarize(strategy: str, procs: int, results: list[dict], baseline_rate: float | None) -> dict:
+    times = [r["train_time_s"] for r in results]
+    median = statistics.median(times)
+    rate = statistics.median(r["samples_per_s"] for r in results)
+    speedup = rate / baseline_rate if baseline_rate else 1.0
+    workers = results[0]["workers"]
+    shares = {}
+    for phase in ("compute", "comm", "wait"):
+        per_run = [statistics.mean(rank[f"{phase}_s"] for rank in r["ranks"]) / r["train_time_s"]
+                   for r in results]
+        shares[f"{phase}_share"] = statistics.median(per_run)
+    return {"strategy": strategy, "processes": procs, "workers": workers,
+            "time_s_median": median, "time_s_min": min(times), "time_s_max": max(times),
+            "samples_per_s": rate, "speedup": speedup,
+            "efficiency_per_process": speedup / procs, "efficiency_per_worker": speedup / workers,
+            "test_accuracy": results[-1]["final"]["test_accuracy"], **shares}
+
+
+def markdown(rows: list[dict], title: str) -> str:
+    lines = [f"# {title}", "",
+             "| strategy | procs | workers | time s (median, min–max) | samples/s | speedup "
+             "| eff./proc | eff./worker | test acc | compute / comm / wait |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(
+            f"| {r['strategy']} | {r['processes']} | {r['workers']} | {r['time_s_median']:.3f} "
+            f"({r['time_s_min']:.3f}–{r['time_s_max']:.3f}) | {r['samples_per_s']:,.0f} "
+            f"| {r['speedup']:.2f}× | {r['efficiency_per_process']:.2f} "
+            f"| {r['efficiency_per_worker']:.2f} | {r['test_accuracy']:.4f} "
+            f"| {r['compute_share']:.0%} / {r['comm_share']:.0%} / {r['wait_share']:.0%} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict], out: Path) -> list[Path]:
+    """speedup.png (with the ideal line) and time_split.png; skipped without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    figure, axes = plt.subplots(figsize=(6, 4), dpi=100)
+    most = max(r["processes"] for r in rows)
+    axes.plot([1, most], [1, most], "k--", linewidth=1, label="ideal (per process)")
+    for strategy in dict.fromkeys(r["strategy"] for r in rows):
+        points = [r for r in rows if r["strategy"] == strategy]
+        axes.plot([r["processes"] for r in points], [r["speedup"] for r in points], marker="o",
+                  label=strategy)
+    axes.set_xlabel("processes")
+    axes.set_ylabel("speedup vs serial")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(out / "speedup.png")
+    plt.close(figure)
+
+    figure, axes = plt.subplots(figsize=(max(6, len(rows) * 0.8), 4), dpi=100)
+    labels = [f"{r['strategy']}\n{r['processes']}p" for r in rows]
+    bottom = [0.0] * len(rows)
+    for phase in ("compute", "comm", "wait"):
+        values = [r[f"{phase}_share"] * r["time_s_median"] for r in rows]
+        axes.bar(labels, values, bottom=bottom, label=phase)
+        bottom = [b + v for b, v in zip(bottom, values)]
+    axes.set_ylabel("seconds (mean over ranks)")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(out / "time_split.png")
+    plt.close(figure)
+    return [out / "speedup.png", out / "time_split.png"]
+
+
+def run_bench(strategies: list[str], procs: list[int], train_args: list[str], scaling: str,
+              repeats: int, out: Path, timeout: float = 1800, log=print) -> list[dict]:
+    if repeats < 1:
+        raise UsageError(f"--repeats must be >= 1, got {repeats}")
+    configs = configurations(strategies, procs)
+    out.mkdir(parents=True, exist_ok=True)
+    rows, baseline_rate = [], None
+    for strategy, p in configs:
+        workers = STRATEGIES[strategy].n_workers(p)
+        args = workload_args(train_args, workers, scaling)
+        started = time.monotonic()
+        run_once(args, strategy, p, out / "runs" / f"{strategy}-p{p}-warmup", timeout)
+        results = [run_once(args, strategy, p, out / "runs" / f"{strategy}-p{p}-r{i}", timeout)
+                   for i in range(repeats)]
+        row = summarize(strategy, p, results, baseline_rate)
+        if strategy == "serial":
+            baseline_rate = row["samples_per_s"]
+        rows.append(row)
+        log(f"{strategy:>9} p={p}: {row['time_s_median']:.3f} s, {row['speedup']:.2f}x, "
+            f"test acc {row['test_accuracy']:.4f}  ({time.monotonic() - started:.0f} s)")
+    title = f"distnn bench ({scaling} scaling): {' '.join(train_args) or 'default workload'}"
+    (out / "bench.md").write_text(markdown(rows, title))
+    (out / "bench.json").write_text(json.dumps({"title": title, "scaling": scaling,
+                                                "repeats": repeats, "train_args": train_args,
+                                                "rows": rows}, indent=2) + "\n")
+    with open(out / "bench.csv", "w", newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    plot(rows, out)
+    return rows

@@ -1,0 +1,60 @@
+"""distnn bench: configurations, weak scaling, the table, and one small end-to-end run."""
+
+import csv
+import json
+
+import pytest
+
+from distnn.bench import configurations, markdown, summarize, workload_args
+from distnn.errors import UsageError
+from helpers import distnn
+
+
+def test_configurations_put_the_serial_baseline_first_and_skip_impossible_ones():
+    assert configurations(["ps-sync", "allreduce"], [1, 2, 3]) == [
+        ("serial", 1), ("ps-sync", 2), ("ps-sync", 3),
+        ("allreduce", 1), ("allreduce", 2), ("allreduce", 3)]
+    with pytest.raises(UsageError, match="unknown magic"):
+        configurations(["magic"], [1])
+
+
+def test_weak_scaling_keeps_each_workers_share():
+    args = ["--batch-size", "64", "--epochs", "2"]
+    assert workload_args(args, 3, "weak") == ["--batch-size", "192", "--epochs", "2"]
+    assert workload_args(args, 3, "strong") == args
+    assert workload_args(["--samples-per-class", "100"], 2, "weak") == ["--samples-per-class", "200"]
+    with pytest.raises(UsageError, match="--scaling weak needs --batch-size N"):
+        workload_args(["--epochs", "2"], 2, "weak")
+
+
+def _result(time_s, rate, workers=2, acc=0.9):
+    return {"train_time_s": time_s, "samples_per_s": rate, "workers": workers,
+            "final": {"test_accuracy": acc},
+            "ranks": [{"compute_s": time_s / 2, "comm_s": time_s / 4, "wait_s": time_s / 4}]}
+
+
+def test_summary_speedup_and_efficiencies():
+    row = summarize("ps-sync", 3, [_result(2.0, 150), _result(1.0, 300), _result(1.5, 200)], 100)
+    assert (row["time_s_median"], row["time_s_min"], row["time_s_max"]) == (1.5, 1.0, 2.0)
+    assert row["speedup"] == pytest.approx(2.0)
+    assert row["efficiency_per_process"] == pytest.approx(2 / 3)
+    assert row["efficiency_per_worker"] == pytest.approx(1.0)
+    assert row["compute_share"] == pytest.approx(0.5)
+    assert "| ps-sync | 3 | 2 | 1.500 (1.000–2.000) | 200 | 2.00× |" in markdown([row], "t")
+
+
+def test_bench_end_to_end_writes_tables_and_plots(tmp_path):
+    done = distnn(["bench", "--strategies", "allreduce,ps-async", "--procs", "1,2", "--repeats",
+                   "1", "--samples-per-class", "50", "--epochs", "3", "--batch-size", "30",
+                   "--out", str(tmp_path)], timeout=240)
+    assert done.returncode == 0, done.stderr
+    rows = json.loads((tmp_path / "bench.json").read_text())["rows"]
+    assert [(r["strategy"], r["processes"]) for r in rows] == [
+        ("serial", 1), ("allreduce", 1), ("allreduce", 2), ("ps-async", 2)]
+    assert rows[0]["speedup"] == 1.0 and all(r["test_accuracy"] > 0 for r in rows)
+    with open(tmp_path / "bench.csv") as stream:
+        assert len(list(csv.DictReader(stream))) == 4
+    assert "| allreduce | 2 | 2 |" in (tmp_path / "bench.md").read_text()
+    for name in ("speedup.png", "time_split.png"):
+        assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "runs" / "allreduce-p2-warmup" / "result.json").exists()
