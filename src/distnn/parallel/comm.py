@@ -8,7 +8,6 @@ growing interval, so a waiting rank costs a few percent of a core, at the price 
 most ``MAX_SLEEP_S`` extra latency per wait.
 """
 
-import os
 import time
 from enum import IntEnum
 
@@ -60,12 +59,3 @@ def allreduce_sum(comm: MPI.Comm, values) -> np.ndarray:
     comm.Allreduce(MPI.IN_PLACE, buffer, op=MPI.SUM)
     return buffer
 
-
-def oversubscribed(comm: MPI.Comm) -> bool:
-    """True when this node runs more ranks of ``comm`` than this process may use cores."""
-    node = comm.Split_type(MPI.COMM_TYPE_SHARED)
-    try:
-        ranks_here = node.Get_size()
-    finally:
-        node.Free()
-    return ranks_here > len(os.sched_getaffinity(0))

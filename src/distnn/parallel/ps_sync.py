@@ -8,7 +8,7 @@ size, applies SGD and broadcasts the new parameters.
 The server computes no gradients (p processes = 1 server + p-1 workers, as in the
 original). It waits for gradients with ``probe_politely``, and every rank completes the
 parameter broadcast with ``wait_politely``, so no waiting rank spins a core. Measured with
-``benchmarks/ps_wait.py`` (3 ranks, 2 cores): 1.45x the steps/s of blocking calls on
+``benchmarks/wait_policy.py`` (3 ranks, 2 cores): 1.45x the steps/s of blocking calls on
 784-256-10 at batch 128, 1.7x on the full-batch seed model. Point-to-point gradients and
 an ``Igatherv`` measured the same there; point-to-point lets the server wait politely per
 message and is the protocol ps-async shares.

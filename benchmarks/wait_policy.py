@@ -1,10 +1,11 @@
-"""Does the waiting parameter server steal a core? Polite vs blocking waits, side by side.
+"""Do waiting ranks steal a core? Polite vs blocking waits, side by side.
 
-    mpiexec -n 3 python benchmarks/ps_wait.py [--features 784 --hidden 256 --batch 128]
+    mpiexec -n 3 python benchmarks/wait_policy.py [--strategy ps-sync|allreduce]
+                                                  [--features 784 --hidden 256 --batch 128]
 
-Runs the real PSSync strategy on synthetic data, alternating polite=True/False for
-``--rounds`` rounds (this machine is noisy: compare within one run), and prints steps/s
-and the server's CPU seconds per wall second for each policy.
+Runs the real strategy on synthetic data, alternating polite=True/False for ``--rounds``
+rounds (this machine is noisy: compare within one run), and prints steps/s and rank 0's
+CPU seconds per wall second for each policy.
 """
 
 import argparse
@@ -19,14 +20,14 @@ from mpi4py import MPI  # noqa: E402
 from distnn.data import BatchSampler, Dataset  # noqa: E402
 from distnn.nn import MLP  # noqa: E402
 from distnn.optim import SGD  # noqa: E402
-from distnn.parallel import PSSync  # noqa: E402
+from distnn.parallel import STRATEGIES  # noqa: E402
 from distnn.parallel.timing import PhaseTimer  # noqa: E402
 
 
 def measure(comm, data, args, polite: bool) -> tuple[float, float]:
     model = MLP([args.features, args.hidden, 10], dtype="float32")
     optimizer = SGD(model.params, lr=0.01, momentum=0.9)
-    strategy = PSSync(comm, model, optimizer, data, PhaseTimer(), polite=polite)
+    strategy = STRATEGIES[args.strategy](comm, model, optimizer, data, PhaseTimer(), polite=polite)
     sampler = BatchSampler(data.x_train.shape[0], args.batch, seed=0)
     batches = list(sampler.batches(0))
     for batch in batches[:5]:
@@ -42,6 +43,7 @@ def measure(comm, data, args, polite: bool) -> tuple[float, float]:
 
 def main():
     parser = argparse.ArgumentParser()
+    parser.add_argument("--strategy", choices=("ps-sync", "allreduce"), default="ps-sync")
     parser.add_argument("--features", type=int, default=784)
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--batch", type=int, default=128)
@@ -59,13 +61,13 @@ def main():
         for polite in (True, False):
             results[polite].append(measure(comm, data, args, polite))
     if comm.Get_rank() == 0:
-        print(f"ps-sync, {comm.Get_size()} processes on {os.cpu_count()} cores, "
+        print(f"{args.strategy}, {comm.Get_size()} processes on {os.cpu_count()} cores, "
               f"{args.features}-{args.hidden}-10, global batch {args.batch}, {args.steps} steps")
         for polite, label in ((False, "blocking (MPICH spins)"), (True, "polite (probe + sleep)")):
             rates = np.array([r[0] for r in results[polite]])
             server_cpu = np.array([r[1] for r in results[polite]])
             print(f"  {label:24s} {np.median(rates):8.1f} steps/s  (runs: "
-                  f"{', '.join(f'{r:.1f}' for r in rates)})  server CPU {np.median(server_cpu):.0%}")
+                  f"{', '.join(f'{r:.1f}' for r in rates)})  rank 0 CPU {np.median(server_cpu):.0%}")
         ratio = np.median([r[0] for r in results[True]]) / np.median([r[0] for r in results[False]])
         print(f"  polite / blocking throughput: {ratio:.2f}x")
 
