@@ -170,6 +170,7 @@ def markdown(projections: list[dict], compute: dict, network: dict, batch: int, 
         for i, n in enumerate(projection["workers"]):
             lines.append(f"| {n} | " + " | ".join(f"{projection['speedup'][s][i]:.2f}×"
                                                  for s in STRATEGIES) + " |")
+        lines.append("")
         for s in STRATEGIES:
             stop = projection["efficiency_below_half_at"][s]
             where = (f"efficiency falls below 50% at {stop} workers" if stop
