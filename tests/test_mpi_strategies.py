@@ -6,26 +6,16 @@ import time
 import numpy as np
 import pytest
 
+from conftest import WORKLOADS
 from helpers import distnn, max_relative_difference, mpi_script, read_result, train_params
-
-SPIRAL = ["--samples-per-class", "100", "--dtype", "float64", "--lr", "0.5", "--eval-every", "5"]
-SHUFFLED = [*SPIRAL, "--epochs", "12", "--batch-size", "37"]
-FULL = [*SPIRAL, "--epochs", "30", "--batch-size", "full"]
-
-
-@pytest.fixture(scope="module")
-def serial(tmp_path_factory):
-    base = tmp_path_factory.mktemp("serial")
-    return {name: train_params(base / name, args)
-            for name, args in (("shuffled", SHUFFLED), ("full", FULL))}
 
 
 @pytest.mark.parametrize("procs", [1, 2, 3, 4])
 @pytest.mark.parametrize("workload", ["shuffled", "full"])
-def test_allreduce_equals_serial(tmp_path, serial, procs, workload):
-    args = SHUFFLED if workload == "shuffled" else FULL
+def test_allreduce_equals_serial(tmp_path, serial_params, procs, workload):
+    args = WORKLOADS[workload]
     params = train_params(tmp_path, ["--strategy", "allreduce", *args], procs=procs)
-    assert max_relative_difference(params, serial[workload]) <= 1e-10
+    assert max_relative_difference(params, serial_params[workload]) <= 1e-10
     result = read_result(tmp_path)
     assert result["workers"] == procs and len(result["params_sha256"]) == 64
 
@@ -37,10 +27,10 @@ def test_replica_hash_check_catches_a_one_ulp_difference():
 
 
 @pytest.mark.parametrize("workload", ["shuffled", "full"])
-def test_ps_async_with_one_worker_is_serial_exactly(tmp_path, serial, workload):
-    args = SHUFFLED if workload == "shuffled" else FULL
+def test_ps_async_with_one_worker_is_serial_exactly(tmp_path, serial_params, workload):
+    args = WORKLOADS[workload]
     params = train_params(tmp_path, ["--strategy", "ps-async", *args], procs=2)
-    np.testing.assert_array_equal(params, serial[workload])
+    np.testing.assert_array_equal(params, serial_params[workload])
     result = read_result(tmp_path)
     assert result["staleness_max"] == 0 and result["staleness_histogram"] == [result["updates"]]
 

@@ -5,25 +5,14 @@ import time
 import numpy as np
 import pytest
 
+from conftest import WORKLOADS
 from helpers import distnn, max_relative_difference, mpi_script, read_result, train_params
-
-SPIRAL = ["--samples-per-class", "100", "--dtype", "float64", "--lr", "0.5",
-          "--eval-every", "5"]
-SHUFFLED = [*SPIRAL, "--epochs", "12", "--batch-size", "37"]
-FULL = [*SPIRAL, "--epochs", "30", "--batch-size", "full"]
-
-
-@pytest.fixture(scope="module")
-def serial_params(tmp_path_factory):
-    base = tmp_path_factory.mktemp("serial")
-    return {name: train_params(base / name, args)
-            for name, args in (("shuffled", SHUFFLED), ("full", FULL))}
 
 
 @pytest.mark.parametrize("procs", [2, 3, 4])
 @pytest.mark.parametrize("workload", ["shuffled", "full"])
 def test_ps_sync_equals_serial(tmp_path, serial_params, procs, workload):
-    args = SHUFFLED if workload == "shuffled" else FULL
+    args = WORKLOADS[workload]
     params = train_params(tmp_path / "run", ["--strategy", "ps-sync", *args], procs=procs)
     assert max_relative_difference(params, serial_params[workload]) <= 1e-10
     result = read_result(tmp_path / "run")
@@ -32,7 +21,7 @@ def test_ps_sync_equals_serial(tmp_path, serial_params, procs, workload):
 
 
 def test_same_config_and_processes_is_bit_identical(tmp_path):
-    args = ["--strategy", "ps-sync", *SHUFFLED]
+    args = ["--strategy", "ps-sync", *WORKLOADS["shuffled"]]
     first = train_params(tmp_path / "a", args, procs=3)
     second = train_params(tmp_path / "b", args, procs=3)
     np.testing.assert_array_equal(first, second)

@@ -46,8 +46,6 @@ def check_fits(config: TrainConfig, dataset: Dataset, size: int) -> None:
         raise UsageError(
             f"--batch-size ({config.batch_size}) must be at least the number of workers ({workers})"
         )
-    if dataset.n_classes > config.classes and config.dataset == "spiral":
-        raise UsageError(f"spiral data has {dataset.n_classes} classes, more than --classes")
 
 
 def evaluate(comm: MPI.Comm, model: MLP, dataset: Dataset) -> dict:

@@ -14,7 +14,7 @@ blocking 156-220 vs polite 143-150 steps/s at 3 ranks, 187-215 vs 129-131 at 4 r
 from mpi4py import MPI
 
 from distnn.data.sampler import batch_length
-from distnn.parallel.comm import mpi_type, wait_politely
+from distnn.parallel.comm import wait_politely
 from distnn.parallel.strategy import Strategy
 
 
@@ -24,7 +24,7 @@ class Allreduce(Strategy):
     def __init__(self, comm, model, optimizer, data, timer, polite: bool = False):
         super().__init__(comm, model, optimizer, data, timer)
         self.polite = polite
-        self._message = [model.grads, mpi_type(model.dtype)]
+        self._message = [model.grads, self._type]
 
     def step(self, batch) -> None:
         self.local_gradient_sum(batch)

@@ -20,11 +20,10 @@ an epoch ends on the server when all of its gradients are applied.
 from collections import deque
 
 import numpy as np
-from mpi4py import MPI
 
 from distnn.data.sampler import batch_length, worker_range
 from distnn.errors import UsageError
-from distnn.parallel.comm import Tag, mpi_type, probe_politely, sleep_until, wait_politely
+from distnn.parallel.comm import Tag, probe_politely, sleep_until, wait_politely
 from distnn.parallel.strategy import Strategy
 
 
@@ -45,11 +44,7 @@ class PSAsync(Strategy):
 
     def __init__(self, comm, model, optimizer, data, timer, max_staleness: int | None = None):
         super().__init__(comm, model, optimizer, data, timer)
-        if self.size < 2:
-            raise ValueError("ps-async needs at least 2 processes (1 server + 1 worker)")
         self.max_staleness = max_staleness
-        self._type = mpi_type(model.dtype)
-        self._status = MPI.Status()
         self.sent = 0
         if self.rank == 0:
             workers = self.size - 1

@@ -18,7 +18,7 @@ import numpy as np
 from mpi4py import MPI
 
 from distnn.data.sampler import batch_length
-from distnn.parallel.comm import Tag, mpi_type, probe_politely, wait_politely
+from distnn.parallel.comm import Tag, probe_politely, wait_politely
 from distnn.parallel.strategy import Strategy
 
 
@@ -28,11 +28,7 @@ class PSSync(Strategy):
 
     def __init__(self, comm, model, optimizer, data, timer, polite: bool = True):
         super().__init__(comm, model, optimizer, data, timer)
-        if self.size < 2:
-            raise ValueError("ps-sync needs at least 2 processes (1 server + 1 worker)")
         self.polite = polite
-        self._type = mpi_type(model.dtype)
-        self._status = MPI.Status()
         if self.rank == 0:
             self._rows = np.zeros((self.size - 1, model.n_params), dtype=model.dtype)
 

@@ -4,6 +4,7 @@ import numpy as np
 from mpi4py import MPI
 
 from distnn.data.sampler import batch_length, sub_batch, take, worker_range
+from distnn.parallel.comm import mpi_type
 from distnn.parallel.timing import PhaseTimer
 
 
@@ -23,6 +24,10 @@ class Strategy:
         self.comm, self.model, self.optimizer, self.data, self.timer = (
             comm, model, optimizer, data, timer)
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
+        if self.has_server and self.size < 2:
+            raise ValueError(f"{self.name} needs at least 2 processes (1 server + 1 worker)")
+        self._type = mpi_type(model.dtype)      # the flat buffers' MPI datatype
+        self._status = MPI.Status()
         self._x = np.empty((0, model.n_features), dtype=model.dtype)
         self._y = np.empty(0, dtype=np.intp)
 
