@@ -20,6 +20,20 @@ def test_allreduce_equals_serial(tmp_path, serial_params, procs, workload):
     assert result["workers"] == procs and len(result["params_sha256"]) == 64
 
 
+@pytest.mark.parametrize("procs", [2, 3])
+def test_allreduce_through_mpi_instead_of_shared_memory_also_equals_serial(tmp_path, serial_params,
+                                                                          procs):
+    params = train_params(tmp_path, ["--strategy", "allreduce", "--no-shared-memory",
+                                     *WORKLOADS["shuffled"]], procs=procs)
+    assert max_relative_difference(params, serial_params["shuffled"]) <= 1e-10
+    assert read_result(tmp_path)["shared_memory"] is False
+
+
+def test_allreduce_uses_shared_memory_on_one_node(tmp_path):
+    train_params(tmp_path, ["--strategy", "allreduce", *WORKLOADS["full"]], procs=2)
+    assert read_result(tmp_path)["shared_memory"] is True
+
+
 def test_replica_hash_check_catches_a_one_ulp_difference():
     assert mpi_script("replica_check.py", 3).stdout.strip() == "OK"
     diverged = mpi_script("replica_check.py", 3, ["perturb"]).stdout.strip()

@@ -107,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--momentum", type=float)
     add("--no-shuffle", dest="shuffle", action="store_false", help="keep the stored order")
     add("--max-staleness", type=int, help="ps-async: no applied gradient staler than this")
+    add("--no-shared-memory", dest="shared_memory", action="store_false",
+        help="allreduce: use MPI Allreduce even when all ranks share a node")
     add("--eval-every", type=int, help="epochs between evaluations")
     add("--checkpoint-every", type=int, help="epochs between checkpoints (default: every "
         "evaluation; always at the end)")

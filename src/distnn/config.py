@@ -36,6 +36,7 @@ class TrainConfig:
     seed: int = 0                    # data, weights and sample order
     shuffle: bool = True             # reshuffle the samples every epoch
     max_staleness: int | None = None  # ps-async: bound on an applied gradient's staleness
+    shared_memory: bool = True       # allreduce: MPI-3 shared memory when ranks share a node
     eval_every: int = 100            # epochs between evaluations (the last epoch always)
     checkpoint_every: int = 0        # epochs between checkpoints; 0 = at every evaluation
     out: str | None = None           # run directory; None = runs/<timestamp>
@@ -75,7 +76,7 @@ FIELD_TYPES = {
     "classes": int,
     "test_fraction": float, "hidden": tuple, "init": str, "dtype": str, "strategy": str,
     "epochs": int, "batch_size": int, "lr": float, "lr_decay": float, "momentum": float,
-    "seed": int, "shuffle": bool, "max_staleness": int, "eval_every": int,
+    "seed": int, "shuffle": bool, "max_staleness": int, "shared_memory": bool, "eval_every": int,
     "checkpoint_every": int, "out": str,
 }
 

@@ -65,13 +65,23 @@ class SGD:
     def current_lr(self) -> float:
         return self.lr / (1.0 + self.lr_decay * self.iterations)
 
-    def step(self, grads: np.ndarray) -> None:
-        """Apply the mean gradient ``grads`` (already divided by the batch size)."""
-        sgd_step(self.params, grads, self.velocity, self._scratch,
+    def step(self, grads: np.ndarray, part: slice = slice(None)) -> None:
+        """Apply the mean gradient ``grads`` (already divided by the batch size).
+
+        With ``part``, ``grads`` holds only that slice of the gradient and only that slice
+        of the parameters moves: ranks sharing one parameter vector each update a shard.
+        """
+        velocity = self.velocity[part]
+        sgd_step(self.params[part], grads, velocity, self._scratch[part],
                  lr=self.current_lr, momentum=self.momentum)
         self.iterations += 1
         if self.momentum and self.iterations % FLUSH_EVERY == 0:
-            flush_subnormals(self.velocity)
+            flush_subnormals(velocity)
+
+    def rebind(self, params: np.ndarray, velocity: np.ndarray) -> None:
+        """Use other buffers (e.g. shared memory) for the parameters and the velocity."""
+        velocity[...] = self.velocity
+        self.params, self.velocity = params, velocity
 
     def state_dict(self) -> dict:
         return {

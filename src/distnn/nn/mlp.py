@@ -50,6 +50,24 @@ class MLP:
         self.initialize(init, seed)
         self._rows = 0
 
+    def rebind(self, params: np.ndarray | None = None, grads: np.ndarray | None = None) -> None:
+        """Move the parameters and/or gradients into other flat buffers (e.g. shared memory),
+        copying the current values; the layers' views follow."""
+        for name, buffer in (("params", params), ("grads", grads)):
+            if buffer is None:
+                continue
+            if buffer.shape != (self.n_params,) or buffer.dtype != self.dtype:
+                raise ValueError(f"{name} buffer must be ({self.n_params},) {self.dtype}, "
+                                 f"got {buffer.shape} {buffer.dtype}")
+            buffer[...] = getattr(self, name)
+            setattr(self, name, buffer)
+        offset = 0
+        for i, layer in enumerate(self.layers):
+            end = offset + Dense.size(layer.fan_in, layer.fan_out)
+            self.layers[i] = Dense(self.params[offset:end], self.grads[offset:end],
+                                   layer.fan_in, layer.fan_out)
+            offset = end
+
     def initialize(self, init: str, seed: int) -> None:
         rng = np.random.RandomState(seed)
         for layer in self.layers:

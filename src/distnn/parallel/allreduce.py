@@ -1,34 +1,66 @@
 """Decentralised synchronous SGD: every process is a worker, no server.
 
-Per step, each rank computes the gradient sum of its slice, one ``Allreduce`` on the
-flat buffer adds them everywhere, and every rank divides by the global batch size and
-applies the same update, so all replicas stay identical (checked by hash at the end).
+Per step, each rank computes the gradient sum of its slice; the sums are added and
+every replica applies the same update, so all replicas stay identical (checked by hash
+at the end). Two ways to add them:
 
-The ``Allreduce`` is blocking even when ranks outnumber cores: every rank computes, so
-there is no idle rank whose core polite waiting could give back, and a multi-round
-collective pays the sleep latency once per round. Measured with
-``benchmarks/wait_policy.py --strategy allreduce`` (784-256-10, batch 128, 2 cores):
-blocking 156-220 vs polite 143-150 steps/s at 3 ranks, 187-215 vs 129-131 at 4 ranks.
+- ranks on one node (the default when possible): gradients, parameters and velocity
+  live in MPI-3 shared memory. After a fence, rank r adds the rows of every rank for its
+  shard of the vector (in rank order) and updates that shard of the one shared parameter
+  vector; a second fence ends the step. No gradient is copied and each rank updates
+  1/n of the parameters. Measured with ``benchmarks/speed.py``.
+- otherwise: one blocking ``Allreduce`` of the flat gradient, then every rank updates
+  all parameters. Blocking even when ranks outnumber cores: every rank computes, so no
+  idle core is there to give back, and a multi-round collective pays the sleep latency
+  once per round (``benchmarks/wait_policy.py --strategy allreduce``, 2 cores:
+  blocking 156-220 vs polite 143-150 steps/s at 3 ranks, 187-215 vs 129-131 at 4 ranks).
 """
 
+import numpy as np
 from mpi4py import MPI
 
-from distnn.data.sampler import batch_length
+from distnn.data.sampler import batch_length, worker_range
 from distnn.parallel.comm import wait_politely
+from distnn.parallel.shared_memory import SharedBuffers, on_one_node
 from distnn.parallel.strategy import Strategy
 
 
 class Allreduce(Strategy):
     name = "allreduce"
 
-    def __init__(self, comm, model, optimizer, data, timer, polite: bool = False):
+    def __init__(self, comm, model, optimizer, data, timer, polite: bool = False,
+                 shared_memory: bool = True):
         super().__init__(comm, model, optimizer, data, timer)
         self.polite = polite
         self._message = [model.grads, self._type]
+        self.shared = None
+        if shared_memory and self.size > 1 and on_one_node(comm):
+            self._use_shared_memory()
+
+    @classmethod
+    def from_config(cls, config, comm, model, optimizer, data, timer) -> "Allreduce":
+        return cls(comm, model, optimizer, data, timer, shared_memory=config.shared_memory)
+
+    def _use_shared_memory(self) -> None:
+        model, n = self.model, self.model.n_params
+        self.shared = SharedBuffers(self.comm)
+        rows = self.shared.array((self.size, n), model.dtype)
+        params = self.shared.array((n,), model.dtype)
+        velocity = self.shared.array((n,), model.dtype)
+        model.rebind(params=params, grads=rows[self.rank])
+        self.optimizer.rebind(params, velocity)
+        self.shared.fence()
+        self._rows = rows
+        start, stop = worker_range(n, self.size, self.rank)
+        self._shard = slice(start, stop)
+        self._shard_sum = np.empty(stop - start, dtype=model.dtype)
 
     def step(self, batch) -> None:
         self.local_gradient_sum(batch)
         self.timer.lap("compute")
+        if self.shared is not None:
+            self._shared_step(batch_length(batch))
+            return
         if self.polite:
             wait_politely(self.comm.Iallreduce(MPI.IN_PLACE, self._message, op=MPI.SUM))
         else:
@@ -37,3 +69,25 @@ class Allreduce(Strategy):
         self.model.grads /= batch_length(batch)
         self.optimizer.step(self.model.grads)
         self.timer.lap("compute")
+
+    def _shared_step(self, batch_size: int) -> None:
+        self.shared.fence()
+        self.timer.lap("wait")
+        np.sum(self._rows[:, self._shard], axis=0, out=self._shard_sum)
+        self._shard_sum /= batch_size
+        self.optimizer.step(self._shard_sum, part=self._shard)
+        self.timer.lap("compute")
+        self.shared.fence()
+        self.timer.lap("wait")
+
+    def finish(self) -> dict:
+        """Copy the shared buffers back into private memory, then release them."""
+        if self.shared is None:
+            return {"shared_memory": False}
+        params, velocity = self.model.params.copy(), self.optimizer.velocity.copy()
+        self.model.rebind(params=params, grads=self.model.grads.copy())
+        self.optimizer.rebind(params, velocity)
+        self.shared.fence()
+        self.shared.free()
+        self.shared = None
+        return {"shared_memory": True}

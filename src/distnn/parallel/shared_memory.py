@@ -1,0 +1,56 @@
+"""Flat buffers in MPI-3 shared memory, for ranks that share one node.
+
+Ranks on one node can read each other's gradients and one copy of the parameters
+directly, instead of copying them through messages. Synchronisation follows the MPI-3
+shared-memory pattern: every window is locked once (``Lock_all``) and ``fence`` pairs a
+memory sync with a barrier, so writes before it are seen by every rank after it.
+"""
+
+import numpy as np
+from mpi4py import MPI
+
+
+def on_one_node(comm: MPI.Comm) -> bool:
+    node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    try:
+        return node.Get_size() == comm.Get_size()
+    finally:
+        node.Free()
+
+
+class SharedBuffers:
+    """Named arrays in shared memory, allocated collectively on ``comm`` (one node)."""
+
+    def __init__(self, comm: MPI.Comm):
+        self.comm = comm
+        self._windows: list[MPI.Win] = []
+
+    def array(self, shape: tuple[int, ...], dtype) -> np.ndarray:
+        """A zeroed array of ``shape`` every rank of ``comm`` sees (rank 0 owns the memory)."""
+        dtype = np.dtype(dtype)
+        size = int(np.prod(shape)) * dtype.itemsize if self.comm.Get_rank() == 0 else 0
+        window = MPI.Win.Allocate_shared(size, dtype.itemsize, comm=self.comm)
+        window.Lock_all(MPI.MODE_NOCHECK)
+        self._windows.append(window)
+        memory, _ = window.Shared_query(0)
+        array = np.ndarray(shape, dtype=dtype, buffer=memory)
+        self.fence()
+        if self.comm.Get_rank() == 0:
+            array[...] = 0
+        self.fence()
+        return array
+
+    def fence(self) -> None:
+        """Every rank's writes so far are visible to every rank afterwards."""
+        for window in self._windows:
+            window.Sync()
+        self.comm.Barrier()
+        for window in self._windows:
+            window.Sync()
+
+    def free(self) -> None:
+        """Release the memory; arrays from ``array`` must not be used afterwards."""
+        for window in self._windows:
+            window.Unlock_all()
+            window.Free()
+        self._windows = []
