@@ -11,10 +11,8 @@ serial distnn run. One BLAS thread per process throughout.
 """
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,6 +22,9 @@ os.environ.update({name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREA
                                           "MKL_NUM_THREADS")})
 
 import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from speedup import run, synthetic  # noqa: E402
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 
@@ -61,11 +62,8 @@ def bare_numpy_epoch(x, y, sizes, batch, dtype, seed=0) -> float:
 
 
 def distnn_run(args: list[str], procs: int, out: Path) -> float:
-    command = [sys.executable, "-m", "distnn", "train", "--quiet", "--out", str(out), *args]
-    if procs > 1:
-        command += ["--procs", str(procs)]
-    subprocess.run(command, check=True, timeout=900)
-    return json.loads((out / "result.json").read_text())["samples_per_s"]
+    """samples/s of ``distnn train`` with one BLAS thread per process."""
+    return run(args, procs, "1", out)["samples_per_s"]
 
 
 def main():
@@ -75,8 +73,6 @@ def main():
     parser.add_argument("--seed-epochs", type=int, default=100)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="distnn-speed-"))
-    sys.path.insert(0, str(Path(__file__).parent))
-    from speedup import synthetic
 
     if (FMNIST / "train-images-idx3-ubyte.gz").exists():
         dataset, name = ["--dataset", "fashion-mnist"], "Fashion-MNIST"
@@ -117,8 +113,8 @@ def main():
                                     "seed: distnn serial")):
         rates = {label: [] for label in group}
         for r in range(args.rounds):
-            for i, (label, run) in enumerate(group.items()):
-                rates[label].append(run(work / f"{title[:4]}-{i}-{r}"))
+            for i, (label, measure) in enumerate(group.items()):
+                rates[label].append(measure(work / f"{title[:4]}-{i}-{r}"))
         base = statistics.median(rates[baseline])
         print(f"\n{title} (median of {args.rounds} rounds, samples/s)")
         for label, values in rates.items():
