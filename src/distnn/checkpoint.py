@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from distnn.data.files import read_npz
 from distnn.errors import UsageError
 from distnn.rundir import atomic_write
 
@@ -42,11 +43,7 @@ def load_checkpoint(path: Path) -> dict:
         path = path / CHECKPOINT_NAME
     if not path.exists():
         raise UsageError(f"--resume: no checkpoint at {path}")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in archive.files}
-    except Exception as exc:
-        raise UsageError(f"--resume: {path} is corrupt or not a checkpoint ({exc})") from exc
+    arrays = read_npz(path, "--resume: {path} is corrupt or not a checkpoint ({exc})")
     if str(arrays.get("format", "")) != FORMAT:
         raise UsageError(f"--resume: {path} is not a distnn checkpoint (format "
                          f"{str(arrays.get('format', 'missing'))!r}, expected {FORMAT!r})")

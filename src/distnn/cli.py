@@ -153,7 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     model = commands.add_parser("costmodel", help="fit latency/bandwidth and compute time here, "
                                 "project speedup up to 1024 workers")
-    model.add_argument("--sizes", default="784,256,10", help="layer widths, e.g. 784,256,10")
+    model.add_argument("--sizes", type=_widths, default=(784, 256, 10),
+                       help="layer widths, e.g. 784,256,10")
     model.add_argument("--batch-size", type=int, default=128, help="global batch")
     model.add_argument("--dtype", choices=DTYPES, default="float32")
     model.add_argument("--bench", help="a bench output folder whose measured points to overlay")
@@ -201,10 +202,10 @@ def _costmodel(args) -> int:
 
     from distnn import costmodel
 
-    sizes = _int_list("--sizes", args.sizes)
-    if len(sizes) < 2 or min(sizes) < 1 or args.batch_size < 1:
-        raise UsageError(f"--sizes needs at least two positive widths and --batch-size a positive "
-                         f"integer; got {args.sizes} and {args.batch_size}")
+    sizes = list(args.sizes)
+    if len(sizes) < 2 or args.batch_size < 1:
+        raise UsageError(f"--sizes needs at least two widths and --batch-size a positive "
+                         f"integer; got {','.join(map(str, sizes))} and {args.batch_size}")
     measured = None
     if args.bench:
         bench_json = Path(args.bench) / "bench.json"
@@ -337,8 +338,7 @@ def _single_process_command(args) -> int:
 
 
 def _default_out(strategy: str) -> Path:
-    base = Path("runs") / time.strftime("%Y%m%d-%H%M%S") / strategy
-    return base.parent.with_name(f"{base.parent.name}-{strategy}")
+    return Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{strategy}"
 
 
 RESUMABLE_CHANGES = {"epochs"}

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from distnn.data.files import read_npz
 from distnn.errors import UsageError
 from distnn.nn import MLP
 
@@ -89,11 +90,7 @@ def save_model(path: Path, model: MLP) -> None:
 def load_model(path) -> MLP:
     """The MLP stored by ``save_model``; never unpickles."""
     path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in archive.files}
-    except Exception as exc:  # zipfile, OS and format errors all mean "not a model"
-        raise UsageError(f"{path} is not a readable distnn model: {exc}") from exc
+    arrays = read_npz(path, "{path} is not a readable distnn model: {exc}")
     if "sizes" not in arrays or "layers.0.weight" not in arrays:
         raise UsageError(f"{path} is not a distnn model (no 'sizes' or 'layers.0.weight' array)")
     sizes = [int(s) for s in arrays["sizes"]]

@@ -94,13 +94,13 @@ def train(config: TrainConfig, comm: MPI.Comm, dataset: Dataset, run=None,
     comm.Bcast([model.params, mpi_type(model.dtype)], root=0)
 
     records = []
+    updates_per_epoch = strategy.updates_per_epoch(sampler)
     overhead_s = 0.0   # evaluation and checkpoints: not training time
     checkpoint_every = config.checkpoint_every or config.eval_every
 
     def record_evaluation(epoch: int, elapsed: float) -> None:
-        updates = strategy.updates_per_epoch(sampler) * epoch
-        record = {"epoch": epoch, "step": updates,
-                  "lr": optimizer.lr / (1 + optimizer.lr_decay * updates),
+        # Rank 0, the only rank that records, holds the optimizer that stepped.
+        record = {"epoch": epoch, "step": optimizer.iterations, "lr": optimizer.current_lr,
                   **evaluate(comm, model, dataset), "elapsed_s": elapsed,
                   **strategy.statistics()}
         records.append(record)
@@ -160,7 +160,7 @@ def train(config: TrainConfig, comm: MPI.Comm, dataset: Dataset, run=None,
         "workers": strategy.n_workers(comm.Get_size()),
         "epochs": config.epochs,
         "resumed_from_epoch": first_epoch if resume is not None else None,
-        "steps": config.epochs * strategy.updates_per_epoch(sampler),
+        "steps": config.epochs * updates_per_epoch,
         "train_time_s": slowest,
         "samples_per_s": epochs_run * n_train / slowest if slowest > 0 else None,
         "final": records[-1],

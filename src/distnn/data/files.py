@@ -83,12 +83,15 @@ def read_npy(path: Path) -> np.ndarray:
         raise UsageError(f"{path} is not a readable .npy file: {exc}") from exc
 
 
-def read_npz(path: Path) -> dict[str, np.ndarray]:
+def read_npz(path: Path, error: str = "{path} is not a readable .npz file: {exc}"
+             ) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz``, never unpickling; any failure becomes a UsageError
+    worded by ``error`` (a format string with ``{path}`` and ``{exc}``)."""
     try:
         with np.load(path, allow_pickle=False) as archive:
             return {name: archive[name] for name in archive.files}
-    except Exception as exc:  # zipfile, OS and format errors all mean "not an npz"
-        raise UsageError(f"{path} is not a readable .npz file: {exc}") from exc
+    except Exception as exc:  # zipfile, OS and format errors all mean "not readable"
+        raise UsageError(error.format(path=path, exc=exc)) from exc
 
 
 def read_array(path: Path) -> np.ndarray:

@@ -24,7 +24,6 @@ class Tag(IntEnum):
 
     GRADIENT = 1
     PARAMS = 2
-    STOP = 3
 
 
 def mpi_type(dtype: np.dtype) -> MPI.Datatype:

@@ -20,10 +20,11 @@ an epoch ends on the server when all of its gradients are applied.
 from collections import deque
 
 import numpy as np
+from mpi4py import MPI
 
 from distnn.data.sampler import batch_length, worker_range
 from distnn.errors import UsageError
-from distnn.parallel.comm import Tag, probe_politely, sleep_until, wait_politely
+from distnn.parallel.comm import Tag, probe_politely, sleep_until
 from distnn.parallel.strategy import Strategy
 
 
@@ -91,8 +92,7 @@ class PSAsync(Strategy):
         self._remaining[1:] += counts
         self._release()
         for _ in range(int(counts.sum())):
-            sources = self._acceptable_sources()
-            self._probe_any(sources)
+            self._probe_any(self._acceptable_sources())
             timer.lap("wait")
             worker = self._status.Get_source()
             comm.Recv([self._gradient, self._type], source=worker, tag=Tag.GRADIENT)
@@ -130,28 +130,24 @@ class PSAsync(Strategy):
             self._version[worker] = self.updates
             self._in_flight.append(worker)
 
-    def _acceptable_sources(self) -> list[int] | None:
-        """Workers whose gradient may be applied next without breaking the bound (None: any)."""
+    def _acceptable_sources(self) -> list[int]:
+        """Workers whose gradient may be applied next without breaking the bound."""
         if self.max_staleness is None:
-            return None
+            return [MPI.ANY_SOURCE]
         order = sorted(self._in_flight, key=lambda w: (self._version[w], w))
         for position, worker in enumerate(order):
             if self.updates - self._version[worker] + position >= self.max_staleness:
                 return order[: position + 1]
-        return None
+        return [MPI.ANY_SOURCE]
 
-    def _probe_any(self, sources: list[int] | None) -> None:
-        if sources is None:
-            probe_politely(self.comm, self._status, tag=Tag.GRADIENT)
-        elif len(sources) == 1:
-            probe_politely(self.comm, self._status, source=sources[0], tag=Tag.GRADIENT)
-        else:
-            sleep_until(lambda: any(self.comm.Iprobe(source=s, tag=Tag.GRADIENT,
-                                                     status=self._status) for s in sources))
+    def _probe_any(self, sources: list[int]) -> None:
+        """Wait politely for a gradient from one of ``sources``; fills ``self._status``."""
+        sleep_until(lambda: any(self.comm.Iprobe(source=s, tag=Tag.GRADIENT, status=self._status)
+                                for s in sources))
 
     def synchronize(self) -> None:
         """Every rank takes the server's parameters (no gradient is in flight here)."""
-        wait_politely(self.comm.Ibcast([self.model.params, self._type], root=0))
+        self._broadcast_params()
 
     def state_dict(self) -> dict:
         return {"updates": self.updates, "applied": self.applied,

@@ -18,7 +18,7 @@ import numpy as np
 from mpi4py import MPI
 
 from distnn.data.sampler import batch_length
-from distnn.parallel.comm import Tag, probe_politely, wait_politely
+from distnn.parallel.comm import Tag, probe_politely
 from distnn.parallel.strategy import Strategy
 
 
@@ -55,14 +55,6 @@ class PSSync(Strategy):
         timer.lap("compute")
         self._broadcast_params()
         timer.lap("comm")
-
-    def _broadcast_params(self) -> None:
-        """Server and workers must pick the same call: Bcast never matches Ibcast."""
-        message = [self.model.params, self._type]
-        if self.polite:
-            wait_politely(self.comm.Ibcast(message, root=0))
-        else:
-            self.comm.Bcast(message, root=0)
 
     def _work(self, batch) -> None:
         timer, comm = self.timer, self.comm

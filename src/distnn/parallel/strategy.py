@@ -4,7 +4,7 @@ import numpy as np
 from mpi4py import MPI
 
 from distnn.data.sampler import batch_length, sub_batch, take, worker_range
-from distnn.parallel.comm import mpi_type
+from distnn.parallel.comm import mpi_type, wait_politely
 from distnn.parallel.timing import PhaseTimer
 
 
@@ -19,6 +19,7 @@ class Strategy:
 
     name = ""
     has_server = False
+    polite = True   # wait with Test/Iprobe + short sleeps (distnn.parallel.comm), not spinning
 
     def __init__(self, comm: MPI.Comm, model, optimizer, data, timer: PhaseTimer):
         self.comm, self.model, self.optimizer, self.data, self.timer = (
@@ -46,11 +47,8 @@ class Strategy:
             return None if self.rank == 0 else self.rank - 1
         return self.rank
 
-    def local_gradient_sum(self, batch) -> int:
-        """Summed gradient of this worker's contiguous slice of ``batch`` into ``model.grads``.
-
-        Returns the number of samples in the slice.
-        """
+    def local_gradient_sum(self, batch) -> None:
+        """Summed gradient of this worker's contiguous slice of ``batch`` into ``model.grads``."""
         n = batch_length(batch)
         start, stop = worker_range(n, self.n_workers(self.size), self.worker_index)
         part = sub_batch(batch, start, stop)
@@ -61,7 +59,6 @@ class Strategy:
         x = take(self.data.x_train, part, self._x)
         y = take(self.data.y_train, part, self._y)
         self.model.loss_and_gradient_sum(x, y)
-        return rows
 
     def updates_per_epoch(self, sampler) -> int:
         """Optimizer steps per epoch: one per global batch for synchronous strategies."""
@@ -76,6 +73,15 @@ class Strategy:
 
     def synchronize(self) -> None:
         """Synchronous strategies keep every replica current after each step."""
+
+    def _broadcast_params(self) -> None:
+        """Rank 0's parameters to every rank. All ranks must pick the same call: a
+        ``Bcast`` never matches an ``Ibcast``."""
+        message = [self.model.params, self._type]
+        if self.polite:
+            wait_politely(self.comm.Ibcast(message, root=0))
+        else:
+            self.comm.Bcast(message, root=0)
 
     def state_dict(self) -> dict:
         """Counters a checkpoint must carry (rank 0's view, at a synchronisation point)."""
