@@ -67,4 +67,6 @@ def take(array: np.ndarray, batch, out: np.ndarray | None = None) -> np.ndarray:
         return array[batch]
     if out is None:
         return array[batch]
-    return np.take(array, batch, axis=0, out=out[: len(batch)])
+    # mode="clip" (the indices are valid by construction) lets NumPy gather straight into
+    # ``out``; the default mode="raise" buffers the copy and was 3x slower here.
+    return np.take(array, batch, axis=0, out=out[: len(batch)], mode="clip")

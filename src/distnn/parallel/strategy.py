@@ -58,7 +58,7 @@ class Strategy:
             self._y = np.empty(rows, dtype=np.intp)
         x = take(self.data.x_train, part, self._x)
         y = take(self.data.y_train, part, self._y)
-        self.model.loss_and_gradient_sum(x, y)
+        self.model.gradient_sum(x, y)
 
     def updates_per_epoch(self, sampler) -> int:
         """Optimizer steps per epoch: one per global batch for synchronous strategies."""
