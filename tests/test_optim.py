@@ -47,3 +47,24 @@ def test_bad_hyperparameters_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("(", r"\(")
                        .replace(")", r"\)")):
         SGD(np.zeros(2), **kwargs)
+
+
+def test_direction_then_apply_is_one_step_and_workers_can_keep_the_schedule():
+    grads = np.array([0.8, 2.0])                # summed over a batch of 2: mean [0.4, 1.0]
+    whole = SGD(np.array([1.0, -2.0]), lr=0.5, lr_decay=0.1, momentum=0.9)
+    split = SGD(np.array([1.0, -2.0]), lr=0.5, lr_decay=0.1, momentum=0.9)
+    worker = SGD(np.zeros(2), lr=0.5, lr_decay=0.1, momentum=0.9)
+    for _ in range(3):
+        whole.step(grads.copy(), batch_size=2)
+        direction = worker.direction(grads.copy(), batch_size=2)
+        worker.advance()
+        split.apply(direction)
+    np.testing.assert_array_equal(whole.params, split.params)
+    assert whole.iterations == split.iterations == worker.iterations == 3
+    assert worker.current_lr == whole.current_lr
+
+
+def test_step_consumes_the_gradient_buffer():
+    grads = np.array([4.0])
+    SGD(np.zeros(1), lr=0.5).step(grads, batch_size=2)
+    np.testing.assert_array_equal(grads, [-1.0])    # -lr * sum / batch, the applied direction

@@ -108,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--no-shuffle", dest="shuffle", action="store_false", help="keep the stored order")
     add("--max-staleness", type=int, help="ps-async: no applied gradient staler than this")
     add("--no-shared-memory", dest="shared_memory", action="store_false",
-        help="allreduce: use MPI Allreduce even when all ranks share a node")
+        help="allreduce, ps-sync: move gradients and parameters by MPI messages even when "
+        "all ranks share a node")
     add("--eval-every", type=int, help="epochs between evaluations")
     add("--checkpoint-every", type=int, help="epochs between checkpoints (default: every "
         "evaluation; always at the end)")

@@ -36,7 +36,7 @@ class TrainConfig:
     seed: int = 0                    # data, weights and sample order
     shuffle: bool = True             # reshuffle the samples every epoch
     max_staleness: int | None = None  # ps-async: bound on an applied gradient's staleness
-    shared_memory: bool = True       # allreduce: MPI-3 shared memory when ranks share a node
+    shared_memory: bool = True       # allreduce, ps-sync: MPI-3 shared memory on one node
     eval_every: int = 100            # epochs between evaluations (the last epoch always)
     checkpoint_every: int = 0        # epochs between checkpoints; 0 = at every evaluation
     out: str | None = None           # run directory; None = runs/<timestamp>

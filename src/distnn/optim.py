@@ -25,23 +25,19 @@ def flush_subnormals(values: np.ndarray) -> None:
     values[np.abs(values) < np.finfo(values.dtype).tiny] = 0
 
 
-def sgd_step(
-    params: np.ndarray,
-    grads: np.ndarray,
-    velocity: np.ndarray,
-    scratch: np.ndarray,
-    *,
-    lr: float,
-    momentum: float,
-) -> None:
-    """One in-place update of the flat vectors; ``scratch`` avoids a temporary per step."""
-    np.multiply(grads, lr, out=scratch)
+def sgd_step(params: np.ndarray, direction: np.ndarray, velocity: np.ndarray, *,
+             momentum: float) -> None:
+    """``v = momentum * v + direction; w += v`` in place (``w += direction`` without momentum).
+
+    ``direction`` is ``-lr_t * mean gradient`` (see ``SGD.direction``): three passes over
+    memory with momentum, no scratch vector.
+    """
     if momentum:
         velocity *= momentum
-        velocity -= scratch
+        velocity += direction
         params += velocity
     else:
-        params -= scratch
+        params += direction
 
 
 class SGD:
@@ -59,24 +55,43 @@ class SGD:
         self.lr, self.lr_decay, self.momentum = float(lr), float(lr_decay), float(momentum)
         self.iterations = 0
         self.velocity = np.zeros_like(params)
-        self._scratch = np.empty_like(params)
 
     @property
     def current_lr(self) -> float:
         return self.lr / (1.0 + self.lr_decay * self.iterations)
 
-    def step(self, grads: np.ndarray, part: slice = slice(None)) -> None:
-        """Apply the mean gradient ``grads`` (already divided by the batch size).
+    def direction(self, grads: np.ndarray, batch_size: int = 1) -> np.ndarray:
+        """Turn a gradient *sum* over ``batch_size`` samples into this update's step,
+        in place: ``grads <- -lr_t / batch_size * grads`` (one pass). Returns ``grads``.
 
-        With ``part``, ``grads`` holds only that slice of the gradient and only that slice
-        of the parameters moves: ranks sharing one parameter vector each update a shard.
+        Split from ``apply`` so that workers can do this part in parallel and a parameter
+        server only accumulates (``ps-sync``).
+        """
+        return np.multiply(grads, -self.current_lr / batch_size, out=grads)
+
+    def apply(self, direction: np.ndarray, part: slice = slice(None)) -> None:
+        """Apply a step from ``direction`` and count one update.
+
+        With ``part``, ``direction`` holds only that slice and only that slice of the
+        parameters moves: ranks sharing one parameter vector each update a shard.
         """
         velocity = self.velocity[part]
-        sgd_step(self.params[part], grads, velocity, self._scratch[part],
-                 lr=self.current_lr, momentum=self.momentum)
-        self.iterations += 1
+        sgd_step(self.params[part], direction, velocity, momentum=self.momentum)
+        self.advance()
         if self.momentum and self.iterations % FLUSH_EVERY == 0:
             flush_subnormals(velocity)
+
+    def advance(self) -> None:
+        """Count one update applied elsewhere (by a parameter server): keeps this copy of
+        the schedule in step."""
+        self.iterations += 1
+
+    def step(self, grads: np.ndarray, batch_size: int = 1, part: slice = slice(None)) -> None:
+        """One update from the gradient *sum* ``grads`` over ``batch_size`` samples.
+
+        ``grads`` is consumed: it is overwritten with the step direction.
+        """
+        self.apply(self.direction(grads, batch_size), part)
 
     def rebind(self, params: np.ndarray, velocity: np.ndarray) -> None:
         """Use other buffers (e.g. shared memory) for the parameters and the velocity."""

@@ -11,16 +11,16 @@ from distnn import cli
 from distnn.optim import SGD
 
 poison_at = int(sys.argv[1])
-original = SGD.step
+original = SGD.apply
 calls = {"n": 0}
 
 
-def step(self, grads):
-    original(self, grads)
+def apply(self, *args, **kwargs):
+    original(self, *args, **kwargs)
     calls["n"] += 1
     if calls["n"] == poison_at:
         self.params[0] = np.nan
 
 
-SGD.step = step
+SGD.apply = apply
 sys.exit(cli.main(["train", *sys.argv[2:]]))

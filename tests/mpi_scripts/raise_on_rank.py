@@ -26,5 +26,5 @@ def failing(original):
 
 
 Strategy.local_gradient_sum = failing(Strategy.local_gradient_sum)
-SGD.step = failing(SGD.step)
+SGD.apply = failing(SGD.apply)
 sys.exit(cli.main(["train", *sys.argv[3:]]))

@@ -66,16 +66,14 @@ class Allreduce(Strategy):
         else:
             self.comm.Allreduce(MPI.IN_PLACE, self._message, op=MPI.SUM)
         self.timer.lap("comm")
-        self.model.grads /= batch_length(batch)
-        self.optimizer.step(self.model.grads)
+        self.optimizer.step(self.model.grads, batch_length(batch))
         self.timer.lap("compute")
 
     def _shared_step(self, batch_size: int) -> None:
         self.shared.fence()
         self.timer.lap("wait")
         np.sum(self._rows[:, self._shard], axis=0, out=self._shard_sum)
-        self._shard_sum /= batch_size
-        self.optimizer.step(self._shard_sum, part=self._shard)
+        self.optimizer.step(self._shard_sum, batch_size, part=self._shard)
         self.timer.lap("compute")
         self.shared.fence()
         self.timer.lap("wait")

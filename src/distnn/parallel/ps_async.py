@@ -1,8 +1,8 @@
 """Asynchronous parameter server: the server applies each worker's gradient on arrival.
 
 Protocol, per gradient: the server sends a worker the current parameters (tag PARAMS);
-the worker computes the gradient of its slice of the next global batch, divides it by
-the global batch size and sends it back (tag GRADIENT); the server applies it at once
+the worker computes the gradient sum of its slice of the next global batch and sends it
+back (tag GRADIENT); the server divides it by that global batch's size, applies it at once
 and, when allowed, replies with the parameters it now holds. With one worker this is
 exactly serial SGD.
 
@@ -28,15 +28,17 @@ from distnn.parallel.comm import Tag, probe_politely, sleep_until
 from distnn.parallel.strategy import Strategy
 
 
-def gradients_per_worker(sampler, n_workers: int) -> np.ndarray:
-    """How many gradients each worker sends in one epoch (empty slices send none)."""
-    counts = np.zeros(n_workers, dtype=np.int64)
+def batch_sizes_per_worker(sampler, n_workers: int) -> list[deque]:
+    """For each worker, the global batch size of every gradient it sends in one epoch, in
+    order (empty slices send none). The server divides each gradient sum by its own."""
+    sizes = [deque() for _ in range(n_workers)]
     full, rest = divmod(sampler.n_samples, sampler.batch_size)
     for length, repeats in ((sampler.batch_size, full), (rest, 1 if rest else 0)):
         for worker in range(n_workers):
             start, stop = worker_range(length, n_workers, worker)
-            counts[worker] += repeats * (stop > start)
-    return counts
+            if stop > start:
+                sizes[worker].extend([length] * repeats)
+    return sizes
 
 
 class PSAsync(Strategy):
@@ -63,11 +65,11 @@ class PSAsync(Strategy):
         return cls(comm, model, optimizer, data, timer, max_staleness=config.max_staleness)
 
     def updates_per_epoch(self, sampler) -> int:
-        return int(gradients_per_worker(sampler, self.size - 1).sum())
+        return sum(map(len, batch_sizes_per_worker(sampler, self.size - 1)))
 
     def run_epoch(self, sampler, epoch: int) -> None:
         if self.rank == 0:
-            self._serve(gradients_per_worker(sampler, self.size - 1))
+            self._serve(batch_sizes_per_worker(sampler, self.size - 1))
         else:
             n_workers = self.size - 1
             for batch in sampler.batches(epoch):
@@ -81,17 +83,16 @@ class PSAsync(Strategy):
         comm.Recv([self.model.params, self._type], source=0, tag=Tag.PARAMS)
         timer.lap("wait")
         self.local_gradient_sum(batch)
-        self.model.grads /= batch_length(batch)
         timer.lap("compute")
         comm.Send([self.model.grads, self._type], dest=0, tag=Tag.GRADIENT)
         self.sent += 1
         timer.lap("comm")
 
-    def _serve(self, counts: np.ndarray) -> None:
+    def _serve(self, batch_sizes: list[deque]) -> None:
         timer, comm = self.timer, self.comm
-        self._remaining[1:] += counts
+        self._remaining[1:] += [len(sizes) for sizes in batch_sizes]
         self._release()
-        for _ in range(int(counts.sum())):
+        for _ in range(sum(map(len, batch_sizes))):
             self._probe_any(self._acceptable_sources())
             timer.lap("wait")
             worker = self._status.Get_source()
@@ -100,7 +101,7 @@ class PSAsync(Strategy):
             staleness = self.updates - self._version[worker]
             if self.max_staleness is not None and staleness > self.max_staleness:
                 raise RuntimeError(f"staleness {staleness} exceeds the bound {self.max_staleness}")
-            self.optimizer.step(self._gradient)
+            self.optimizer.step(self._gradient, batch_sizes[worker - 1].popleft())
             self.updates += 1
             self._record(worker, staleness)
             self._in_flight.remove(worker)

@@ -1,17 +1,25 @@
 """Synchronous parameter server: rank 0 averages every worker's gradient, then updates.
 
-Per step, each worker sends its gradient *sum* (one flat message, tag GRADIENT); the
-server receives one from each worker, in arrival order, into a row per worker, adds the
-rows in rank order (so the result is the same run to run), divides by the global batch
-size, applies SGD and broadcasts the new parameters.
+Per step, each worker computes its gradient *sum* and turns it into its part of the step
+direction (``-lr_t / global batch * sum``: the schedule is the same on every rank); the
+server adds the parts in rank order (so the result is the same run to run), applies them
+with momentum, and every worker continues from the new parameters. Scaling on the
+workers leaves the server, the one rank every step waits for, three passes over memory. The server computes no
+gradients (p processes = 1 server + p-1 workers, as in the original). Two ways to move
+the vectors:
 
-The server computes no gradients (p processes = 1 server + p-1 workers, as in the
-original). It waits for gradients with ``probe_politely``, and every rank completes the
-parameter broadcast with ``wait_politely``, so no waiting rank spins a core. Measured with
-``benchmarks/wait_policy.py`` (3 ranks, 2 cores): 1.45x the steps/s of blocking calls on
-784-256-10 at batch 128, 1.7x on the full-batch seed model. Point-to-point gradients and
-an ``Igatherv`` measured the same there; point-to-point lets the server wait politely per
-message and is the protocol ps-async shares.
+- ranks on one node (the default when possible): each worker's gradient row and the one
+  parameter vector live in MPI-3 shared memory, so nothing is copied. Workers ring the
+  server's doorbell (``doorbell.py``) when their row is written and sleep on their own
+  until the server has updated the parameters: every waiting rank sleeps in the kernel
+  and wakes within a context switch. Measured with ``benchmarks/speed.py``.
+- otherwise: one flat gradient message per worker (tag GRADIENT), received in arrival
+  order with ``probe_politely``, and a parameter ``Ibcast`` completed with
+  ``wait_politely``, so no waiting rank spins a core. Measured with
+  ``benchmarks/wait_policy.py`` (3 ranks, 2 cores): 1.45x the steps/s of blocking calls
+  on 784-256-10 at batch 128, 1.7x on the full-batch seed model. Point-to-point gradients
+  and an ``Igatherv`` measured the same there; point-to-point is the protocol ps-async
+  shares.
 """
 
 import numpy as np
@@ -19,26 +27,82 @@ from mpi4py import MPI
 
 from distnn.data.sampler import batch_length
 from distnn.parallel.comm import Tag, probe_politely
+from distnn.parallel.doorbell import Doorbells
+from distnn.parallel.shared_memory import SharedBuffers, on_one_node
 from distnn.parallel.strategy import Strategy
+
+SERVER = 0
 
 
 class PSSync(Strategy):
     name = "ps-sync"
     has_server = True
 
-    def __init__(self, comm, model, optimizer, data, timer, polite: bool = True):
+    def __init__(self, comm, model, optimizer, data, timer, polite: bool = True,
+                 shared_memory: bool = True):
         super().__init__(comm, model, optimizer, data, timer)
         self.polite = polite
-        if self.rank == 0:
+        self.shared = None
+        if shared_memory and on_one_node(comm):
+            self._use_shared_memory()
+        elif self.rank == SERVER:
             self._rows = np.zeros((self.size - 1, model.n_params), dtype=model.dtype)
 
-    def step(self, batch) -> None:
-        if self.rank == 0:
-            self._serve(batch_length(batch))
-        else:
-            self._work(batch)
+    @classmethod
+    def from_config(cls, config, comm, model, optimizer, data, timer) -> "PSSync":
+        return cls(comm, model, optimizer, data, timer, shared_memory=config.shared_memory)
 
-    def _serve(self, batch_size: int) -> None:
+    def _use_shared_memory(self) -> None:
+        model = self.model
+        self.shared = SharedBuffers(self.comm)
+        self._rows = self.shared.array((self.size - 1, model.n_params), model.dtype)
+        params = self.shared.array((model.n_params,), model.dtype)
+        if self.rank == SERVER:
+            model.rebind(params=params)
+            self.optimizer.rebind(params, self.optimizer.velocity)
+        else:
+            model.rebind(params=params, grads=self._rows[self.rank - 1])
+        self.shared.fence()
+        self._bells = Doorbells(self.comm)
+
+    def step(self, batch) -> None:
+        if self.rank != SERVER:
+            self.local_gradient_sum(batch)
+            self.optimizer.direction(self.model.grads, batch_length(batch))
+            self.optimizer.advance()
+            self.timer.lap("compute")
+        if self.shared is not None:
+            self._shared_step()
+        elif self.rank == SERVER:
+            self._serve()
+        else:
+            self._work()
+
+    def _update(self) -> None:
+        """Server: add the workers' step directions and apply the sum with momentum."""
+        np.sum(self._rows, axis=0, out=self.model.grads)
+        self.optimizer.apply(self.model.grads)
+        self.timer.lap("compute")
+
+    def _shared_step(self) -> None:
+        shared, bells = self.shared, self._bells
+        if self.rank == SERVER:
+            bells.wait(self.size - 1)
+            shared.sync()
+            self.timer.lap("wait")
+            self._update()
+            shared.sync()
+            for worker in range(1, self.size):
+                bells.ring(worker)
+            self.timer.lap("comm")
+        else:
+            shared.sync()
+            bells.ring(SERVER)
+            bells.wait()
+            shared.sync()
+            self.timer.lap("wait")
+
+    def _serve(self) -> None:
         timer, comm = self.timer, self.comm
         for _ in range(self.size - 1):
             if self.polite:
@@ -49,18 +113,24 @@ class PSSync(Strategy):
             source = self._status.Get_source()
             comm.Recv([self._rows[source - 1], self._type], source=source, tag=Tag.GRADIENT)
             timer.lap("comm")
-        np.sum(self._rows, axis=0, out=self.model.grads)
-        self.model.grads /= batch_size
-        self.optimizer.step(self.model.grads)
-        timer.lap("compute")
+        self._update()
         self._broadcast_params()
         timer.lap("comm")
 
-    def _work(self, batch) -> None:
-        timer, comm = self.timer, self.comm
-        self.local_gradient_sum(batch)
-        timer.lap("compute")
-        comm.Send([self.model.grads, self._type], dest=0, tag=Tag.GRADIENT)
-        timer.lap("comm")
+    def _work(self) -> None:
+        self.comm.Send([self.model.grads, self._type], dest=SERVER, tag=Tag.GRADIENT)
+        self.timer.lap("comm")
         self._broadcast_params()
-        timer.lap("wait")
+        self.timer.lap("wait")
+
+    def finish(self) -> dict:
+        """Copy the shared buffers back into private memory, then release them."""
+        if self.shared is None:
+            return {"shared_memory": False}
+        self.model.rebind(params=self.model.params.copy(), grads=self.model.grads.copy())
+        self.optimizer.rebind(self.model.params, self.optimizer.velocity)
+        self.shared.fence()
+        self.shared.free()
+        self.shared = None
+        self._bells.close()
+        return {"shared_memory": True}

@@ -9,6 +9,5 @@ class Serial(Strategy):
 
     def step(self, batch) -> None:
         self.local_gradient_sum(batch)
-        self.model.grads /= batch_length(batch)
-        self.optimizer.step(self.model.grads)
+        self.optimizer.step(self.model.grads, batch_length(batch))
         self.timer.lap("compute")

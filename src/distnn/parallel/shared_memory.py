@@ -40,13 +40,17 @@ class SharedBuffers:
         self.fence()
         return array
 
+    def sync(self) -> None:
+        """A memory barrier, no communication: this rank's writes so far become visible,
+        and its later reads see what other ranks published before signalling it."""
+        for window in self._windows:
+            window.Sync()
+
     def fence(self) -> None:
         """Every rank's writes so far are visible to every rank afterwards."""
-        for window in self._windows:
-            window.Sync()
+        self.sync()
         self.comm.Barrier()
-        for window in self._windows:
-            window.Sync()
+        self.sync()
 
     def free(self) -> None:
         """Release the memory; arrays from ``array`` must not be used afterwards."""
