@@ -2,9 +2,10 @@
 
 Per step, each worker computes its gradient *sum* and turns it into its part of the step
 direction (``-lr_t / global batch * sum``: the schedule is the same on every rank); the
-server adds the parts in rank order (so the result is the same run to run), applies them
-with momentum, and every worker continues from the new parameters. Scaling on the
-workers leaves the server, the one rank every step waits for, three passes over memory. The server computes no
+server adds the parts into the velocity in rank order (so the result is the same run to
+run) and updates, and every worker continues from the new parameters. Scaling on the
+workers leaves the server, the one rank every step waits for, one pass over memory per
+worker plus two. The server computes no
 gradients (p processes = 1 server + p-1 workers, as in the original). Two ways to move
 the vectors:
 
@@ -79,9 +80,8 @@ class PSSync(Strategy):
             self._work()
 
     def _update(self) -> None:
-        """Server: add the workers' step directions and apply the sum with momentum."""
-        np.sum(self._rows, axis=0, out=self.model.grads)
-        self.optimizer.apply(self.model.grads)
+        """Server: one step from the workers' parts of the direction, added in rank order."""
+        self.optimizer.apply(*self._rows)
         self.timer.lap("compute")
 
     def _shared_step(self) -> None:
