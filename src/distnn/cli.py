@@ -106,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--lr-decay", type=float, help="lr_t = lr / (1 + lr_decay * t)")
     add("--momentum", type=float)
     add("--no-shuffle", dest="shuffle", action="store_false", help="keep the stored order")
+    add("--data-shards", type=int, metavar="K", help="draw worker k's part of every batch from "
+        "shard k of the rows; set K to the number of workers so that each reads only its "
+        "share of a memory-mapped .npy (default 1: one shuffle over all rows)")
     add("--max-staleness", type=int, help="ps-async: no applied gradient staler than this")
     add("--no-shared-memory", dest="shared_memory", action="store_false",
         help="allreduce, ps-sync: move gradients and parameters by MPI messages even when "
@@ -410,7 +413,7 @@ def _setup(settings: dict, comm, procs: int | None):
         config = make_config(preset, **{**from_file, **settings})
     if procs is not None and procs != comm.Get_size():
         raise UsageError(f"--procs {procs} but this MPI job has {comm.Get_size()} processes")
-    dataset = load_dataset(config)
+    dataset = load_dataset(config, share=_value_check_share(config, comm))
     check_fits(config, dataset, comm.Get_size())
     run = None
     if comm.Get_rank() == 0:
@@ -418,6 +421,16 @@ def _setup(settings: dict, comm, procs: int | None):
         config = config.replace(out=str(out))
         run = RunDirectory(out, resume_epoch=None if checkpoint is None else checkpoint["epoch"])
     return config, dataset, run, quiet, checkpoint
+
+
+def _value_check_share(config, comm) -> tuple[int, int] | None:
+    """Which rows' values this rank checks: a worker its share, a parameter server none."""
+    from distnn.parallel import STRATEGIES
+
+    strategy, rank, size = STRATEGIES[config.strategy], comm.Get_rank(), comm.Get_size()
+    if not strategy.has_server or size < 2:
+        return rank, size
+    return None if rank == 0 else (rank - 1, size - 1)
 
 
 def _train(settings: dict, procs: int | None) -> int:

@@ -35,6 +35,7 @@ class TrainConfig:
     momentum: float = 0.9            # v = momentum * v - lr_t * g
     seed: int = 0                    # data, weights and sample order
     shuffle: bool = True             # reshuffle the samples every epoch
+    data_shards: int = 1             # part k of every batch comes from shard k of the rows
     max_staleness: int | None = None  # ps-async: bound on an applied gradient's staleness
     shared_memory: bool = True       # allreduce, ps-sync: MPI-3 shared memory on one node
     eval_every: int = 100            # epochs between evaluations (the last epoch always)
@@ -76,7 +77,8 @@ FIELD_TYPES = {
     "classes": int,
     "test_fraction": float, "hidden": tuple, "init": str, "dtype": str, "strategy": str,
     "epochs": int, "batch_size": int, "lr": float, "lr_decay": float, "momentum": float,
-    "seed": int, "shuffle": bool, "max_staleness": int, "shared_memory": bool, "eval_every": int,
+    "seed": int, "shuffle": bool, "data_shards": int, "max_staleness": int, "shared_memory": bool,
+    "eval_every": int,
     "checkpoint_every": int, "out": str,
 }
 
@@ -145,7 +147,7 @@ def validate(config: TrainConfig) -> None:
         if value not in allowed:
             raise UsageError(f"{_flag(name)} {value!r} is not one of {', '.join(allowed)}")
     minimums = {"samples_per_class": 1, "classes": 2, "epochs": 0, "eval_every": 1,
-                "checkpoint_every": 0}
+                "checkpoint_every": 0, "data_shards": 1}
     for name, low in minimums.items():
         value = getattr(config, name)
         if not isinstance(value, int) or value < low:

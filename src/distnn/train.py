@@ -6,7 +6,6 @@ same for one process or many: epochs, evaluation, metrics, timing, the result re
 
 import hashlib
 import math
-import resource
 import time
 
 import numpy as np
@@ -16,6 +15,7 @@ from distnn.checkpoint import CHECKPOINT_NAME, save_checkpoint
 from distnn.config import TrainConfig
 from distnn.data import BatchSampler, Dataset, worker_range
 from distnn.errors import UsageError
+from distnn.memory import mapped_npy_rss_mb, peak_rss_mb
 from distnn.nn import MLP
 from distnn.optim import SGD
 from distnn.parallel import STRATEGIES
@@ -46,14 +46,25 @@ def check_fits(config: TrainConfig, dataset: Dataset, size: int) -> None:
         raise UsageError(
             f"--batch-size ({config.batch_size}) must be at least the number of workers ({workers})"
         )
+    if workers > 1 and config.data_shards not in (1, workers):
+        raise UsageError(f"--data-shards {config.data_shards} must be 1 or the number of "
+                         f"workers ({workers}), so that each worker reads one shard")
+    if config.data_shards > min(n_train, config.batch_size or n_train):
+        raise UsageError(f"--data-shards {config.data_shards} is more than the "
+                         f"{min(n_train, config.batch_size or n_train)} samples of a batch")
 
 
-def evaluate(comm: MPI.Comm, model: MLP, dataset: Dataset) -> dict:
-    """Loss and accuracy on train and test data, each rank scoring an equal share."""
-    rank, size = comm.Get_rank(), comm.Get_size()
+def evaluate(comm: MPI.Comm, model: MLP, dataset: Dataset, worker: int | None = None,
+             n_workers: int | None = None) -> dict:
+    """Loss and accuracy on train and test data, each worker scoring an equal, contiguous
+    share (by default every rank is a worker; a parameter server, ``worker=None`` with
+    ``n_workers`` given, scores nothing). Contiguous shares keep the rows a worker reads
+    close to its data shard (``--data-shards``)."""
+    if n_workers is None:
+        worker, n_workers = comm.Get_rank(), comm.Get_size()
     sums = []
     for x, y in ((dataset.x_train, dataset.y_train), (dataset.x_test, dataset.y_test)):
-        start, stop = worker_range(x.shape[0], size, rank)
+        start, stop = (0, 0) if worker is None else worker_range(x.shape[0], n_workers, worker)
         sums.extend(model.evaluate_sum(x[start:stop], y[start:stop]))
     train_loss, train_correct, test_loss, test_correct = allreduce_sum(comm, sums)
     n_train, n_test = dataset.x_train.shape[0], dataset.x_test.shape[0]
@@ -84,7 +95,8 @@ def train(config: TrainConfig, comm: MPI.Comm, dataset: Dataset, run=None,
     n_train = dataset.x_train.shape[0]
     batch_size = config.batch_size if config.batch_size and config.batch_size < n_train else None
     sampler = BatchSampler(n_train, batch_size, config.seed,
-                           shuffle=config.shuffle and batch_size is not None)
+                           shuffle=config.shuffle and batch_size is not None,
+                           shards=config.data_shards)
     timer = PhaseTimer()
     strategy = STRATEGIES[config.strategy].from_config(config, comm, model, optimizer, dataset,
                                                        timer)
@@ -101,7 +113,10 @@ def train(config: TrainConfig, comm: MPI.Comm, dataset: Dataset, run=None,
     def record_evaluation(epoch: int, elapsed: float) -> None:
         # Rank 0, the only rank that records, holds the optimizer that stepped.
         record = {"epoch": epoch, "step": optimizer.iterations, "lr": optimizer.current_lr,
-                  **evaluate(comm, model, dataset), "elapsed_s": elapsed,
+                  **evaluate(comm, model, dataset, strategy.worker_index,
+                             strategy.n_workers(comm.Get_size())),
+                  "elapsed_s": elapsed,
+                  "peak_rss_mb": comm.allreduce(peak_rss_mb(), op=MPI.MAX),
                   **strategy.statistics()}
         records.append(record)
         if run is not None:
@@ -149,7 +164,8 @@ def train(config: TrainConfig, comm: MPI.Comm, dataset: Dataset, run=None,
 
     times = comm.gather({"rank": comm.Get_rank(), "train_time_s": train_time,
                          **{f"{phase}_s": timer.seconds[phase] for phase in PHASES},
-                         "peak_rss_mb": peak_rss_mb()}, root=0)
+                         "peak_rss_mb": peak_rss_mb(), "data_rss_mb": mapped_npy_rss_mb()},
+                         root=0)
     slowest = comm.allreduce(train_time, op=MPI.MAX)
     if comm.Get_rank() != 0:
         return model, {}
@@ -184,10 +200,6 @@ def restore(checkpoint: dict, model: MLP, optimizer: SGD, strategy) -> int:
     strategy.load_state_dict(checkpoint["strategy"])
     return checkpoint["epoch"]
 
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory so far (Linux reports ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def check_replicas_agree(comm: MPI.Comm, model: MLP) -> str:

@@ -7,8 +7,11 @@ import numpy as np
 
 from distnn.data.files import read_array, read_npz, split_label_column
 from distnn.data.idx import load_idx_images
+from distnn.data.sampler import worker_range
 from distnn.data.spiral import spiral_data
 from distnn.errors import UsageError
+
+CHECK_ROWS = 4096   # rows per chunk of the NaN check: no full-size temporary
 
 SPLITS = ("X_train", "y_train", "X_test", "y_test")
 IMAGE_SETS = {
@@ -34,7 +37,7 @@ class Dataset:
         return self.x_train.shape[1]
 
 
-def load_dataset(config) -> Dataset:
+def load_dataset(config, share: tuple[int, int] | None = (0, 1)) -> Dataset:
     """The data set that ``config.dataset`` names: ``spiral``, ``fashion-mnist``,
     ``mnist`` (IDX files in ``config.data_dir``) or a path.
 
@@ -43,6 +46,11 @@ def load_dataset(config) -> Dataset:
     (the original's layout; ``.npy`` files work too) and optionally the test pair.
     Without a test pair, a random ``test_fraction`` of the rows (drawn from ``seed``, so
     the same on every rank) is held out: files are often sorted by class.
+
+    ``share = (k, n)`` checks the values (NaN, infinity) of only the k-th of n contiguous
+    shares of the rows, ``None`` none of them: ranks that each check their own share find
+    every bad value between them, and a memory-mapped ``.npy`` stays unread outside a
+    rank's share. Shapes, dtypes and labels are always checked in full.
     """
     if config.dataset == "spiral":
         return _spiral(config)
@@ -52,7 +60,7 @@ def load_dataset(config) -> Dataset:
         if directory is None:
             raise UsageError(f"--dataset {config.dataset} needs --data-dir. {how_to_get}")
         arrays = load_idx_images(Path(directory), config.dataset, how_to_get)
-        return _validated(config.dataset, arrays, config)
+        return _validated(config.dataset, arrays, config, share)
     path = Path(config.dataset)
     if not path.exists():
         raise UsageError(
@@ -66,7 +74,7 @@ def load_dataset(config) -> Dataset:
         arrays = split_label_column(path, config.label_column)
     else:
         arrays = read_npz(path)
-    return _validated(str(path), arrays, config)
+    return _validated(str(path), arrays, config, share)
 
 
 def _spiral(config) -> Dataset:
@@ -108,7 +116,7 @@ def _labels(source: str, name: str, y: np.ndarray) -> np.ndarray:
     return y.astype(np.intp)
 
 
-def _features(source: str, name: str, x: np.ndarray, dtype) -> np.ndarray:
+def _features(source: str, name: str, x: np.ndarray, dtype, share) -> np.ndarray:
     x = np.asarray(x)
     if x.ndim == 1:
         x = x[:, None]
@@ -119,12 +127,14 @@ def _features(source: str, name: str, x: np.ndarray, dtype) -> np.ndarray:
     if x.dtype.kind not in "fiu":
         raise UsageError(f"{source}: {name} has non-numeric dtype {x.dtype}")
     x = x.astype(dtype, copy=False)
-    if not np.all(np.isfinite(x)):
-        raise UsageError(f"{source}: {name} holds NaN or infinite values")
+    start, stop = (0, 0) if share is None else worker_range(x.shape[0], share[1], share[0])
+    for first in range(start, stop, CHECK_ROWS):
+        if not np.isfinite(x[first:min(first + CHECK_ROWS, stop)]).all():
+            raise UsageError(f"{source}: {name} holds NaN or infinite values")
     return x
 
 
-def _validated(source: str, arrays: dict, config) -> Dataset:
+def _validated(source: str, arrays: dict, config, share) -> Dataset:
     if "X" in arrays and "X_train" not in arrays:
         arrays = {"X_train": arrays["X"], "y_train": arrays.get("y"), **arrays}
     for name in ("X_train", "y_train"):
@@ -133,13 +143,13 @@ def _validated(source: str, arrays: dict, config) -> Dataset:
     if ("X_test" in arrays) != ("y_test" in arrays):
         raise UsageError(f"{source}: X_test and y_test must come together")
     dtype = np.dtype(config.dtype)
-    x_train = _features(source, "X_train", arrays["X_train"], dtype)
+    x_train = _features(source, "X_train", arrays["X_train"], dtype, share)
     y_train = _labels(source, "y_train", arrays["y_train"])
     if x_train.shape[0] != y_train.shape[0]:
         raise UsageError(f"{source}: X_train has {x_train.shape[0]} rows but y_train has "
                          f"{y_train.shape[0]}")
     if "X_test" in arrays:
-        x_test = _features(source, "X_test", arrays["X_test"], dtype)
+        x_test = _features(source, "X_test", arrays["X_test"], dtype, share)
         y_test = _labels(source, "y_test", arrays["y_test"])
     else:
         n_test = int(round(config.test_fraction * x_train.shape[0]))

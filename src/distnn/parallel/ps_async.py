@@ -32,12 +32,11 @@ def batch_sizes_per_worker(sampler, n_workers: int) -> list[deque]:
     """For each worker, the global batch size of every gradient it sends in one epoch, in
     order (empty slices send none). The server divides each gradient sum by its own."""
     sizes = [deque() for _ in range(n_workers)]
-    full, rest = divmod(sampler.n_samples, sampler.batch_size)
-    for length, repeats in ((sampler.batch_size, full), (rest, 1 if rest else 0)):
+    for length in sampler.batch_lengths():
         for worker in range(n_workers):
             start, stop = worker_range(length, n_workers, worker)
             if stop > start:
-                sizes[worker].extend([length] * repeats)
+                sizes[worker].append(length)
     return sizes
 
 
