@@ -73,6 +73,32 @@ def test_sampler_order_depends_only_on_seed_and_epoch():
     assert not np.array_equal(next(a.batches(0)), next(BatchSampler(100, 32, seed=8).batches(0)))
 
 
+@pytest.mark.parametrize("n, batch, shards", [(100, 32, 2), (8, 4, 3), (300, 37, 3), (11, 6, 3),
+                                               (50, None, 4)])
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_each_worker_reads_only_its_shard(n, batch, shards, shuffle):
+    sampler = BatchSampler(n, batch, seed=3, shuffle=shuffle, shards=shards)
+    ranges = sampler.shard_ranges()
+    assert ranges[0][0] == 0 and ranges[-1][1] == n
+    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+    for epoch in range(2):
+        batches = list(sampler.batches(epoch))
+        assert [len(b) for b in batches] == sampler.batch_lengths()
+        assert sorted(np.concatenate(batches).tolist()) == list(range(n))
+        for b in batches:
+            for worker, (low, high) in enumerate(ranges):
+                start, stop = worker_range(len(b), shards, worker)
+                assert all(low <= row < high for row in b[start:stop])
+    if shuffle:
+        assert not np.array_equal(next(sampler.batches(0)), next(sampler.batches(1)))
+
+
+def test_one_shard_keeps_the_global_shuffle():
+    one = BatchSampler(100, 32, seed=7, shards=1)
+    np.testing.assert_array_equal(np.concatenate(list(one.batches(2))),
+                                  np.random.default_rng((7, 2)).permutation(100))
+
+
 def test_unshuffled_batches_are_slices_and_take_copies_nothing():
     sampler = BatchSampler(10, 4, seed=0, shuffle=False)
     batches = list(sampler.batches(0))

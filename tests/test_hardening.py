@@ -109,6 +109,9 @@ CASES = {
                             "needs at least 2 processes"),
     "unknown preset": (flags("--preset", "huge"), "argument --preset: invalid choice: 'huge'"),
     "bad epochs": (flags("--epochs", "-5"), "--epochs must be an integer >= 0, got -5"),
+    "zero data shards": (flags("--data-shards", "0"), "--data-shards must be an integer >= 1, got 0"),
+    "more shards than a batch": (flags("--data-shards", "9", "--batch-size", "8"),
+                                 "--data-shards 9 is more than the 8 samples of a batch"),
     "bad batch size": (flags("--batch-size", "many"),
                        "--batch-size: must be a positive integer or 'full', got 'many'"),
     "unwritable output": (unwritable, "cannot create the run directory"),
@@ -152,6 +155,26 @@ def test_more_workers_than_samples_under_mpi(tmp_path):
     assert done.returncode == 2
     assert "the training set has 2 samples, fewer than the 3 workers" in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_shards_must_match_the_workers(tmp_path):
+    done = distnn(["train", "--strategy", "allreduce", "--data-shards", "3",
+                   "--out", str(tmp_path / "out")], procs=2)
+    assert done.returncode == 2
+    assert done.stderr.count("error:") == 1, done.stderr
+    assert "--data-shards 3 must be 1 or the number of workers (2)" in done.stderr
+
+
+def test_a_bad_value_in_the_last_worker_share_is_found(tmp_path):
+    x = np.random.default_rng(0).normal(size=(200, 3))
+    x[-1, 2] = np.nan                  # only the last worker's share holds it
+    np.save(tmp_path / "X_train.npy", x)
+    np.save(tmp_path / "y_train.npy", np.arange(200) % 2)
+    done = distnn(["train", "--dataset", str(tmp_path), "--strategy", "ps-sync",
+                   "--out", str(tmp_path / "out")], procs=3)
+    assert done.returncode == 2
+    assert done.stderr.count("error:") == 1, done.stderr
+    assert "X_train holds NaN or infinite values" in done.stderr
 
 
 @pytest.mark.parametrize("procs", [1, 3])

@@ -60,3 +60,13 @@ def test_procs_flag_relaunches_under_mpiexec(tmp_path):
                    "--out", str(tmp_path)])
     assert done.returncode == 0, done.stderr
     assert read_result(tmp_path)["processes"] == 3
+
+
+def test_sharded_batches_equal_serial_with_the_same_shards(tmp_path):
+    args = [*WORKLOADS["shuffled"], "--data-shards", "2"]
+    serial = train_params(tmp_path / "serial", args)
+    unsharded = train_params(tmp_path / "global", WORKLOADS["shuffled"])
+    assert max_relative_difference(serial, unsharded) > 1e-6     # other batches, other result
+    for strategy, procs in (("allreduce", 2), ("ps-sync", 3)):
+        params = train_params(tmp_path / strategy, ["--strategy", strategy, *args], procs=procs)
+        assert max_relative_difference(params, serial) <= 1e-10
