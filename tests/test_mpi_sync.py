@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import WORKLOADS
+from distnn.cli import binding_args
 from helpers import distnn, max_relative_difference, mpi_script, read_result, train_params
 
 
@@ -18,6 +19,23 @@ def test_ps_sync_equals_serial(tmp_path, serial_params, procs, workload):
     result = read_result(tmp_path / "run")
     assert (result["processes"], result["workers"]) == (procs, procs - 1)
     assert [r["rank"] for r in result["ranks"]] == list(range(procs))
+
+
+@pytest.mark.parametrize("procs", [2, 3])
+def test_ps_sync_through_messages_also_equals_serial(tmp_path, serial_params, procs):
+    params = train_params(tmp_path, ["--strategy", "ps-sync", "--no-shared-memory",
+                                     *WORKLOADS["shuffled"]], procs=procs)
+    assert max_relative_difference(params, serial_params["shuffled"]) <= 1e-10
+    assert read_result(tmp_path)["shared_memory"] is False
+
+
+def test_ps_sync_on_one_node_uses_shared_memory_and_leaves_no_pipes(tmp_path, monkeypatch):
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))        # where the doorbell pipes are made
+    train_params(tmp_path / "run", ["--strategy", "ps-sync", *WORKLOADS["full"]], procs=3)
+    assert read_result(tmp_path / "run")["shared_memory"] is True
+    assert list(scratch.iterdir()) == []
 
 
 def test_same_config_and_processes_is_bit_identical(tmp_path):
@@ -60,6 +78,18 @@ def test_procs_flag_relaunches_under_mpiexec(tmp_path):
                    "--out", str(tmp_path)])
     assert done.returncode == 0, done.stderr
     assert read_result(tmp_path)["processes"] == 3
+
+
+def test_hydra_binds_ranks_to_cores_and_other_launchers_are_left_alone(tmp_path):
+    hydra = tmp_path / "hydra"
+    hydra.write_text("#!/bin/sh\necho 'HYDRA build details:'\n")
+    other = tmp_path / "other"
+    other.write_text("#!/bin/sh\necho 'mpirun (Open MPI) 5.0'\n")
+    for script in (hydra, other):
+        script.chmod(0o755)
+    assert binding_args(str(hydra)) == ["-bind-to", "core"]
+    assert binding_args(str(other)) == []
+    assert binding_args(str(tmp_path / "missing")) == []
 
 
 def test_sharded_batches_equal_serial_with_the_same_shards(tmp_path):
