@@ -31,22 +31,9 @@ os.environ.update({name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREA
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from speedup import run, synthetic  # noqa: E402
+from speedup import fashion_mnist_or_synthetic, run  # noqa: E402
 
-FMNIST = Path("/usr/share/datasets/fashion-mnist")
 LR, MOMENTUM, BATCH = 0.05, 0.9, 128
-
-
-def load(work: Path) -> tuple[list[str], str, np.ndarray, np.ndarray]:
-    """distnn's --dataset flags, a name, and the training arrays."""
-    if (FMNIST / "train-images-idx3-ubyte.gz").exists():
-        from distnn.config import make_config
-        from distnn.data import load_dataset
-        data = load_dataset(make_config(dataset="fashion-mnist"))
-        return ["--dataset", "fashion-mnist"], "Fashion-MNIST", data.x_train, data.y_train
-    path = synthetic(work / "synthetic.npz", samples=60000)
-    with np.load(path) as arrays:
-        return ["--dataset", str(path)], "synthetic 60000x784", arrays["X_train"], arrays["y_train"]
 
 
 def torch_epochs(x: np.ndarray, y: np.ndarray, epochs: int, rank: int = 0, world: int = 1) -> float:
@@ -86,7 +73,7 @@ def ddp_rank(rank: int, port: int, epochs: int, out: Path) -> None:
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                             world_size=2)
-    _, _, x, y = load(out.parent)
+    _, _, x, y = fashion_mnist_or_synthetic(out.parent)
     rate = torch_epochs(x, y, epochs, rank, 2)
     if rank == 0:
         out.write_text(str(rate))
@@ -122,7 +109,7 @@ def main():
     except ImportError:
         sys.exit("PyTorch is not installed: pip install torch==2.13.0 (the benchmark's own need)")
     work = Path(tempfile.mkdtemp(prefix="distnn-pytorch-"))
-    dataset, name, x, y = load(work)
+    dataset, name, x, y = fashion_mnist_or_synthetic(work)
     common = [*dataset, "--hidden", "256", "--lr", str(LR), "--lr-decay", "0",
               "--momentum", str(MOMENTUM), "--epochs", str(args.epochs),
               "--eval-every", str(args.epochs)]

@@ -24,9 +24,7 @@ os.environ.update({name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREA
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from speedup import run, synthetic  # noqa: E402
-
-FMNIST = Path("/usr/share/datasets/fashion-mnist")
+from speedup import fashion_mnist_or_synthetic, run  # noqa: E402
 
 
 def bare_numpy_epoch(x, y, sizes, batch, dtype, seed=0) -> float:
@@ -79,18 +77,7 @@ def main():
     parser.add_argument("--seed-epochs", type=int, default=100)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="distnn-speed-"))
-
-    if (FMNIST / "train-images-idx3-ubyte.gz").exists():
-        dataset, name = ["--dataset", "fashion-mnist"], "Fashion-MNIST"
-        from distnn.config import make_config
-        from distnn.data import load_dataset
-        data = load_dataset(make_config(dataset="fashion-mnist"))
-        x, y = data.x_train, data.y_train
-    else:
-        path = synthetic(work / "synthetic.npz", samples=60000)
-        dataset, name = ["--dataset", str(path)], "synthetic 60000x784"
-        with np.load(path) as arrays:
-            x, y = arrays["X_train"], arrays["y_train"]
+    dataset, name, x, y = fashion_mnist_or_synthetic(work)
     common = [*dataset, "--hidden", "256", "--lr", "0.05", "--lr-decay", "5e-4",
               "--epochs", str(args.epochs), "--eval-every", str(args.epochs)]
     variants = {

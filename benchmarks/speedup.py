@@ -30,6 +30,22 @@ def synthetic(path: Path, samples: int = 16384, features: int = 784, classes: in
     return path
 
 
+FMNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+def fashion_mnist_or_synthetic(work: Path) -> tuple[list[str], str, np.ndarray, np.ndarray]:
+    """distnn's --dataset flags, a name and the training arrays: Fashion-MNIST where
+    Debian's dataset-fashion-mnist is installed, synthetic data of its size otherwise."""
+    if (FMNIST / "train-images-idx3-ubyte.gz").exists():
+        from distnn.config import make_config
+        from distnn.data import load_dataset
+        data = load_dataset(make_config(dataset="fashion-mnist"))
+        return ["--dataset", "fashion-mnist"], "Fashion-MNIST", data.x_train, data.y_train
+    path = synthetic(work / "synthetic.npz", samples=60000)
+    with np.load(path) as arrays:
+        return ["--dataset", str(path)], "synthetic 60000x784", arrays["X_train"], arrays["y_train"]
+
+
 def run(args: list[str], procs: int, threads: str | None, out: Path) -> dict:
     env = dict(os.environ)
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
