@@ -40,21 +40,27 @@ def test_replica_hash_check_catches_a_one_ulp_difference():
     assert diverged == "replicas diverged: ranks [1] hold parameters that differ from rank 0's"
 
 
+TRANSPORTS = {"shared memory": [], "messages": ["--no-shared-memory"]}
+
+
+@pytest.mark.parametrize("transport", sorted(TRANSPORTS))
 @pytest.mark.parametrize("workload", ["shuffled", "full"])
-def test_ps_async_with_one_worker_is_serial_exactly(tmp_path, serial_params, workload):
-    args = WORKLOADS[workload]
+def test_ps_async_with_one_worker_is_serial_exactly(tmp_path, serial_params, workload, transport):
+    args = [*WORKLOADS[workload], *TRANSPORTS[transport]]
     params = train_params(tmp_path, ["--strategy", "ps-async", *args], procs=2)
     np.testing.assert_array_equal(params, serial_params[workload])
     result = read_result(tmp_path)
     assert result["staleness_max"] == 0 and result["staleness_histogram"] == [result["updates"]]
+    assert result["shared_memory"] is (transport == "shared memory")
 
 
+@pytest.mark.parametrize("transport", sorted(TRANSPORTS))
 @pytest.mark.parametrize("procs", [3, 4])
-def test_ps_async_applies_every_gradient_exactly_once(tmp_path, procs):
+def test_ps_async_applies_every_gradient_exactly_once(tmp_path, procs, transport):
     # 300 samples in batches of 149: the last batch (2 samples) leaves a worker without work.
     train_params(tmp_path, ["--strategy", "ps-async", "--samples-per-class", "100",
                             "--batch-size", "149", "--epochs", "7", "--eval-every", "3",
-                            "--lr", "0.1"], procs=procs)
+                            "--lr", "0.1", *TRANSPORTS[transport]], procs=procs)
     result = read_result(tmp_path)
     workers = procs - 1
     per_epoch = 2 * workers + min(2, workers)
@@ -66,10 +72,10 @@ def test_ps_async_applies_every_gradient_exactly_once(tmp_path, procs):
     assert [r["updates"] for r in records] == [3 * per_epoch, 6 * per_epoch, 7 * per_epoch]
 
 
-def _slow_run(tmp_path, bound: int | None) -> dict:
+def _slow_run(tmp_path, bound: int | None, transport: str = "shared memory") -> dict:
     args = ["2", "0.004", "--strategy", "ps-async", "--samples-per-class", "200",
             "--batch-size", "60", "--epochs", "3", "--lr", "0.05", "--quiet",
-            "--out", str(tmp_path)]
+            "--out", str(tmp_path), *TRANSPORTS[transport]]
     if bound is not None:
         args += ["--max-staleness", str(bound)]
     done = mpi_script("slow_worker.py", 4, args)
@@ -77,9 +83,10 @@ def _slow_run(tmp_path, bound: int | None) -> dict:
     return read_result(tmp_path)
 
 
+@pytest.mark.parametrize("transport", sorted(TRANSPORTS))
 @pytest.mark.parametrize("bound", [0, 1, 3])
-def test_max_staleness_is_never_exceeded_with_a_slow_worker(tmp_path, bound):
-    result = _slow_run(tmp_path, bound)
+def test_max_staleness_is_never_exceeded_with_a_slow_worker(tmp_path, bound, transport):
+    result = _slow_run(tmp_path, bound, transport)
     assert result["max_staleness"] == bound
     assert result["staleness_max"] <= bound
     assert len(result["staleness_histogram"]) <= bound + 1

@@ -111,8 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
         "share of a memory-mapped .npy (default 1: one shuffle over all rows)")
     add("--max-staleness", type=int, help="ps-async: no applied gradient staler than this")
     add("--no-shared-memory", dest="shared_memory", action="store_false",
-        help="allreduce, ps-sync: move gradients and parameters by MPI messages even when "
-        "all ranks share a node")
+        help="move gradients and parameters by MPI messages even when all ranks share a "
+        "node")
     add("--eval-every", type=int, help="epochs between evaluations")
     add("--checkpoint-every", type=int, help="epochs between checkpoints (default: every "
         "evaluation; always at the end)")

@@ -37,7 +37,7 @@ class TrainConfig:
     shuffle: bool = True             # reshuffle the samples every epoch
     data_shards: int = 1             # part k of every batch comes from shard k of the rows
     max_staleness: int | None = None  # ps-async: bound on an applied gradient's staleness
-    shared_memory: bool = True       # allreduce, ps-sync: MPI-3 shared memory on one node
+    shared_memory: bool = True       # MPI-3 shared memory when all ranks share one node
     eval_every: int = 100            # epochs between evaluations (the last epoch always)
     checkpoint_every: int = 0        # epochs between checkpoints; 0 = at every evaluation
     out: str | None = None           # run directory; None = runs/<timestamp>

@@ -5,7 +5,9 @@ a core; polite polling (``comm.sleep_until``) gives the core back but adds up to
 ``MAX_SLEEP_S`` of latency to each wait. A read from an empty pipe sleeps in the kernel
 and returns the moment another rank writes a byte: no core burnt and no latency beyond a
 context switch. The data itself stays in MPI-3 shared memory; a doorbell only says
-"ready". Each rank owns one pipe, which any rank may ring.
+"ready". Each rank owns one pipe, which any rank may ring; a ring carries a small integer
+(4 bytes, so a write is atomic and rings never interleave), which tells a server which
+worker rang.
 
 The pipes are created in a private temporary directory that is removed as soon as every
 rank has opened them, so nothing is left behind, even if the job is killed.
@@ -13,10 +15,14 @@ rank has opened them, so nothing is left behind, even if the job is killed.
 
 import os
 import shutil
+import struct
 import tempfile
 from pathlib import Path
 
 from mpi4py import MPI
+
+RING = struct.Struct("<i")
+MOST_RINGS_READ = 1024
 
 
 class Doorbells:
@@ -43,15 +49,24 @@ class Doorbells:
         if self.rank == 0:
             shutil.rmtree(directory, ignore_errors=True)
 
-    def ring(self, rank: int) -> None:
-        """Wake ``rank`` (or let its next ``wait`` return at once)."""
-        os.write(self._pipes[rank], b"\0")
+    def ring(self, rank: int, message: int = 0) -> None:
+        """Wake ``rank`` (or let its next ``wait`` return at once), telling it ``message``."""
+        os.write(self._pipes[rank], RING.pack(message))
 
-    def wait(self, rings: int = 1) -> None:
-        """Sleep until this rank's bell has rung ``rings`` times."""
+    def wait(self, rings: int = 1) -> list[int]:
+        """Sleep until this rank's bell has rung ``rings`` times; returns their messages."""
+        return self._read(RING.size * rings, exact=True)
+
+    def wait_any(self) -> list[int]:
+        """Sleep until this rank's bell has rung; returns the messages of every ring so far."""
+        return self._read(RING.size * MOST_RINGS_READ, exact=False)
+
+    def _read(self, size: int, exact: bool) -> list[int]:
         pipe = self._pipes[self.rank]
-        while rings > 0:
-            rings -= len(os.read(pipe, rings))
+        data = os.read(pipe, size)
+        while len(data) % RING.size or (exact and len(data) < size):
+            data += os.read(pipe, size - len(data))
+        return [message for (message,) in RING.iter_unpack(data)]
 
     def close(self) -> None:
         for pipe in self._pipes:
