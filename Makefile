@@ -23,7 +23,7 @@ test: lint
 	$(BIN)/pytest
 
 bench: venv
-	$(BIN)/python benchmarks/speedup.py
+	$(BIN)/python benchmarks/speed.py --rounds 3
 
 clean:
 	rm -rf $(VENV) runs bench-out .pytest_cache .ruff_cache
