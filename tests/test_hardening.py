@@ -1,6 +1,7 @@
 """Bad input, each kind through the real CLI: a specific message, exit 2, nothing written."""
 
 import gzip
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -192,3 +193,15 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, procs):
         assert int(checkpoint["epoch"]) == 2
         assert np.all(np.isfinite(checkpoint["params"]))
     assert not (out / "model.npz").exists()
+
+
+def test_refused_mpi_runs_end_cleanly_without_leaving_shared_memory(tmp_path):
+    shm = Path("/dev/shm")
+    if not shm.is_dir():
+        pytest.skip("no /dev/shm")
+    before = set(shm.iterdir())
+    done = distnn(["train", "--strategy", "ps-sync", "--batch-size", "1",
+                   "--out", str(tmp_path / "out")], procs=3)
+    assert done.returncode == 2 and "error:" in done.stderr
+    assert "Abort" not in done.stderr
+    assert {p for p in set(shm.iterdir()) - before if p.name.startswith("mpich")} == set()
