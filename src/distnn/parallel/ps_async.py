@@ -5,11 +5,8 @@ computes the gradient sum of its slice of the next global batch and sends it bac
 server divides it by that global batch's size, applies it at once and, when allowed,
 replies with the parameters it now holds. With one worker this is exactly serial SGD.
 
-Two transports carry it. On one node (the default when possible) the parameters and a
-snapshot row and a gradient row per worker live in MPI-3 shared memory, and doorbells
-(``doorbell.py``) say "ready": nothing is copied through MPI and no waiting rank spins
-(Fashion-MNIST, 3 processes on 2 cores: 115-135k samples/s against 60-71k through
-messages). Otherwise: MPI messages (tags PARAMS and GRADIENT) with polite waits.
+Two transports carry it (``async_transport.py``): shared memory and doorbells on one
+node, MPI messages otherwise.
 
 Staleness of an applied gradient = updates the server applied between sending the
 parameters it was computed on and applying it. ``max_staleness = K`` bounds it
@@ -29,9 +26,8 @@ from mpi4py import MPI
 
 from distnn.data.sampler import batch_length, worker_range
 from distnn.errors import UsageError
-from distnn.parallel.comm import Tag, probe_politely, sleep_until
-from distnn.parallel.doorbell import Doorbells
-from distnn.parallel.shared_memory import SharedBuffers, on_one_node
+from distnn.parallel.async_transport import MessageTransport, SharedMemoryTransport
+from distnn.parallel.shared_memory import on_one_node
 from distnn.parallel.strategy import Strategy
 
 
@@ -45,103 +41,6 @@ def batch_sizes_per_worker(sampler, n_workers: int) -> list[deque]:
             if stop > start:
                 sizes[worker].append(length)
     return sizes
-
-
-class MessageTransport:
-    """Parameters and gradients as MPI messages; every wait polite (``comm.py``)."""
-
-    shared_memory = False
-
-    def __init__(self, strategy: "PSAsync"):
-        self.comm, self.model, self._type = strategy.comm, strategy.model, strategy._type
-        self._status = MPI.Status()
-        self._gradient = np.empty_like(self.model.grads) if strategy.rank == 0 else None
-
-    def send_params(self, worker: int) -> None:
-        self.comm.Send([self.model.params, self._type], dest=worker, tag=Tag.PARAMS)
-
-    def receive_gradient(self, sources: list[int]) -> tuple[int, np.ndarray]:
-        """Wait for a gradient from one of ``sources``; returns the worker and the gradient."""
-        sleep_until(lambda: any(self.comm.Iprobe(source=s, tag=Tag.GRADIENT, status=self._status)
-                                for s in sources))
-        worker = self._status.Get_source()
-        self.comm.Recv([self._gradient, self._type], source=worker, tag=Tag.GRADIENT)
-        return worker, self._gradient
-
-    def receive_params(self) -> None:
-        probe_politely(self.comm, self._status, source=0, tag=Tag.PARAMS)
-        self.comm.Recv([self.model.params, self._type], source=0, tag=Tag.PARAMS)
-
-    def send_gradient(self) -> None:
-        self.comm.Send([self.model.grads, self._type], dest=0, tag=Tag.GRADIENT)
-
-    def close(self) -> None:
-        """Nothing to release."""
-
-
-class SharedMemoryTransport:
-    """Ranks on one node: nothing is copied through MPI.
-
-    The parameters live in one shared vector that only the server writes. Releasing a
-    worker copies them into that worker's shared snapshot row (its model's parameters,
-    which nobody changes while it computes) and rings its doorbell; the worker writes its
-    gradient into its shared gradient row and rings the server's doorbell with its rank.
-    """
-
-    shared_memory = True
-
-    def __init__(self, strategy: "PSAsync"):
-        model, comm, workers = strategy.model, strategy.comm, strategy.size - 1
-        self.rank = strategy.rank
-        self.shared = SharedBuffers(comm)
-        self._snapshots = self.shared.array((workers, model.n_params), model.dtype)
-        self._gradients = self.shared.array((workers, model.n_params), model.dtype)
-        self._params = self.shared.array((model.n_params,), model.dtype)
-        if self.rank == 0:
-            model.rebind(params=self._params)
-            strategy.optimizer.rebind(self._params, strategy.optimizer.velocity)
-        else:
-            model.rebind(params=self._snapshots[self.rank - 1],
-                         grads=self._gradients[self.rank - 1])
-        self.shared.fence()
-        self._bells = Doorbells(comm)
-        self._ready: list[int] = []      # server: workers whose gradient waits to be applied
-
-    def send_params(self, worker: int) -> None:
-        self._snapshots[worker - 1] = self._params
-        self.shared.sync()
-        self._bells.ring(worker)
-
-    def receive_gradient(self, sources: list[int]) -> tuple[int, np.ndarray]:
-        while True:
-            for worker in self._ready:
-                if sources[0] == MPI.ANY_SOURCE or worker in sources:
-                    self._ready.remove(worker)
-                    self.shared.sync()
-                    return worker, self._gradients[worker - 1]
-            self._ready.extend(self._bells.wait_any())
-
-    def receive_params(self) -> None:
-        self._bells.wait()
-        self.shared.sync()
-
-    def send_gradient(self) -> None:
-        self.shared.sync()
-        self._bells.ring(0, self.rank)
-
-    def publish(self) -> None:
-        """Server: every worker's snapshot becomes the current parameters (collective)."""
-        if self.rank == 0:
-            self._snapshots[...] = self._params
-        self.shared.fence()
-
-    def close(self, model, optimizer) -> None:
-        """Move the model back into private memory, then release the shared memory."""
-        model.rebind(params=model.params.copy(), grads=model.grads.copy())
-        optimizer.rebind(model.params, optimizer.velocity)
-        self.shared.fence()
-        self.shared.free()
-        self._bells.close()
 
 
 class PSAsync(Strategy):
@@ -162,8 +61,8 @@ class PSAsync(Strategy):
             self._parked = deque(range(1, self.size))
             self.applied = np.zeros(workers, dtype=np.int64)
             self.staleness_counts = np.zeros(1, dtype=np.int64)
-        use_shared = shared_memory and on_one_node(comm)
-        self.transport = SharedMemoryTransport(self) if use_shared else MessageTransport(self)
+        transport = SharedMemoryTransport if shared_memory and on_one_node(comm) else MessageTransport
+        self.transport = transport(comm, model, optimizer)
 
     @classmethod
     def from_config(cls, config, comm, model, optimizer, data, timer) -> "PSAsync":
@@ -245,10 +144,7 @@ class PSAsync(Strategy):
 
     def synchronize(self) -> None:
         """Every rank takes the server's parameters (no gradient is in flight here)."""
-        if self.transport.shared_memory:
-            self.transport.publish()
-        else:
-            self._broadcast_params()
+        self.transport.publish()
 
     def state_dict(self) -> dict:
         return {"updates": self.updates, "applied": self.applied,
@@ -280,8 +176,7 @@ class PSAsync(Strategy):
         }
 
     def finish(self) -> dict:
-        if self.transport.shared_memory:
-            self.transport.close(self.model, self.optimizer)
+        self.transport.close()
         sent = self.comm.gather(self.sent, root=0)
         if self.rank != 0:
             return {}

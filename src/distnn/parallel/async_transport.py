@@ -1,0 +1,118 @@
+"""How ps-async's parameters and gradients travel: shared memory on one node, or messages.
+
+Both offer the same operations, so the protocol in ``ps_async.py`` (release, staleness
+bound, counts) does not depend on the transport. On one node, nothing is copied through
+MPI and no waiting rank spins (Fashion-MNIST, 3 processes on 2 cores: 115-135k samples/s
+against 60-71k through messages).
+"""
+
+import numpy as np
+from mpi4py import MPI
+
+from distnn.parallel.comm import Tag, mpi_type, probe_politely, sleep_until, wait_politely
+from distnn.parallel.doorbell import Doorbells
+from distnn.parallel.shared_memory import SharedBuffers
+
+SERVER = 0
+
+
+class MessageTransport:
+    """Parameters and gradients as MPI messages; every wait polite (``comm.py``)."""
+
+    shared_memory = False
+
+    def __init__(self, comm: MPI.Comm, model, optimizer):
+        self.comm, self.model, self._type = comm, model, mpi_type(model.dtype)
+        self._status = MPI.Status()
+        self._gradient = np.empty_like(model.grads) if comm.Get_rank() == SERVER else None
+
+    def send_params(self, worker: int) -> None:
+        self.comm.Send([self.model.params, self._type], dest=worker, tag=Tag.PARAMS)
+
+    def receive_gradient(self, sources: list[int]) -> tuple[int, np.ndarray]:
+        """Wait for a gradient from one of ``sources``; returns the worker and the gradient."""
+        sleep_until(lambda: any(self.comm.Iprobe(source=s, tag=Tag.GRADIENT, status=self._status)
+                                for s in sources))
+        worker = self._status.Get_source()
+        self.comm.Recv([self._gradient, self._type], source=worker, tag=Tag.GRADIENT)
+        return worker, self._gradient
+
+    def receive_params(self) -> None:
+        probe_politely(self.comm, self._status, source=SERVER, tag=Tag.PARAMS)
+        self.comm.Recv([self.model.params, self._type], source=SERVER, tag=Tag.PARAMS)
+
+    def send_gradient(self) -> None:
+        self.comm.Send([self.model.grads, self._type], dest=SERVER, tag=Tag.GRADIENT)
+
+    def publish(self) -> None:
+        """Every rank takes the server's parameters (collective; none in flight)."""
+        wait_politely(self.comm.Ibcast([self.model.params, self._type], root=SERVER))
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class SharedMemoryTransport:
+    """Ranks on one node: nothing is copied through MPI.
+
+    The parameters live in one shared vector that only the server writes. Releasing a
+    worker copies them into that worker's shared snapshot row (its model's parameters,
+    which nobody changes while it computes) and rings its doorbell; the worker writes its
+    gradient into its shared gradient row and rings the server's doorbell with its rank.
+    """
+
+    shared_memory = True
+
+    def __init__(self, comm: MPI.Comm, model, optimizer):
+        self.rank, self.model, self.optimizer = comm.Get_rank(), model, optimizer
+        workers = comm.Get_size() - 1
+        self.shared = SharedBuffers(comm)
+        self._snapshots = self.shared.array((workers, model.n_params), model.dtype)
+        self._gradients = self.shared.array((workers, model.n_params), model.dtype)
+        self._params = self.shared.array((model.n_params,), model.dtype)
+        if self.rank == SERVER:
+            model.rebind(params=self._params)
+            optimizer.rebind(self._params, optimizer.velocity)
+        else:
+            model.rebind(params=self._snapshots[self.rank - 1],
+                         grads=self._gradients[self.rank - 1])
+        self.shared.fence()
+        self._bells = Doorbells(comm)
+        self._ready: list[int] = []      # server: workers whose gradient waits to be applied
+
+    def send_params(self, worker: int) -> None:
+        self._snapshots[worker - 1] = self._params
+        self.shared.sync()
+        self._bells.ring(worker)
+
+    def receive_gradient(self, sources: list[int]) -> tuple[int, np.ndarray]:
+        while True:
+            for worker in self._ready:
+                if sources[0] == MPI.ANY_SOURCE or worker in sources:
+                    self._ready.remove(worker)
+                    self.shared.sync()
+                    return worker, self._gradients[worker - 1]
+            self._ready.extend(self._bells.wait_any())
+
+    def receive_params(self) -> None:
+        self._bells.wait()
+        self.shared.sync()
+
+    def send_gradient(self) -> None:
+        self.shared.sync()
+        self._bells.ring(SERVER, self.rank)
+
+    def publish(self) -> None:
+        """Server: every worker's snapshot becomes the current parameters (collective)."""
+        if self.rank == SERVER:
+            self._snapshots[...] = self._params
+        self.shared.fence()
+
+    def close(self) -> None:
+        """Move the model back into private memory, then release the shared memory."""
+        model, optimizer = self.model, self.optimizer
+        model.rebind(params=model.params.copy(), grads=model.grads.copy())
+        optimizer.rebind(model.params, optimizer.velocity)
+        self.shared.fence()
+        self.shared.free()
+        self._bells.close()
