@@ -205,3 +205,11 @@ def test_refused_mpi_runs_end_cleanly_without_leaving_shared_memory(tmp_path):
     assert done.returncode == 2 and "error:" in done.stderr
     assert "Abort" not in done.stderr
     assert {p for p in set(shm.iterdir()) - before if p.name.startswith("mpich")} == set()
+
+
+def test_no_named_pipes_names_the_way_out(tmp_path):
+    done = mpi_script("no_fifos.py", 3, ["--strategy", "ps-sync", "--epochs", "2", "--out",
+                                         str(tmp_path / "out")])
+    assert done.returncode == 2
+    assert done.stderr.count("error:") == 1, done.stderr
+    assert "cannot create the doorbell pipes" in done.stderr and "--no-shared-memory" in done.stderr

@@ -21,6 +21,8 @@ from pathlib import Path
 
 from mpi4py import MPI
 
+from distnn.errors import UsageError
+
 RING = struct.Struct("<i")
 MOST_RINGS_READ = 1024
 
@@ -37,10 +39,12 @@ class Doorbells:
                 for rank in range(comm.Get_size()):
                     os.mkfifo(Path(directory, str(rank)), 0o600)
             except OSError as exc:
-                error = f"cannot create named pipes for the doorbells: {exc}"
+                error = (f"cannot create the doorbell pipes in {tempfile.gettempdir()} "
+                         f"({exc.strerror}); set TMPDIR to a writable local directory, or "
+                         "pass --no-shared-memory")
         directory, error = comm.bcast((directory, error), root=0)
         if error:
-            raise RuntimeError(error)
+            raise UsageError(error)
         # O_RDWR: opening never blocks waiting for the other end, and every rank can both
         # ring any pipe and read its own.
         self._pipes = [os.open(Path(directory, str(rank)), os.O_RDWR)
