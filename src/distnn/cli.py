@@ -317,6 +317,8 @@ def _single_process_command(args) -> int:
 
         try:
             mpiexec = find_mpiexec()
+            binding = " ".join(binding_args(mpiexec)) or "the launcher's default"
+            mpiexec += f" (--procs binds ranks: {binding})"
         except UsageError:
             mpiexec = "not found"
         print(format_info(describe(), mpiexec))
