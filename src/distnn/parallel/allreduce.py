@@ -5,10 +5,11 @@ every replica applies the same update, so all replicas stay identical (checked b
 at the end). Two ways to add them:
 
 - ranks on one node (the default when possible): gradients, parameters and velocity
-  live in MPI-3 shared memory. After a fence, rank r adds the rows of every rank for its
-  shard of the vector (in rank order) and updates that shard of the one shared parameter
-  vector; a second fence ends the step. No gradient is copied and each rank updates
-  1/n of the parameters. Measured with ``benchmarks/speed.py``.
+  live in MPI-3 shared memory. Each rank turns its gradient sum into its part of the step
+  direction in its own row; after a fence, rank r adds every rank's part of its shard of
+  the vector into the velocity (in rank order) and updates that shard of the one shared
+  parameter vector; a second fence ends the step. No gradient is copied and each rank
+  updates 1/n of the parameters. Measured with ``benchmarks/speed.py``.
 - otherwise: one blocking ``Allreduce`` of the flat gradient, then every rank updates
   all parameters. Blocking even when ranks outnumber cores: every rank computes, so no
   idle core is there to give back, and a multi-round collective pays the sleep latency
@@ -16,7 +17,6 @@ at the end). Two ways to add them:
   blocking 156-220 vs polite 143-150 steps/s at 3 ranks, 187-215 vs 129-131 at 4 ranks).
 """
 
-import numpy as np
 from mpi4py import MPI
 
 from distnn.data.sampler import batch_length, worker_range
@@ -51,9 +51,7 @@ class Allreduce(Strategy):
         self.optimizer.rebind(params, velocity)
         self.shared.fence()
         self._rows = rows
-        start, stop = worker_range(n, self.size, self.rank)
-        self._shard = slice(start, stop)
-        self._shard_sum = np.empty(stop - start, dtype=model.dtype)
+        self._shard = slice(*worker_range(n, self.size, self.rank))
 
     def step(self, batch) -> None:
         self.local_gradient_sum(batch)
@@ -70,10 +68,11 @@ class Allreduce(Strategy):
         self.timer.lap("compute")
 
     def _shared_step(self, batch_size: int) -> None:
+        self.optimizer.direction(self.model.grads, batch_size)   # this rank's part, its row
+        self.timer.lap("compute")
         self.shared.fence()
         self.timer.lap("wait")
-        np.sum(self._rows[:, self._shard], axis=0, out=self._shard_sum)
-        self.optimizer.step(self._shard_sum, batch_size, part=self._shard)
+        self.optimizer.apply(*self._rows[:, self._shard], part=self._shard)
         self.timer.lap("compute")
         self.shared.fence()
         self.timer.lap("wait")
