@@ -95,18 +95,24 @@ def summarize(strategy: str, procs: int, results: list[dict], baseline_rate: flo
             "test_accuracy": results[-1]["final"]["test_accuracy"], **shares}
 
 
-def markdown(rows: list[dict], title: str) -> str:
+def markdown(rows: list[dict], title: str, cores: int | None = None) -> str:
+    """The table; with ``cores``, rows with more processes than cores are marked."""
+    over = [r for r in rows if cores is not None and r["processes"] > cores]
     lines = [f"# {title}", "",
              "| strategy | procs | workers | time s (median, min–max) | samples/s | speedup "
              "| eff./proc | eff./worker | test acc | compute / comm / wait |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        mark = "†" if r in over else ""
         lines.append(
-            f"| {r['strategy']} | {r['processes']} | {r['workers']} | {r['time_s_median']:.3f} "
+            f"| {r['strategy']} | {r['processes']}{mark} | {r['workers']} | {r['time_s_median']:.3f} "
             f"({r['time_s_min']:.3f}–{r['time_s_max']:.3f}) | {r['samples_per_s']:,.0f} "
             f"| {r['speedup']:.2f}× | {r['efficiency_per_process']:.2f} "
             f"| {r['efficiency_per_worker']:.2f} | {r['test_accuracy']:.4f} "
             f"| {r['compute_share']:.0%} / {r['comm_share']:.0%} / {r['wait_share']:.0%} |")
+    if over:
+        lines += ["", f"† more processes than the {cores} cores here: ranks share cores, so "
+                      "these rows measure oversubscription, not scaling."]
     return "\n".join(lines) + "\n"
 
 
@@ -170,7 +176,7 @@ def run_bench(strategies: list[str], procs: list[int], train_args: list[str], sc
         log(f"{strategy:>9} p={p}: {row['time_s_median']:.3f} s, {row['speedup']:.2f}x, "
             f"test acc {row['test_accuracy']:.4f}  ({time.monotonic() - started:.0f} s)")
     title = f"distnn bench ({scaling} scaling): {' '.join(train_args) or 'default workload'}"
-    (out / "bench.md").write_text(markdown(rows, title))
+    (out / "bench.md").write_text(markdown(rows, title, cores=len(os.sched_getaffinity(0))))
     (out / "bench.json").write_text(json.dumps({"title": title, "scaling": scaling,
                                                 "repeats": repeats, "train_args": train_args,
                                                 "rows": rows}, indent=2) + "\n")
