@@ -96,8 +96,9 @@ def summarize(strategy: str, procs: int, results: list[dict], baseline_rate: flo
 
 
 def markdown(rows: list[dict], title: str, cores: int | None = None) -> str:
-    """The table; with ``cores``, rows with more processes than cores are marked."""
-    over = [r for r in rows if cores is not None and r["processes"] > cores]
+    """The table; with ``cores``, rows with more workers than cores are marked (a waiting
+    parameter server sleeps, so it is not counted)."""
+    over = [r for r in rows if cores is not None and r["workers"] > cores]
     lines = [f"# {title}", "",
              "| strategy | procs | workers | time s (median, min–max) | samples/s | speedup "
              "| eff./proc | eff./worker | test acc | compute / comm / wait |",
@@ -111,7 +112,7 @@ def markdown(rows: list[dict], title: str, cores: int | None = None) -> str:
             f"| {r['efficiency_per_worker']:.2f} | {r['test_accuracy']:.4f} "
             f"| {r['compute_share']:.0%} / {r['comm_share']:.0%} / {r['wait_share']:.0%} |")
     if over:
-        lines += ["", f"† more processes than the {cores} cores here: ranks share cores, so "
+        lines += ["", f"† more workers than the {cores} cores here: workers share cores, so "
                       "these rows measure oversubscription, not scaling."]
     return "\n".join(lines) + "\n"
 
