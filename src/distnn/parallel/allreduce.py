@@ -21,7 +21,7 @@ from mpi4py import MPI
 
 from distnn.data.sampler import batch_length, worker_range
 from distnn.parallel.comm import wait_politely
-from distnn.parallel.shared_memory import SharedBuffers, on_one_node
+from distnn.parallel.shared_memory import SharedBuffers, on_one_node, to_private_memory
 from distnn.parallel.strategy import Strategy
 
 
@@ -81,10 +81,7 @@ class Allreduce(Strategy):
         """Copy the shared buffers back into private memory, then release them."""
         if self.shared is None:
             return {"shared_memory": False}
-        params, velocity = self.model.params.copy(), self.optimizer.velocity.copy()
-        self.model.rebind(params=params, grads=self.model.grads.copy())
-        self.optimizer.rebind(params, velocity)
-        self.shared.fence()
+        to_private_memory(self.model, self.optimizer)
         self.shared.free()
         self.shared = None
         return {"shared_memory": True}

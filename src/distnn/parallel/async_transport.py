@@ -11,7 +11,7 @@ from mpi4py import MPI
 
 from distnn.parallel.comm import Tag, mpi_type, probe_politely, sleep_until, wait_politely
 from distnn.parallel.doorbell import Doorbells
-from distnn.parallel.shared_memory import SharedBuffers
+from distnn.parallel.shared_memory import SharedBuffers, to_private_memory
 
 SERVER = 0
 
@@ -110,9 +110,6 @@ class SharedMemoryTransport:
 
     def close(self) -> None:
         """Move the model back into private memory, then release the shared memory."""
-        model, optimizer = self.model, self.optimizer
-        model.rebind(params=model.params.copy(), grads=model.grads.copy())
-        optimizer.rebind(model.params, optimizer.velocity)
-        self.shared.fence()
+        to_private_memory(self.model, self.optimizer)
         self.shared.free()
         self._bells.close()

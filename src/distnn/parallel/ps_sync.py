@@ -29,7 +29,7 @@ from mpi4py import MPI
 from distnn.data.sampler import batch_length
 from distnn.parallel.comm import Tag, probe_politely
 from distnn.parallel.doorbell import Doorbells
-from distnn.parallel.shared_memory import SharedBuffers, on_one_node
+from distnn.parallel.shared_memory import SharedBuffers, on_one_node, to_private_memory
 from distnn.parallel.strategy import Strategy
 
 SERVER = 0
@@ -127,9 +127,7 @@ class PSSync(Strategy):
         """Copy the shared buffers back into private memory, then release them."""
         if self.shared is None:
             return {"shared_memory": False}
-        self.model.rebind(params=self.model.params.copy(), grads=self.model.grads.copy())
-        self.optimizer.rebind(self.model.params, self.optimizer.velocity)
-        self.shared.fence()
+        to_private_memory(self.model, self.optimizer)
         self.shared.free()
         self.shared = None
         self._bells.close()

@@ -18,6 +18,14 @@ def on_one_node(comm: MPI.Comm) -> bool:
         node.Free()
 
 
+def to_private_memory(model, optimizer) -> None:
+    """Give a model and its optimizer private copies of their buffers (which may live in
+    shared memory), so that the shared memory can be freed and the results outlive it."""
+    params = model.params.copy()
+    model.rebind(params=params, grads=model.grads.copy())
+    optimizer.rebind(params, optimizer.velocity.copy())
+
+
 class SharedBuffers:
     """Named arrays in shared memory, allocated collectively on ``comm`` (one node)."""
 
@@ -53,7 +61,9 @@ class SharedBuffers:
         self.sync()
 
     def free(self) -> None:
-        """Release the memory; arrays from ``array`` must not be used afterwards."""
+        """Collective: once every rank is done with it, release the memory; arrays from
+        ``array`` must not be used afterwards."""
+        self.fence()
         for window in self._windows:
             window.Unlock_all()
             window.Free()
