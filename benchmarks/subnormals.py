@@ -20,9 +20,8 @@ from distnn.nn import MLP
 def epoch(model, optimizer, x, y) -> float:
     start = time.perf_counter()
     for s in range(0, x.shape[0], 128):
-        model.loss_and_gradient_sum(x[s:s + 128], y[s:s + 128])
-        model.grads /= min(128, x.shape[0] - s)
-        optimizer.step(model.grads)
+        model.gradient_sum(x[s:s + 128], y[s:s + 128])
+        optimizer.step(model.grads, min(128, x.shape[0] - s))
     return time.perf_counter() - start
 
 
