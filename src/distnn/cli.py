@@ -8,6 +8,7 @@ Error policy (DESIGN §3.5):
 """
 
 import argparse
+import itertools
 import os
 import shutil
 import subprocess
@@ -361,7 +362,18 @@ def _single_process_command(args) -> int:
 
 
 def _default_out(strategy: str) -> Path:
-    return Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{strategy}"
+    """``runs/<time>-<strategy>``, claimed by creating it: a second run started in the same
+    second gets ``-2``. Other errors are left to the run directory's own checks."""
+    base = Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{strategy}"
+    for attempt in itertools.count(1):
+        path = base if attempt == 1 else base.with_name(f"{base.name}-{attempt}")
+        try:
+            path.mkdir(parents=True)
+        except FileExistsError:
+            continue
+        except OSError:
+            pass
+        return path
 
 
 RESUMABLE_CHANGES = {"epochs"}
