@@ -21,7 +21,7 @@ from mpi4py import MPI
 
 from distnn.data.sampler import batch_length, worker_range
 from distnn.parallel.comm import wait_politely
-from distnn.parallel.shared_memory import SharedBuffers, on_one_node, to_private_memory
+from distnn.parallel.shared_memory import SharedBuffers, on_one_node
 from distnn.parallel.strategy import Strategy
 
 
@@ -78,10 +78,4 @@ class Allreduce(Strategy):
         self.timer.lap("wait")
 
     def finish(self) -> dict:
-        """Copy the shared buffers back into private memory, then release them."""
-        if self.shared is None:
-            return {"shared_memory": False}
-        to_private_memory(self.model, self.optimizer)
-        self.shared.free()
-        self.shared = None
-        return {"shared_memory": True}
+        return self._free_shared_memory()

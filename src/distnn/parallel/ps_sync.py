@@ -29,7 +29,7 @@ from mpi4py import MPI
 from distnn.data.sampler import batch_length
 from distnn.parallel.comm import Tag, probe_politely
 from distnn.parallel.doorbell import Doorbells
-from distnn.parallel.shared_memory import SharedBuffers, on_one_node, to_private_memory
+from distnn.parallel.shared_memory import SharedBuffers, on_one_node
 from distnn.parallel.strategy import Strategy
 
 SERVER = 0
@@ -124,11 +124,6 @@ class PSSync(Strategy):
         self.timer.lap("wait")
 
     def finish(self) -> dict:
-        """Copy the shared buffers back into private memory, then release them."""
-        if self.shared is None:
-            return {"shared_memory": False}
-        to_private_memory(self.model, self.optimizer)
-        self.shared.free()
-        self.shared = None
-        self._bells.close()
-        return {"shared_memory": True}
+        if self.shared is not None:
+            self._bells.close()
+        return self._free_shared_memory()

@@ -5,6 +5,7 @@ from mpi4py import MPI
 
 from distnn.data.sampler import batch_length, sub_batch, take, worker_range
 from distnn.parallel.comm import mpi_type, wait_politely
+from distnn.parallel.shared_memory import to_private_memory
 from distnn.parallel.timing import PhaseTimer
 
 
@@ -20,6 +21,7 @@ class Strategy:
     name = ""
     has_server = False
     polite = True   # wait with Test/Iprobe + short sleeps (distnn.parallel.comm), not spinning
+    shared = None   # SharedBuffers when the model lives in shared memory (one node)
 
     def __init__(self, comm: MPI.Comm, model, optimizer, data, timer: PhaseTimer):
         self.comm, self.model, self.optimizer, self.data, self.timer = (
@@ -82,6 +84,16 @@ class Strategy:
             wait_politely(self.comm.Ibcast(message, root=0))
         else:
             self.comm.Bcast(message, root=0)
+
+    def _free_shared_memory(self) -> dict:
+        """Copy the model out of shared memory, if it is there, and release it (collective);
+        returns ``{"shared_memory": ...}`` for the result record."""
+        if self.shared is None:
+            return {"shared_memory": False}
+        to_private_memory(self.model, self.optimizer)
+        self.shared.free()
+        self.shared = None
+        return {"shared_memory": True}
 
     def state_dict(self) -> dict:
         """Counters a checkpoint must carry (rank 0's view, at a synchronisation point)."""
