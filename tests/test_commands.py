@@ -65,7 +65,7 @@ def test_info_names_the_mpi_library_and_blas():
 
 def test_onnx_export_predicts_what_distnn_predicts(trained, tmp_path):
     ort = pytest.importorskip("onnxruntime")
-    from distnn.rundir import load_model
+    from distnn.model_file import load_model
 
     done = distnn(["export", str(trained / "model.npz"), "--output", str(tmp_path / "m.onnx")])
     assert done.returncode == 0, done.stderr

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from distnn.atomic import atomic_write
 from distnn.data.files import read_npz
 from distnn.errors import UsageError
-from distnn.rundir import atomic_write
 
 CHECKPOINT_NAME = "checkpoint.npz"
 FORMAT = "distnn-checkpoint-1"

@@ -333,7 +333,7 @@ def _single_process_command(args) -> int:
         for path in plot_run(Path(args.run_dir)):
             print(f"wrote {path}")
         return 0
-    from distnn.rundir import load_model
+    from distnn.model_file import load_model
 
     model = load_model(Path(args.model))
     if args.command == "export":

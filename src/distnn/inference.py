@@ -4,10 +4,10 @@ from pathlib import Path
 
 import numpy as np
 
+from distnn.atomic import atomic_write
 from distnn.data.files import read_array
 from distnn.errors import UsageError
 from distnn.nn import MLP
-from distnn.rundir import atomic_write
 
 
 def check_features(model: MLP, x: np.ndarray, source: str) -> None:
