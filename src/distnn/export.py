@@ -10,18 +10,33 @@ from pathlib import Path
 import numpy as np
 
 from distnn.errors import UsageError
+from distnn.guards import output_file, write_output
 from distnn.nn import MLP
 
 OPSET = 17
+ELEMENT_TYPES = {np.dtype(np.float32): "FLOAT", np.dtype(np.float64): "DOUBLE"}
+PROTOBUF_LIMIT = 2**31 - 1   # bytes: one ONNX file without external data cannot be larger
 
 
-def export_onnx(model: MLP, path: Path) -> Path:
+def export_onnx(model: MLP, path: Path, sources=()) -> Path:
+    """Write ``model`` as ONNX to ``path`` (atomically); returns ``path``.
+
+    ``path`` is checked before anything is built (``--output``: not a directory, a
+    writable folder, none of ``sources``, the files the model was read from).
+    """
+    path = output_file(path, "--output", inputs=sources)
+    if model.dtype not in ELEMENT_TYPES:
+        raise UsageError(f"ONNX export needs float32 or float64 parameters, the model has "
+                         f"{model.dtype}")
+    if model.params.nbytes > PROTOBUF_LIMIT:
+        raise UsageError(f"the model's {model.params.nbytes:,} bytes of parameters exceed the "
+                         f"{PROTOBUF_LIMIT:,} bytes one ONNX file can hold")
     try:
         import onnx
         from onnx import TensorProto, helper, numpy_helper
     except ImportError as exc:
         raise UsageError("distnn export --format onnx needs onnx: pip install 'distnn[onnx]'") from exc
-    elem = TensorProto.FLOAT if model.dtype == np.float32 else TensorProto.DOUBLE
+    elem = getattr(TensorProto, ELEMENT_TYPES[model.dtype])
     nodes, initializers = [], []
     current = "input"
     for i, layer in enumerate(model.layers):
@@ -44,8 +59,6 @@ def export_onnx(model: MLP, path: Path) -> Path:
     onnx_model = helper.make_model(graph, producer_name="distnn",
                                    opset_imports=[helper.make_opsetid("", OPSET)])
     onnx.checker.check_model(onnx_model)
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise UsageError(f"--output {path}: the folder {path.parent} does not exist")
-    path.write_bytes(onnx_model.SerializeToString())
+    data = onnx_model.SerializeToString()
+    write_output(path, "--output", lambda stream: stream.write(data))
     return path

@@ -4,13 +4,17 @@ A FIFO blocks its reader until someone writes, and a device such as ``/dev/zero`
 ends, so every file a user names is checked to be a regular file before it is opened. A
 size that needs more memory than the machine has is refused with an estimate, before any
 allocation, instead of ending in a ``MemoryError`` (or the kernel's OOM killer) mid-run.
+Output paths are checked the same way before any work, and written atomically.
 """
 
 import os
 import stat
+import zipfile
 from pathlib import Path
 
+from distnn.atomic import atomic_write
 from distnn.errors import UsageError
+from distnn.nn.mlp import CHUNK_ROWS
 
 MEMINFO = Path("/proc/meminfo")
 MEMORY_SHARE = 0.9   # of the available memory one job may plan to use
@@ -66,3 +70,90 @@ def check_memory(need_bytes: float, what: str, remedy: str, processes: int = 1) 
         copies = f" ({processes} processes × {format_bytes(need_bytes)})" if processes > 1 else ""
         raise UsageError(f"{what} needs about {format_bytes(total)}{copies}, more than the "
                          f"{format_bytes(available)} of memory available here; {remedy}")
+
+
+VIRTUAL_FILE_SYSTEMS = (Path("/proc"), Path("/sys"))   # the kernel's views, never a place for output
+
+
+def output_file(path, role: str, inputs=()) -> Path:
+    """``path`` if a file can be written there; otherwise a UsageError that starts with
+    ``role`` (e.g. ``"--output"``) and names the path.
+
+    Checked before any work is done, so that a bad ``--output`` costs nothing: an existing
+    directory or special file, a missing or unwritable folder, the kernel's virtual file
+    systems, and any of ``inputs`` (the files the command reads: writing over one would
+    destroy what the output was made from).
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{role} {path} is a directory; give a file name inside it")
+    if path.exists() and not path.is_file():
+        raise UsageError(f"{role} {path} is not a regular file (a FIFO, socket or device); "
+                         "give a file name")
+    folder = path.parent.resolve()
+    if any(folder == root or root in folder.parents for root in VIRTUAL_FILE_SYSTEMS):
+        raise UsageError(f"{role} {path} is under {folder}, a virtual file system of the "
+                         "kernel; give a path on a disk")
+    if not folder.is_dir():
+        raise UsageError(f"{role} {path}: the folder {path.parent} does not exist; create it "
+                         "first")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"{role} {path}: the folder {path.parent} is not writable")
+    for source in inputs:
+        if path.resolve() == Path(source).resolve():
+            raise UsageError(f"{role} {path} is also an input of this command; writing it "
+                             "would destroy it: give another file name")
+    return path
+
+
+def write_output(path: Path, role: str, write) -> None:
+    """``atomic_write(path, write)``, with an OSError (disk full, quota, permissions that
+    changed) reported as a UsageError naming ``role`` and the path; nothing half-written
+    remains either way."""
+    try:
+        atomic_write(Path(path), write)
+    except OSError as exc:
+        raise UsageError(f"{role} {path}: cannot write it ({exc.strerror or exc})") from None
+
+
+def npz_unpacked_bytes(path) -> int | None:
+    """The bytes the members of the ``.npz`` at ``path`` unpack to, as its zip directory
+    declares them (reading never goes past that), or None if it is not a readable zip.
+
+    A few kilobytes of compressed zeros can declare gigabytes: checking this sum before
+    ``np.load`` reads anything refuses such a file instead of filling the memory.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError):
+        return None
+
+
+LOCAL_SIZE_VARIABLES = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE")   # MPICH, Open MPI
+FLAT_VECTORS = 4         # parameters, gradients, the chunk-gradient sum, optimizer velocity
+ACTIVATION_BUFFERS = 3   # per layer: activations, their gradients, the ReLU mask
+
+
+def local_processes(default: int = 1) -> int:
+    """How many ranks of this job share this machine, as the MPI launcher says (each holds
+    its own copy of the data and the model); ``default`` when no launcher says so."""
+    for name in LOCAL_SIZE_VARIABLES:
+        value = os.environ.get(name, "")
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return default
+
+
+def model_memory_bytes(sizes, batch_rows: int, itemsize: int) -> int:
+    """Bytes one rank needs for an MLP with layer widths ``sizes`` (features, hidden...,
+    classes) trained on batches of ``batch_rows``: ``FLAT_VECTORS`` flat vectors of all
+    parameters, and ``ACTIVATION_BUFFERS`` buffers of one chunk's rows per layer.
+
+    Python integers throughout, so that an absurd width gives an absurd estimate rather
+    than an overflow."""
+    sizes = [int(size) for size in sizes]
+    n_params = sum((fan_in + 1) * fan_out for fan_in, fan_out in zip(sizes, sizes[1:]))
+    rows = min(int(batch_rows), CHUNK_ROWS)
+    activations = rows * sum(sizes[1:]) * ACTIVATION_BUFFERS
+    return (FLAT_VECTORS * n_params + activations) * itemsize

@@ -1,22 +1,23 @@
 """Loss and accuracy curves of a run directory, as PNG (needs the ``plot`` extra)."""
 
-import json
+import io
 from pathlib import Path
 
 from distnn.errors import UsageError
+from distnn.guards import write_output
+from distnn.metrics_log import METRICS_NAME, read_metrics
 
 
-def read_metrics(run_dir: Path) -> list[dict]:
-    path = Path(run_dir) / "metrics.jsonl"
+def run_metrics(run_dir: Path) -> list[dict]:
+    """The checked records of ``run_dir``'s metrics log (a torn last line is skipped)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UsageError(f"{run_dir} is not a run directory (not a directory); give the "
+                         "folder distnn train wrote")
+    path = run_dir / METRICS_NAME
     if not path.exists():
-        raise UsageError(f"{run_dir} is not a run directory (no metrics.jsonl)")
-    records = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise UsageError(f"{path}: line {number} is not JSON ({exc.msg})") from exc
+        raise UsageError(f"{run_dir} is not a run directory (no {METRICS_NAME})")
+    records = read_metrics(path)
     if not records:
         raise UsageError(f"{path} holds no evaluations yet")
     return records
@@ -24,7 +25,7 @@ def read_metrics(run_dir: Path) -> list[dict]:
 
 def plot_run(run_dir: Path) -> list[Path]:
     """Write ``loss.png`` and ``accuracy.png`` into ``run_dir``; returns their paths."""
-    records = read_metrics(run_dir)
+    records = run_metrics(run_dir)
     try:
         import matplotlib
 
@@ -45,8 +46,14 @@ def plot_run(run_dir: Path) -> list[Path]:
         axes.grid(alpha=0.3)
         axes.legend()
         figure.tight_layout()
-        path = Path(run_dir) / f"{metric}.png"
-        figure.savefig(path)
+        written.append(_save_png(figure, Path(run_dir) / f"{metric}.png"))
         plt.close(figure)
-        written.append(path)
     return written
+
+
+def _save_png(figure, path: Path) -> Path:
+    """Render first, then write atomically: no half-written PNG is ever left behind."""
+    image = io.BytesIO()
+    figure.savefig(image, format="png")
+    write_output(path, "plot", lambda stream: stream.write(image.getvalue()))
+    return path
