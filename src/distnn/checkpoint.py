@@ -20,7 +20,7 @@ from distnn.atomic import atomic_write
 from distnn.config import FIELD_TYPES, TrainConfig
 from distnn.data.files import read_npz
 from distnn.errors import UsageError
-from distnn.guards import check_memory, npz_unpacked_bytes, regular_file
+from distnn.guards import check_memory, model_memory_bytes, npz_unpacked_bytes, regular_file
 from distnn.model_file import FLOAT_DTYPES, check_sizes, parameter_count, shown
 
 CHECKPOINT_NAME = "checkpoint.npz"
@@ -157,7 +157,6 @@ def _parameters(arrays: dict, sizes: list[int], config: dict, where: str):
         raise _refuse(where, "params", f"is {dtype}; parameters are float32 or float64")
     if config.get("dtype") not in (None, str(dtype)):
         raise _refuse(where, "params", f"is {dtype}, but the config says {config['dtype']}")
-    check_memory(3 * n_params * dtype.itemsize, f"resuming the {sizes} model of {where}", DAMAGED)
     for name in ("params", "velocity"):
         array = arrays[name]
         if array.dtype != dtype:
@@ -167,6 +166,8 @@ def _parameters(arrays: dict, sizes: list[int], config: dict, where: str):
                           f"({n_params},)")
         if not np.all(np.isfinite(array)):
             raise _refuse(where, name, "holds NaN or infinite values")
+    check_memory(model_memory_bytes(sizes, 1, dtype.itemsize), f"resuming the {sizes} model of "
+                 f"{where}", DAMAGED)
     return arrays["params"], arrays["velocity"]
 
 

@@ -13,8 +13,9 @@ import numpy as np
 from distnn.atomic import atomic_write
 from distnn.data.files import read_npz
 from distnn.errors import UsageError
-from distnn.guards import check_memory, npz_unpacked_bytes, regular_file
+from distnn.guards import check_memory, model_memory_bytes, npz_unpacked_bytes, regular_file
 from distnn.nn import MLP
+from distnn.nn.mlp import CHUNK_ROWS
 
 MODEL_FORMAT = 1
 ACTIVATIONS = ("relu",)
@@ -91,8 +92,8 @@ def load_model(path) -> MLP:
     dtype = _check_layers(arrays, sizes, where)
     for name, allowed in (("activation", ACTIVATIONS), ("output", OUTPUTS)):
         _check_choice(arrays[name], name, allowed, where)
-    check_memory(3 * parameter_count(sizes) * dtype.itemsize, f"the {sizes} model in {path}",
-                 DAMAGED)
+    check_memory(model_memory_bytes(sizes, CHUNK_ROWS, dtype.itemsize),
+                 f"the {sizes} model in {path}", DAMAGED)
     model = MLP(sizes, dtype=dtype)
     model.load_state_arrays(arrays)
     return model
