@@ -6,9 +6,12 @@ then every flag the user gave.
 
 import dataclasses
 import json
+import math
+import numbers
 from dataclasses import dataclass
 
 from distnn.errors import UsageError
+from distnn.guards import regular_file
 
 STRATEGIES = ("serial", "ps-sync", "ps-async", "allreduce")
 DTYPES = ("float32", "float64")
@@ -83,29 +86,56 @@ FIELD_TYPES = {
 }
 
 
+MAX_CONFIG_BYTES = 1 << 20   # a config file is a few lines; more is a wrong file given
+MAX_COUNT = 10**9            # epochs, widths, sizes: checkpoints store them as int64
+MAX_SEED = 2**32 - 1         # NumPy's RandomState takes seeds in [0, 2**32 - 1]
+MAX_CLASSES = 10**6          # one model output per class; labels must be below this
+
+
 def read_config_file(path: str) -> dict:
     """Fields from a TOML file (``lr = 0.1``, ``hidden = [256, 128]``, ``batch-size = "full"``).
 
     Keys may use dashes or underscores; unknown keys and wrongly typed values are refused
-    with the file and key named.
+    with the file and key named. The file must be a regular file (a FIFO would block) of
+    UTF-8 text, with or without a byte-order mark, as editors on Windows write it.
     """
     import tomllib
 
+    regular_file(path, "--config")
     try:
         with open(path, "rb") as handle:
-            raw = tomllib.load(handle)
+            data = handle.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise UsageError(f"--config {path}: cannot read it ({exc.strerror})") from exc
+    if len(data) > MAX_CONFIG_BYTES:
+        raise UsageError(f"--config {path}: over {MAX_CONFIG_BYTES:,} bytes, too large for a "
+                         "config file; give the TOML file of training settings")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"--config {path}: not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                         "save it as UTF-8") from exc
+    try:
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"--config {path}: not valid TOML ({exc})") from exc
+    except RecursionError:
+        raise UsageError(f"--config {path}: not valid TOML (arrays or tables nested too "
+                         "deeply)") from None
     values = {}
     for key, value in raw.items():
         name = key.replace("-", "_")
         if name not in FIELD_TYPES:
-            raise UsageError(f"--config {path}: unknown key {key!r}; known keys: "
+            raise UsageError(f"--config {path}: unknown key {_shown(key)}; known keys: "
                              f"{', '.join(sorted(FIELD_TYPES))}")
         values[name] = _typed(path, key, name, value)
     return values
+
+
+def _shown(value, limit: int = 60) -> str:
+    """``repr(value)``, shortened: a message must stay readable whatever a file holds."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "...(shortened)"
 
 
 def _typed(path: str, key: str, name: str, value):
@@ -114,12 +144,17 @@ def _typed(path: str, key: str, name: str, value):
         return None
     if kind is tuple:
         if not isinstance(value, list) or not all(type(v) is int for v in value):
-            raise UsageError(f"--config {path}: {key} must be a list of integers, got {value!r}")
+            raise UsageError(f"--config {path}: {key} must be a list of integers, "
+                             f"got {_shown(value)}")
         return tuple(value)
     if kind is float and type(value) is int:
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            raise UsageError(f"--config {path}: {key} = {_shown(value)} is too large for a "
+                             "floating-point number") from None
     if type(value) is not kind:
-        raise UsageError(f"--config {path}: {key} must be {kind.__name__}, got {value!r}")
+        raise UsageError(f"--config {path}: {key} must be {kind.__name__}, got {_shown(value)}")
     return value
 
 
@@ -139,8 +174,16 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+INT_FIELDS = ("samples_per_class", "classes", "epochs", "eval_every", "checkpoint_every",
+              "data_shards", "seed")
+OPTIONAL_INT_FIELDS = ("batch_size", "max_staleness")
+FLOAT_FIELDS = ("lr", "lr_decay", "momentum", "test_fraction")
+STR_FIELDS = ("dataset", "data_dir", "label_column", "out")
+
+
 def validate(config: TrainConfig) -> None:
     """Raise UsageError naming the flag, the value received and what is allowed."""
+    _check_kinds(config)
     choices = {"strategy": STRATEGIES, "dtype": DTYPES, "init": INITS}
     for name, allowed in choices.items():
         value = getattr(config, name)
@@ -150,25 +193,70 @@ def validate(config: TrainConfig) -> None:
                 "checkpoint_every": 0, "data_shards": 1}
     for name, low in minimums.items():
         value = getattr(config, name)
-        if not isinstance(value, int) or value < low:
+        if value < low:
             raise UsageError(f"{_flag(name)} must be an integer >= {low}, got {value!r}")
-    if config.batch_size is not None and config.batch_size < 1:
-        raise UsageError(f"--batch-size must be a positive integer or 'full', got {config.batch_size}")
-    if not config.hidden or any(width < 1 for width in config.hidden):
-        raise UsageError(f"--hidden needs positive layer widths, got {list(config.hidden)}")
-    if not config.lr > 0:
-        raise UsageError(f"--lr must be > 0, got {config.lr}")
-    if not config.lr_decay >= 0:
-        raise UsageError(f"--lr-decay must be >= 0, got {config.lr_decay}")
-    if not 0 <= config.momentum < 1:
-        raise UsageError(f"--momentum must be in [0, 1), got {config.momentum}")
+    maximums = {**dict.fromkeys(minimums, MAX_COUNT), "classes": MAX_CLASSES}
+    for name, high in maximums.items():
+        value = getattr(config, name)
+        if value > high:
+            raise UsageError(f"{_flag(name)} must be at most {high:,}, got {value}")
+    if config.batch_size is not None and not 1 <= config.batch_size <= MAX_COUNT:
+        raise UsageError(f"--batch-size must be a positive integer up to {MAX_COUNT:,} or 'full', "
+                         f"got {config.batch_size}")
+    if not config.hidden or any(not 1 <= width <= MAX_COUNT for width in config.hidden):
+        raise UsageError(f"--hidden needs layer widths in [1, {MAX_COUNT:,}], "
+                         f"got {_shown(list(config.hidden))}")
+    _check_optimizer(config)
     if not 0 < config.test_fraction < 1:
         raise UsageError(f"--test-fraction must be in (0, 1), got {config.test_fraction}")
     if config.max_staleness is not None:
         if config.strategy != "ps-async":
             raise UsageError(f"--max-staleness applies to --strategy ps-async only, "
                              f"not {config.strategy}")
-        if config.max_staleness < 0:
-            raise UsageError(f"--max-staleness must be >= 0, got {config.max_staleness}")
-    if config.seed < 0:
-        raise UsageError(f"--seed must be >= 0, got {config.seed}")
+        if not 0 <= config.max_staleness <= MAX_COUNT:
+            raise UsageError(f"--max-staleness must be in [0, {MAX_COUNT:,}], "
+                             f"got {config.max_staleness}")
+    if not 0 <= config.seed <= MAX_SEED:
+        raise UsageError(f"--seed must be in [0, {MAX_SEED}], got {config.seed}")
+
+
+def _check_kinds(config: TrainConfig) -> None:
+    """Every field has its type: values may come from argv, a TOML file or a checkpoint's
+    JSON, and a wrong type must not reach a comparison that would raise TypeError."""
+    for name in INT_FIELDS + OPTIONAL_INT_FIELDS:
+        value = getattr(config, name)
+        if name in OPTIONAL_INT_FIELDS and value is None:
+            continue
+        if not _is_integer(value):
+            raise UsageError(f"{_flag(name)} must be an integer, got {_shown(value)}")
+    for name in FLOAT_FIELDS:
+        value = getattr(config, name)
+        if not isinstance(value, numbers.Real) or isinstance(value, bool):
+            raise UsageError(f"{_flag(name)} must be a number, got {_shown(value)}")
+        if not math.isfinite(value):
+            raise UsageError(f"{_flag(name)} must be a finite number, got {value}")
+    if not isinstance(config.hidden, tuple) or not all(map(_is_integer, config.hidden)):
+        raise UsageError(f"--hidden must be integer layer widths, got {_shown(config.hidden)}")
+    for name in STR_FIELDS:
+        value = getattr(config, name)
+        if value is None:
+            continue
+        if not isinstance(value, str) or "\0" in value:
+            raise UsageError(f"{_flag(name)} must be text without NUL characters, got {_shown(value)}")
+    for name in ("shuffle", "shared_memory"):
+        if type(getattr(config, name)) is not bool:
+            raise UsageError(f"{_flag(name)} must be true or false, got {_shown(getattr(config, name))}")
+
+
+def _is_integer(value) -> bool:
+    """An int or NumPy integer (scikit-learn parameter grids hold those), but not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _check_optimizer(config: TrainConfig) -> None:
+    if not config.lr > 0:
+        raise UsageError(f"--lr must be > 0, got {config.lr}")
+    if not config.lr_decay >= 0:
+        raise UsageError(f"--lr-decay must be >= 0, got {config.lr_decay}")
+    if not 0 <= config.momentum < 1:
+        raise UsageError(f"--momentum must be in [0, 1), got {config.momentum}")

@@ -52,6 +52,16 @@ def check_fits(config: TrainConfig, dataset: Dataset, size: int) -> None:
     if config.data_shards > min(n_train, config.batch_size or n_train):
         raise UsageError(f"--data-shards {config.data_shards} is more than the "
                          f"{min(n_train, config.batch_size or n_train)} samples of a batch")
+    # A model that cannot fit is refused before any rank allocates it: a width of 10**8,
+    # or a label of 10**6 (one output per class), would end in a MemoryError mid-setup.
+    from distnn.guards import check_memory, local_processes, model_memory_bytes
+
+    sizes = (dataset.n_features, *config.hidden, dataset.n_classes)
+    rows = config.batch_size or n_train
+    check_memory(model_memory_bytes(sizes, rows, np.dtype(config.dtype).itemsize),
+                 f"the model {'-'.join(map(str, sizes))} ({config.dtype}, batches of {rows})",
+                 "use smaller --hidden widths, fewer classes, or fewer processes per machine",
+                 processes=local_processes(size))
 
 
 def evaluate(comm: MPI.Comm, model: MLP, dataset: Dataset, worker: int | None = None,

@@ -5,11 +5,13 @@ from pathlib import Path
 
 import numpy as np
 
-from distnn.data.files import read_array, read_npz, split_label_column
+from distnn.config import MAX_CLASSES, MAX_SEED
+from distnn.data.files import path_exists, read_array, read_npz, split_label_column
 from distnn.data.idx import load_idx_images
 from distnn.data.sampler import worker_range
 from distnn.data.spiral import spiral_data
 from distnn.errors import UsageError
+from distnn.guards import check_memory, local_processes
 
 CHECK_ROWS = 4096   # rows per chunk of the NaN check: no full-size temporary
 
@@ -62,7 +64,7 @@ def load_dataset(config, share: tuple[int, int] | None = (0, 1)) -> Dataset:
         arrays = load_idx_images(Path(directory), config.dataset, how_to_get)
         return _validated(config.dataset, arrays, config, share)
     path = Path(config.dataset)
-    if not path.exists():
+    if not path_exists(path, "--dataset"):
         raise UsageError(
             f"--dataset {config.dataset!r}: no such file or directory "
             "(use spiral, fashion-mnist, mnist, an .npz file, or a directory with "
@@ -71,20 +73,29 @@ def load_dataset(config, share: tuple[int, int] | None = (0, 1)) -> Dataset:
     if path.is_dir():
         arrays = _read_directory(path)
     elif path.suffix == ".csv":
-        arrays = split_label_column(path, config.label_column)
+        arrays = split_label_column(path, config.label_column, "--dataset")
     else:
-        arrays = read_npz(path)
+        arrays = read_npz(path, role="--dataset")
     return _validated(str(path), arrays, config, share)
 
 
 def _spiral(config) -> Dataset:
+    """Training and test spirals from ``seed`` and the seed after it (wrapping round at
+    RandomState's limit)."""
+    dtype = np.dtype(config.dtype)
+    rows = config.samples_per_class * config.classes
+    # Per row, train and test: float64 features, their copy in dtype, uint8 and intp labels.
+    check_memory(2 * rows * (2 * 8 + 2 * dtype.itemsize + 1 + np.dtype(np.intp).itemsize),
+                 f"the spiral data set ({config.samples_per_class:,} samples x {config.classes:,} "
+                 "classes, train and test)", "lower --samples-per-class or --classes",
+                 processes=local_processes())
     x_train, y_train = spiral_data(
         config.samples_per_class, config.classes, np.random.RandomState(config.seed)
     )
     x_test, y_test = spiral_data(
-        config.samples_per_class, config.classes, np.random.RandomState(config.seed + 1)
+        config.samples_per_class, config.classes,
+        np.random.RandomState((config.seed + 1) % (MAX_SEED + 1)),
     )
-    dtype = np.dtype(config.dtype)
     return Dataset("spiral", x_train.astype(dtype), y_train.astype(np.intp),
                    x_test.astype(dtype), y_test.astype(np.intp), config.classes)
 
@@ -92,9 +103,10 @@ def _spiral(config) -> Dataset:
 def _read_directory(path: Path) -> dict[str, np.ndarray]:
     arrays = {}
     for name in SPLITS:
-        found = [path / f"{name}{ext}" for ext in (".npy", ".csv") if (path / f"{name}{ext}").exists()]
+        found = [path / f"{name}{ext}" for ext in (".npy", ".csv")
+                 if path_exists(path / f"{name}{ext}", "--dataset")]
         if found:
-            arrays[name] = read_array(found[0])
+            arrays[name] = read_array(found[0], "--dataset")
     return arrays
 
 
@@ -113,7 +125,19 @@ def _labels(source: str, name: str, y: np.ndarray) -> np.ndarray:
         raise UsageError(f"{source}: {name} has dtype {y.dtype}; labels must be integers 0..K-1")
     if y.min() < 0:
         raise UsageError(f"{source}: {name} holds a negative label ({int(y.min())})")
+    if y.max() >= MAX_CLASSES:
+        # Checked before the cast: a float label of 1e300 would not survive it.
+        raise UsageError(f"{source}: {name} holds the label {_number(y.max())}; labels must be "
+                         f"integers 0..K-1 with K at most {MAX_CLASSES:,} (the model has one "
+                         "output per class): number the classes from 0")
     return y.astype(np.intp)
+
+
+def _number(value) -> str:
+    """A label as a user wrote it: digits for an integer, a float's digits while exact."""
+    if isinstance(value, np.integer) or abs(value) < 2**53:
+        return str(int(value))
+    return f"{value:.6g}"
 
 
 def _features(source: str, name: str, x: np.ndarray, dtype, share) -> np.ndarray:
@@ -124,14 +148,32 @@ def _features(source: str, name: str, x: np.ndarray, dtype, share) -> np.ndarray
         raise UsageError(f"{source}: {name} must be 2-D (samples, features), got shape {x.shape}")
     if x.shape[0] == 0:
         raise UsageError(f"{source}: {name} is empty")
+    if x.shape[1] == 0:
+        raise UsageError(f"{source}: {name} has no features (shape {x.shape}); each row needs "
+                         "at least one value")
     if x.dtype.kind not in "fiu":
         raise UsageError(f"{source}: {name} has non-numeric dtype {x.dtype}")
-    x = x.astype(dtype, copy=False)
+    with np.errstate(over="ignore"):   # a value beyond dtype's range becomes inf, found below
+        x = x.astype(dtype, copy=False)
     start, stop = (0, 0) if share is None else worker_range(x.shape[0], share[1], share[0])
     for first in range(start, stop, CHECK_ROWS):
         if not np.isfinite(x[first:min(first + CHECK_ROWS, stop)]).all():
             raise UsageError(f"{source}: {name} holds NaN or infinite values")
     return x
+
+
+def _check_copies(source: str, arrays: dict, dtype: np.dtype) -> None:
+    """Refuse data whose copies would not fit: features in another dtype are converted,
+    and a held-out split copies every row. A memory-mapped ``.npy`` in ``dtype`` with a
+    test pair needs no copy at all, however large it is."""
+    need = 0
+    for name in ("X_train", "X_test"):
+        x = np.asarray(arrays.get(name, ()))
+        copies = (x.dtype != dtype) + (name == "X_train" and "X_test" not in arrays)
+        need += copies * x.size * dtype.itemsize
+    check_memory(need, f"{source} in {dtype} (features converted or split)",
+                 f"store the features as {dtype} .npy files with an X_test/y_test pair",
+                 processes=local_processes())
 
 
 def _validated(source: str, arrays: dict, config, share) -> Dataset:
@@ -143,6 +185,7 @@ def _validated(source: str, arrays: dict, config, share) -> Dataset:
     if ("X_test" in arrays) != ("y_test" in arrays):
         raise UsageError(f"{source}: X_test and y_test must come together")
     dtype = np.dtype(config.dtype)
+    _check_copies(source, arrays, dtype)
     x_train = _features(source, "X_train", arrays["X_train"], dtype, share)
     y_train = _labels(source, "y_train", arrays["y_train"])
     if x_train.shape[0] != y_train.shape[0]:

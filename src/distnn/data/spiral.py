@@ -13,11 +13,13 @@ def spiral_data(samples: int, classes: int, rng: np.random.RandomState | None = 
     Returns
     -------
     X : (samples * classes, 2) float64
-    y : (samples * classes,) uint8 class labels, in blocks of ``samples``.
+    y : (samples * classes,) class labels, in blocks of ``samples``: uint8 as nnfs makes
+        them, or the smallest unsigned type that holds them beyond 256 classes (uint8
+        would wrap round).
     """
     randn = np.random.randn if rng is None else rng.randn
     X = np.zeros((samples * classes, 2))
-    y = np.zeros(samples * classes, dtype="uint8")
+    y = np.zeros(samples * classes, dtype=np.min_scalar_type(max(classes - 1, 0)))
     for class_number in range(classes):
         ix = range(samples * class_number, samples * (class_number + 1))
         r = np.linspace(0.0, 1, samples)
