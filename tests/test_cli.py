@@ -83,10 +83,13 @@ def test_divergence_stops_with_a_clear_message(tmp_path):
 
 
 def test_runs_started_in_the_same_second_get_their_own_directories(tmp_path, monkeypatch):
-    from distnn import cli
+    from distnn import rundir
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(cli.time, "strftime", lambda _: "20261125-101500")
-    first, second = cli._default_out("ps-sync"), cli._default_out("ps-sync")
+    monkeypatch.setattr(rundir.time, "strftime", lambda _: "20261125-101500")
+    runs = [rundir.RunDirectory(None, "ps-sync") for _ in range(2)]
+    first, second = (run.claim() for run in runs)
     assert first.name == "20261125-101500-ps-sync" and second.name == "20261125-101500-ps-sync-2"
     assert first.is_dir() and second.is_dir()
+    for run in runs:
+        run.release()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import WORKLOADS
-from distnn.cli import binding_args
+from distnn.launch import binding_args
 from helpers import distnn, max_relative_difference, mpi_script, read_result, train_params
 
 

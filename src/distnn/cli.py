@@ -8,11 +8,10 @@ Error policy (DESIGN §3.5):
 """
 
 import argparse
-import itertools
 import os
-import shutil
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -20,31 +19,22 @@ from pathlib import Path
 from distnn import __version__
 from distnn.config import DTYPES, INITS, PRESETS, STRATEGIES, make_config
 from distnn.errors import UsageError
+from distnn.interrupt import EXIT_INTERRUPTED
+from distnn.launch import (
+    MPI_ENV_SIZE,
+    binding_args,
+    env_int,
+    env_rank,
+    find_mpiexec,
+    forget_orphaned_job,
+    oversubscription_note,
+    pin_blas_threads,
+    relaunch,
+    under_mpi,
+)
 
-MPI_ENV_SIZE = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS")
-MPI_ENV_RANK = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK")
-BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-
-
-def _env_int(names) -> int | None:
-    for name in names:
-        if os.environ.get(name, "").isdigit():
-            return int(os.environ[name])
-    return None
-
-
-def under_mpi() -> bool:
-    return _env_int(MPI_ENV_SIZE) is not None
-
-
-def _pin_blas_threads(env) -> None:
-    """One BLAS thread per rank: with ranks filling the cores, more threads only contend."""
-    for name in BLAS_THREAD_VARS:
-        env.setdefault(name, "1")
-
-
-if (_env_int(MPI_ENV_SIZE) or 1) > 1:
-    _pin_blas_threads(os.environ)
+if (env_int(MPI_ENV_SIZE) or 1) > 1:
+    pin_blas_threads(os.environ)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -118,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--checkpoint-every", type=int, help="epochs between checkpoints (default: every "
         "evaluation; always at the end)")
     add("--out", help="run directory (default: runs/<time>-<strategy>)")
+    add("--overwrite", action="store_true", help="replace the distnn run already in --out "
+        "(refused if --out holds other files)")
     add("--resume", metavar="RUN_DIR", help="continue the run saved in RUN_DIR from its "
         "checkpoint (only --epochs may change)")
     add("--procs", type=int, help="launch N MPI processes with mpiexec (unless already under MPI)")
@@ -220,7 +212,7 @@ def _costmodel(args) -> int:
     out = Path(args.out) if args.out else Path("bench-out") / time.strftime("costmodel-%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
-    _pin_blas_threads(env)
+    pin_blas_threads(env)
     subprocess.run([find_mpiexec(), "-n", "2", sys.executable, "-m", "distnn.costmodel",
                     str(out / "network.json")], check=True, env=env, timeout=600)
     network = json.loads((out / "network.json").read_text())
@@ -238,50 +230,13 @@ def _costmodel(args) -> int:
     return 0
 
 
-def find_mpiexec() -> str:
-    """The mpiexec of the MPI mpi4py was installed with: the venv's first (the MPICH wheel)."""
-    override = os.environ.get("DISTNN_MPIEXEC")
-    if override:
-        return override
-    beside_python = Path(sys.executable).parent / "mpiexec"
-    if beside_python.exists():
-        return str(beside_python)
-    found = shutil.which("mpiexec")
-    if found is None:
-        raise UsageError(
-            "--procs needs mpiexec, and none was found: pip install 'distnn[mpich]' "
-            "for the MPICH wheel, or install your system's MPI, or set DISTNN_MPIEXEC"
-        )
-    return found
-
-
-def binding_args(mpiexec: str) -> list[str]:
-    """``-bind-to core`` for MPICH's Hydra launcher: one core per rank, round robin.
-
-    Unbound, the kernel sometimes left both ps-sync workers on one core (p90 step 3.2 ms
-    against 2.4 ms bound, 3 ranks on 2 cores); bound, the server shares a core with a
-    worker, which costs nothing because it only runs while the workers sleep. Other
-    launchers spell binding differently, so they are left to their defaults.
-    """
-    try:
-        version = subprocess.run([mpiexec, "--version"], capture_output=True, text=True,
-                                 timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    return ["-bind-to", "core"] if "HYDRA" in version else []
-
-
-def relaunch(procs: int, argv: list[str]) -> int:
-    """Run this same command under ``mpiexec -n procs``; returns its exit status."""
-    env = dict(os.environ)
-    _pin_blas_threads(env)
-    mpiexec = find_mpiexec()
-    command = [mpiexec, *binding_args(mpiexec), "-n", str(procs), sys.executable, "-m", "mpi4py",
-               "-m", "distnn", *argv]
-    return subprocess.call(command, env=env)
-
-
-ABORT_GRACE_S = 0.5   # lets mpiexec forward a failing rank's message before MPI_Abort
+ABORT_GRACE_S = 0.5       # lets mpiexec forward a failing rank's message before MPI_Abort
+FINALIZE_TIMEOUT_S = 10   # a rank whose peers never reach MPI_Finalize exits anyway
+MAX_PROCS = 4096
+# Strategies whose rank 0 is a parameter server. Named here, not taken from
+# distnn.parallel, so that the launcher never imports mpi4py.MPI: initialising MPI in the
+# launcher would leave a shared-memory segment in /dev/shm if the launcher were killed.
+SERVER_STRATEGIES = ("ps-sync", "ps-async")
 
 
 def _report(message: str, rank: int | None = None, size: int | None = None) -> None:
@@ -292,22 +247,44 @@ def _report(message: str, rank: int | None = None, size: int | None = None) -> N
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    env_rank = _env_int(MPI_ENV_RANK) or 0
     try:
         args = build_parser().parse_args(argv)
         if args.command != "train":
             return _single_process_command(args)
         settings = vars(args)
         procs = settings.pop("procs", None)
-        if procs is not None and procs < 1:
-            raise UsageError(f"--procs must be >= 1, got {procs}")
+        if procs is not None and not 1 <= procs <= MAX_PROCS:
+            raise UsageError(f"--procs must be in [1, {MAX_PROCS}], got {procs}")
         if procs is not None and procs > 1 and not under_mpi():
+            config, _ = _resolve_config(dict(settings))
+            check_process_count(config.strategy, procs)
+            note = oversubscription_note(procs)
+            if note and not settings.get("quiet"):
+                print(note, file=sys.stderr, flush=True)
             return relaunch(procs, argv)
     except UsageError as exc:
-        if env_rank == 0:
+        if env_rank() == 0:
             _report(str(exc))
         return exc.exit_code
+    except KeyboardInterrupt:
+        if env_rank() == 0:
+            _report("interrupted")
+        return EXIT_INTERRUPTED
     return _train(settings, procs)
+
+
+def check_process_count(strategy: str, size: int) -> None:
+    """Refuse a process count the strategy cannot use, before any work."""
+    if strategy == "serial" and size > 1:
+        raise UsageError(
+            f"--strategy serial runs on one process, but this job has {size}: pick --strategy "
+            f"allreduce ({size} workers), ps-sync or ps-async (1 server + {size - 1} "
+            f"worker{'s' if size > 2 else ''}), "
+            "or run without --procs")
+    if strategy in SERVER_STRATEGIES and size < 2:
+        raise UsageError(
+            f"--strategy {strategy} needs at least 2 processes (1 server + 1 worker); "
+            f"got {size}: use --procs 2 or more")
 
 
 def _single_process_command(args) -> int:
@@ -364,21 +341,6 @@ def _single_process_command(args) -> int:
     return 0
 
 
-def _default_out(strategy: str) -> Path:
-    """``runs/<time>-<strategy>``, claimed by creating it: a second run started in the same
-    second gets ``-2``. Other errors are left to the run directory's own checks."""
-    base = Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{strategy}"
-    for attempt in itertools.count(1):
-        path = base if attempt == 1 else base.with_name(f"{base.name}-{attempt}")
-        try:
-            path.mkdir(parents=True)
-        except FileExistsError:
-            continue
-        except OSError:
-            pass
-        return path
-
-
 RESUMABLE_CHANGES = {"epochs"}
 
 
@@ -389,6 +351,9 @@ def _resumed_config(resume_dir: str, settings: dict):
     if "out" in settings and Path(settings.pop("out")).resolve() != Path(resume_dir).resolve():
         raise UsageError("--resume writes into the run directory it continues; drop --out or "
                          "give the same directory")
+    if settings.pop("overwrite", False):
+        raise UsageError(f"--resume continues the run in {resume_dir} and --overwrite would "
+                         "replace it; give one of them")
     changed = sorted(set(settings) - RESUMABLE_CHANGES)
     if changed:
         flags = ", ".join("--" + name.replace("_", "-") for name in changed)
@@ -400,44 +365,59 @@ def _resumed_config(resume_dir: str, settings: dict):
     try:
         config = make_config(saved.pop("preset", "default"), **{**saved, **settings,
                                                                  "out": resume_dir})
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise UsageError(f"--resume: {checkpoint['path']} holds a config this version cannot "
                          f"read ({exc})") from exc
-    if config.epochs < checkpoint["epoch"]:
-        raise UsageError(f"--epochs {config.epochs} is before the checkpoint's epoch "
-                         f"{checkpoint['epoch']}")
+    epoch, epoch_step = checkpoint["epoch"], checkpoint.get("epoch_step", 0)
+    if config.epochs < epoch or (epoch_step and config.epochs == epoch):
+        reached = f"epoch {epoch}" + (f" and {epoch_step} steps of the next" if epoch_step else "")
+        raise UsageError(f"--epochs {config.epochs} is before the checkpoint, which reached "
+                         f"{reached}; give --epochs {epoch + 1} or more")
     return config, checkpoint
 
 
+def _resolve_config(settings: dict):
+    """The run's config from flags, ``--config`` and presets, or from the checkpoint of
+    ``--resume``; returns ``(config, checkpoint or None)``."""
+    settings = dict(settings)
+    for name in ("command", "quiet"):
+        settings.pop(name, None)
+    resume_dir = settings.pop("resume", None)
+    if resume_dir is not None:
+        return _resumed_config(resume_dir, settings)
+    from distnn.config import read_config_file
+
+    settings.pop("overwrite", None)
+    from_file = read_config_file(settings.pop("config")) if "config" in settings else {}
+    preset = settings.pop("preset", from_file.pop("preset", "default"))
+    return make_config(preset, **{**from_file, **settings}), None
+
+
 def _setup(settings: dict, comm, procs: int | None):
-    """Config, data, checkpoint and run directory; raises UsageError with the first problem."""
+    """Config, data, checkpoint and (rank 0) the unclaimed run directory; raises UsageError
+    with the first problem. Creates nothing."""
     from distnn.data import load_dataset
-    from distnn.rundir import RunDirectory
+    from distnn.rundir import RunDirectory, check_target
     from distnn.train import check_fits
 
-    settings = dict(settings)
-    settings.pop("command")
-    quiet = settings.pop("quiet", False)
-    resume_dir = settings.pop("resume", None)
-    checkpoint = None
-    if resume_dir is not None:
-        config, checkpoint = _resumed_config(resume_dir, settings)
-    else:
-        from distnn.config import read_config_file
-
-        from_file = read_config_file(settings.pop("config")) if "config" in settings else {}
-        preset = settings.pop("preset", from_file.pop("preset", "default"))
-        config = make_config(preset, **{**from_file, **settings})
+    config, checkpoint = _resolve_config(settings)
     if procs is not None and procs != comm.Get_size():
         raise UsageError(f"--procs {procs} but this MPI job has {comm.Get_size()} processes")
+    check_process_count(config.strategy, comm.Get_size())
+    if not config.shared_memory and comm.Get_size() == 1:
+        raise UsageError("--no-shared-memory applies to runs on several processes; drop it")
     dataset = load_dataset(config, share=_value_check_share(config, comm))
     check_fits(config, dataset, comm.Get_size())
     run = None
     if comm.Get_rank() == 0:
-        out = Path(config.out) if config.out else _default_out(config.strategy)
-        config = config.replace(out=str(out))
-        run = RunDirectory(out, resume_epoch=None if checkpoint is None else checkpoint["epoch"])
-    return config, dataset, run, quiet, checkpoint
+        resume = checkpoint is not None
+        overwrite = bool(settings.get("overwrite"))
+        out = Path(config.out) if config.out else None
+        check_target(out, resume=resume, overwrite=overwrite)
+        run = RunDirectory(out, config.strategy,
+                           resume_epoch=checkpoint["epoch"] if resume else None,
+                           overwrite=overwrite)
+    return config, dataset, run, checkpoint
 
 
 def _value_check_share(config, comm) -> tuple[int, int] | None:
@@ -450,35 +430,69 @@ def _value_check_share(config, comm) -> tuple[int, int] | None:
     return None if rank == 0 else (rank - 1, size - 1)
 
 
+def _first_failure(comm, failure: UsageError | None):
+    """Agreement step: every rank learns the first rank's refusal (message, exit code)."""
+    failures = comm.allgather(None if failure is None else (str(failure), failure.exit_code))
+    return next((item for item in failures if item is not None), None)
+
+
 def _agreed_exit(code: int) -> int:
-    """Every rank stops with ``code`` (after the agreement step, so no rank is left in a
-    collective): finalize MPI first, so that ``python -m mpi4py`` does not turn the
-    non-zero exit into ``MPI_Abort``, which leaves MPICH's shared-memory segment behind in
-    /dev/shm (about 3 MB per job)."""
+    """Every rank stops with ``code`` (after an agreement step, or on an error every rank
+    raised alike): finalize MPI first, so that ``python -m mpi4py`` does not turn the
+    non-zero exit into ``MPI_Abort``. If a peer never reaches ``MPI_Finalize`` (it died),
+    this rank exits anyway after ``FINALIZE_TIMEOUT_S``."""
     from mpi4py import MPI
 
     if MPI.COMM_WORLD.Get_size() > 1 and not MPI.Is_finalized():
+        watchdog = threading.Timer(FINALIZE_TIMEOUT_S, os._exit, args=(code,))
+        watchdog.daemon = True
+        watchdog.start()
         MPI.Finalize()
+        watchdog.cancel()
     return code
 
 
 def _train(settings: dict, procs: int | None) -> int:
     from mpi4py import MPI
 
+    from distnn.interrupt import StopRequest
+    from distnn.parallel.shared_memory import unlink_job_segments
+
     comm = MPI.COMM_WORLD
-    rank, size = comm.Get_rank(), comm.Get_size()
-    failure = None
+    rank = comm.Get_rank()
+    unlink_job_segments(comm)
+    stop = StopRequest().install()
     try:
-        config, dataset, run, quiet, checkpoint = _setup(settings, comm, procs)
+        return _run(settings, procs, comm, stop)
+    finally:
+        stop.restore()
+        if rank == 0:
+            forget_orphaned_job()
+
+
+def _run(settings: dict, procs: int | None, comm, stop) -> int:
+    rank, size = comm.Get_rank(), comm.Get_size()
+    quiet = bool(settings.get("quiet"))
+    failure = run = None
+    try:
+        config, dataset, run, checkpoint = _setup(settings, comm, procs)
     except UsageError as exc:
         failure = exc
-    failures = comm.allgather(None if failure is None else (str(failure), failure.exit_code))
-    first = next((item for item in failures if item is not None), None)
+    first = _first_failure(comm, failure)
+    if first is None and run is not None:
+        try:
+            config = config.replace(out=str(run.claim()))
+        except UsageError as exc:
+            failure = exc
+        first = _first_failure(comm, failure)
+    else:
+        first = first or _first_failure(comm, None)
     if first is not None:
         if rank == 0:
             _report(first[0])
         return _agreed_exit(first[1])
 
+    from distnn.interrupt import Interrupted
     from distnn.progress import Progress
     from distnn.train import train
 
@@ -487,22 +501,36 @@ def _train(settings: dict, procs: int | None) -> int:
         if run is not None:
             run.write_config(config)
         model, result = train(config, comm, dataset, run=run, progress=progress,
-                              checkpoints=True, resume=checkpoint)
+                              checkpoints=True, resume=checkpoint, stop=stop)
         if run is not None:
             run.save_model(model)
             run.write_result({"config": config.to_dict(), **result})
-            if not quiet:
-                final = result["final"]
-                print(f"{config.strategy} on {size} process{'es' if size > 1 else ''} "
-                      f"({result['workers']} worker{'s' if result['workers'] > 1 else ''}): "
-                      f"{config.epochs} epochs in {result['train_time_s']:.2f} s, "
-                      f"test accuracy {final['test_accuracy']:.4f}; run saved in {run.path}",
-                      flush=True)
-        return 0
+            final = result["final"]
+            summary = (f"{config.strategy} on {size} process{'es' if size > 1 else ''} "
+                       f"({result['workers']} worker{'s' if result['workers'] > 1 else ''}): "
+                       f"{config.epochs} epochs in {result['train_time_s']:.2f} s, "
+                       f"test accuracy {final['test_accuracy']:.4f}; ")
+            print(("" if quiet else summary) + f"run saved in {run.path}", flush=True)
+        return _agreed_exit(0) if size > 1 else 0
+    except Interrupted as stopped:
+        if run is not None:
+            run.save_model(stopped.model)
+            sys.stderr.write(f"distnn: {stopped}; the model is saved in {run.path}; continue "
+                             f"with: distnn train --resume {run.path}\n")
+        return _agreed_exit(EXIT_INTERRUPTED)
     except UsageError as exc:
+        # Raised inside training on every rank alike (divergence is seen in reduced
+        # metrics; a checkpoint that does not fit the data, by every rank).
         if rank == 0:
             _report(str(exc))
-        return exc.exit_code
+        return _agreed_exit(exc.exit_code)
+    except KeyboardInterrupt:
+        if rank == 0:
+            where = f"; the last checkpoint in {run.path} is kept" if run is not None else ""
+            _report(f"interrupted again: stopped at once{where}")
+        if size > 1:
+            comm.Abort(EXIT_INTERRUPTED)
+        return EXIT_INTERRUPTED
     except BaseException:
         _report("unexpected failure\n" + traceback.format_exc(), rank, size)
         if size > 1:
@@ -512,6 +540,9 @@ def _train(settings: dict, procs: int | None) -> int:
             time.sleep(ABORT_GRACE_S)
             comm.Abort(1)
         return 1
+    finally:
+        if run is not None:
+            run.release()
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from distnn.checkpoint import CHECKPOINT_NAME, save_checkpoint
 from distnn.config import TrainConfig
 from distnn.data import BatchSampler, Dataset, worker_range
 from distnn.errors import UsageError
+from distnn.interrupt import CHECK_EVERY, Interrupted, NoStop, StopRequest
 from distnn.memory import mapped_npy_rss_mb, peak_rss_mb
 from distnn.nn import MLP
 from distnn.optim import SGD
@@ -88,13 +89,16 @@ def evaluate(comm: MPI.Comm, model: MLP, dataset: Dataset, worker: int | None = 
 
 def train(config: TrainConfig, comm: MPI.Comm, dataset: Dataset, run=None,
           progress: Progress | None = None, checkpoints: bool = False,
-          resume: dict | None = None) -> tuple[MLP, dict]:
+          resume: dict | None = None, stop: StopRequest | None = None) -> tuple[MLP, dict]:
     """Train on every rank of ``comm``; returns the model and (on rank 0) the result record.
 
     ``run`` (a RunDirectory, rank 0 only) receives one metrics record per evaluation and,
     when ``checkpoints`` is set (on every rank), a checkpoint every
     ``config.checkpoint_every`` epochs and at the end. ``resume`` (a loaded checkpoint,
-    identical on every rank) continues a run exactly where it stopped.
+    identical on every rank) continues a run exactly where it stopped. ``stop`` (installed
+    by the caller) ends training at a step boundary all ranks agree on: the strategy is
+    finished, a checkpoint written (with ``checkpoints``) and ``Interrupted`` raised, carrying
+    the model.
     """
     check_fits(config, dataset, comm.Get_size())
     progress = progress or Progress(config.epochs, enabled=False)
@@ -110,9 +114,9 @@ def train(config: TrainConfig, comm: MPI.Comm, dataset: Dataset, run=None,
     timer = PhaseTimer()
     strategy = STRATEGIES[config.strategy].from_config(config, comm, model, optimizer, dataset,
                                                        timer)
-    first_epoch = 0
+    first_epoch, first_step = 0, 0
     if resume is not None:
-        first_epoch = restore(resume, model, optimizer, strategy)
+        first_epoch, first_step = restore(resume, model, optimizer, strategy)
     comm.Bcast([model.params, mpi_type(model.dtype)], root=0)
 
     records = []
@@ -138,14 +142,32 @@ def train(config: TrainConfig, comm: MPI.Comm, dataset: Dataset, run=None,
                 "lower --lr or raise --lr-decay (the last good checkpoint is kept)"
             )
 
-    def write_checkpoint(epoch: int) -> None:
+    def write_checkpoint(epoch: int, epoch_step: int = 0) -> None:
         if not np.all(np.isfinite(model.params)):
             raise TrainingDiverged(f"training diverged before epoch {epoch}: the parameters "
                                    "hold NaN or infinity (the last good checkpoint is kept)")
         if run is not None:
             save_checkpoint(run.path / CHECKPOINT_NAME, config=config, epoch=epoch, model=model,
-                            optimizer=optimizer, strategy_state=strategy.state_dict())
+                            optimizer=optimizer, strategy_state=strategy.state_dict(),
+                            epoch_step=epoch_step)
         comm.Barrier()
+
+    stop = stop or NoStop()
+    steps_per_epoch = sampler.steps_per_epoch
+
+    def should_stop(epoch: int, step: int) -> bool:
+        """Every ``CHECK_EVERY`` global steps, the ranks agree whether to stop (collective)."""
+        global_step = epoch * steps_per_epoch + step
+        return global_step % CHECK_EVERY == 0 and stop.agreed(comm)
+
+    def interrupt(epoch: int, epoch_step: int) -> None:
+        strategy.synchronize()
+        if checkpoints:
+            write_checkpoint(epoch, epoch_step)
+        strategy.finish()
+        error = Interrupted(epoch, epoch_step)
+        error.model = model
+        raise error
 
     comm.Barrier()
     started = time.perf_counter()
@@ -153,7 +175,13 @@ def train(config: TrainConfig, comm: MPI.Comm, dataset: Dataset, run=None,
     if config.epochs == first_epoch:
         record_evaluation(first_epoch, 0.0)
     for epoch in range(first_epoch + 1, config.epochs + 1):
-        strategy.run_epoch(sampler, epoch - 1)
+        stopped_at = strategy.run_epoch(
+            sampler, epoch - 1, first_step if epoch == first_epoch + 1 else 0,
+            (lambda step, epoch=epoch: should_stop(epoch - 1, step)))
+        if stopped_at is not None:
+            interrupt(epoch - 1, stopped_at)
+        if not strategy.stops_mid_epoch and epoch < config.epochs and stop.agreed(comm):
+            interrupt(epoch, 0)
         evaluate_now = epoch % config.eval_every == 0 or epoch == config.epochs
         checkpoint_now = checkpoints and (epoch % checkpoint_every == 0 or epoch == config.epochs)
         if evaluate_now or checkpoint_now:
@@ -197,8 +225,9 @@ def train(config: TrainConfig, comm: MPI.Comm, dataset: Dataset, run=None,
     return model, result
 
 
-def restore(checkpoint: dict, model: MLP, optimizer: SGD, strategy) -> int:
-    """Load a checkpoint into this rank's objects; returns the epoch it reached."""
+def restore(checkpoint: dict, model: MLP, optimizer: SGD, strategy) -> tuple[int, int]:
+    """Load a checkpoint into this rank's objects; returns the epochs it completed and the
+    steps it took into the next one (non-zero after an interrupt)."""
     if checkpoint["sizes"] != model.sizes:
         raise UsageError(f"--resume: {checkpoint['path']} holds a {checkpoint['sizes']} model, "
                          f"this data and config need {model.sizes}")
@@ -208,7 +237,7 @@ def restore(checkpoint: dict, model: MLP, optimizer: SGD, strategy) -> int:
                                "iterations": checkpoint["iterations"],
                                "velocity": checkpoint["velocity"]})
     strategy.load_state_dict(checkpoint["strategy"])
-    return checkpoint["epoch"]
+    return checkpoint["epoch"], checkpoint.get("epoch_step", 0)
 
 
 

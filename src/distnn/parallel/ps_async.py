@@ -72,7 +72,11 @@ class PSAsync(Strategy):
     def updates_per_epoch(self, sampler) -> int:
         return sum(map(len, batch_sizes_per_worker(sampler, self.size - 1)))
 
-    def run_epoch(self, sampler, epoch: int) -> None:
+    stops_mid_epoch = False   # gradients in flight: a stop waits for the epoch's end
+
+    def run_epoch(self, sampler, epoch: int, first_step: int = 0, should_stop=None) -> int | None:
+        if first_step:
+            raise ValueError("ps-async runs whole epochs; it cannot start mid-epoch")
         if self.rank == 0:
             self._serve(batch_sizes_per_worker(sampler, self.size - 1))
         else:
@@ -81,6 +85,7 @@ class PSAsync(Strategy):
                 start, stop = worker_range(batch_length(batch), n_workers, self.rank - 1)
                 if stop > start:
                     self._work(batch)
+        return None
 
     def _work(self, batch) -> None:
         timer = self.timer

@@ -6,6 +6,8 @@ shared-memory pattern: every window is locked once (``Lock_all``) and ``fence`` 
 memory sync with a barrier, so writes before it are seen by every rank after it.
 """
 
+import os
+
 import numpy as np
 from mpi4py import MPI
 
@@ -68,3 +70,42 @@ class SharedBuffers:
             window.Unlock_all()
             window.Free()
         self._windows = []
+
+
+SHM_DIR = "/dev/shm/"
+MPICH_SEGMENT_PREFIX = "mpich_shm_"
+
+
+def _mapped_segments(prefix: str) -> set[str]:
+    """Paths of this process's live mappings of files in /dev/shm named ``prefix...``."""
+    paths = set()
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            for line in maps:
+                fields = line.split(maxsplit=5)
+                if len(fields) == 6 and fields[5].startswith(SHM_DIR + prefix):
+                    path = fields[5].rstrip("\n")
+                    if not path.endswith("(deleted)"):
+                        paths.add(path)
+    except OSError:
+        pass
+    return paths
+
+
+def unlink_job_segments(comm: MPI.Comm) -> None:
+    """Remove the names of the shared-memory files MPICH made for this job in MPI_Init.
+
+    Every rank of a node maps the node's segment during MPI_Init, so once all ranks are
+    past a barrier the file's name is no longer needed: the memory lives while any rank
+    maps it. Without a name, no ending of the job (MPI_Abort, kill -9, a lost launcher)
+    can leave it behind in /dev/shm, where it would hold its memory until reboot.
+    Other MPI libraries may attach later, by name, so they are left alone.
+    """
+    if "MPICH" not in MPI.Get_library_version():
+        return
+    comm.Barrier()
+    for path in _mapped_segments(MPICH_SEGMENT_PREFIX):
+        try:
+            os.unlink(path)
+        except OSError:
+            pass

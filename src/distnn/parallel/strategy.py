@@ -1,5 +1,7 @@
 """What every strategy shares: the model replica, the data and this rank's slice of a batch."""
 
+import itertools
+
 import numpy as np
 from mpi4py import MPI
 
@@ -20,6 +22,7 @@ class Strategy:
 
     name = ""
     has_server = False
+    stops_mid_epoch = True    # may stop between any two steps (see ``run_epoch``)
     polite = True   # wait with Test/Iprobe + short sleeps (distnn.parallel.comm), not spinning
     shared = None   # SharedBuffers when the model lives in shared memory (one node)
 
@@ -66,9 +69,16 @@ class Strategy:
         """Optimizer steps per epoch: one per global batch for synchronous strategies."""
         return sampler.steps_per_epoch
 
-    def run_epoch(self, sampler, epoch: int) -> None:
-        for batch in sampler.batches(epoch):
+    def run_epoch(self, sampler, epoch: int, first_step: int = 0, should_stop=None) -> int | None:
+        """Steps ``first_step..`` of ``epoch``. Before each step, ``should_stop(step)`` (the
+        same answer on every rank) may end the epoch early: returns the number of steps of
+        this epoch done when it stopped, None when the epoch is complete."""
+        batches = itertools.islice(sampler.batches(epoch), first_step, None)
+        for index, batch in enumerate(batches, start=first_step):
+            if should_stop is not None and should_stop(index):
+                return index
             self.step(batch)
+        return None
 
     def step(self, batch) -> None:
         raise NotImplementedError

@@ -1,0 +1,73 @@
+"""Stopping a run cleanly on Ctrl-C, SIGTERM or SIGHUP, at a step boundary every rank agrees on.
+
+A signal only sets a flag. The training loop asks ``should_stop`` before a step; every
+``CHECK_EVERY`` global steps the ranks combine their flags (one tiny ``Allreduce``), so they
+stop together after the same step, save a checkpoint and the model, and exit 130. Under
+``mpiexec`` each rank gets the signal from the launcher; a rank that gets it a little
+later than the others still stops at the same step. A second signal means "now": serial
+runs raise ``KeyboardInterrupt`` at once, and under ``--procs`` the launcher's second
+SIGINT makes Hydra kill the job.
+"""
+
+import signal
+
+import numpy as np
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+CHECK_EVERY = 16      # global steps between agreements: one small Allreduce per 16 steps
+EXIT_INTERRUPTED = 130
+
+
+class Interrupted(Exception):
+    """Every rank stopped at the same step boundary on a user's request."""
+
+    def __init__(self, epoch: int, epoch_step: int):
+        super().__init__(f"interrupted at epoch {epoch} step {epoch_step}")
+        self.epoch, self.epoch_step = epoch, epoch_step
+
+
+class StopRequest:
+    """Catches the stop signals while installed; ``requested`` is this rank's flag."""
+
+    def __init__(self):
+        self.signal: int | None = None
+        self._previous = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signal is not None
+
+    def install(self) -> "StopRequest":
+        for signum in STOP_SIGNALS:
+            try:
+                self._previous[signum] = signal.signal(signum, self._handle)
+            except (ValueError, OSError):    # not the main thread: signals stay as they were
+                pass
+        return self
+
+    def restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    def agreed(self, comm) -> bool:
+        """Collective: whether any rank has been asked to stop."""
+        if comm.Get_size() == 1:
+            return self.requested
+        from mpi4py import MPI  # not at import: the launcher imports this module, never MPI
+
+        flag = np.array([1 if self.requested else 0], dtype=np.int32)
+        comm.Allreduce(MPI.IN_PLACE, flag, op=MPI.MAX)
+        return bool(flag[0])
+
+
+class NoStop(StopRequest):
+    """For library callers that handle signals themselves: never asks to stop."""
+
+    def agreed(self, comm) -> bool:
+        return False

@@ -1,0 +1,199 @@
+"""``--procs N``: run the same command under the installed MPI's ``mpiexec``, and own that job.
+
+The launcher is the process the user sees, so it answers for the whole job:
+- ``mpiexec`` runs in its own session, so the terminal's Ctrl-C reaches the launcher
+  alone, which forwards one SIGINT (Hydra passes it to every rank: they stop at a step
+  boundary and save); a second signal is forwarded too, and Hydra then kills the job;
+- ``mpiexec`` dies with the launcher (``PR_SET_PDEATHSIG``): if the launcher is killed,
+  even by SIGKILL, mpiexec gets SIGTERM and the ranks stop within seconds;
+- after the job, whatever its end, the launcher removes the temporary files a killed rank
+  may have left in the run directory (rank 0 tells it which directory that is).
+"""
+
+import ctypes
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from distnn.errors import UsageError
+
+MPI_ENV_SIZE = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS")
+MPI_ENV_RANK = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK")
+BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+JOB_DIR_VAR = "DISTNN_JOB_DIR"          # where rank 0 notes the run directory for the launcher
+RUN_DIR_NOTE = "run_dir"
+LAUNCHER_PID_VAR = "DISTNN_LAUNCHER_PID"
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+PR_SET_PDEATHSIG = 1
+
+
+def env_int(names) -> int | None:
+    for name in names:
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return None
+
+
+def under_mpi() -> bool:
+    return env_int(MPI_ENV_SIZE) is not None
+
+
+def env_rank() -> int:
+    return env_int(MPI_ENV_RANK) or 0
+
+
+def pin_blas_threads(env) -> None:
+    """One BLAS thread per rank: with ranks filling the cores, more threads only contend."""
+    for name in BLAS_THREAD_VARS:
+        env.setdefault(name, "1")
+
+
+def find_mpiexec() -> str:
+    """The mpiexec of the MPI mpi4py was installed with: the venv's first (the MPICH wheel)."""
+    override = os.environ.get("DISTNN_MPIEXEC")
+    if override:
+        found = shutil.which(override)
+        if found is None:
+            raise UsageError(f"DISTNN_MPIEXEC={override!r} is not an executable file; point it "
+                             "at your MPI's mpiexec, or unset it to use the one beside Python")
+        return found
+    beside_python = Path(sys.executable).parent / "mpiexec"
+    if beside_python.exists():
+        return str(beside_python)
+    found = shutil.which("mpiexec")
+    if found is None:
+        raise UsageError(
+            "--procs needs mpiexec, and none was found: pip install 'distnn[mpich]' "
+            "for the MPICH wheel, or install your system's MPI, or set DISTNN_MPIEXEC"
+        )
+    return found
+
+
+def binding_args(mpiexec: str) -> list[str]:
+    """``-bind-to core`` for MPICH's Hydra launcher: one core per rank, round robin.
+
+    Unbound, the kernel sometimes left both ps-sync workers on one core; bound, the
+    server shares a core with a worker, which costs nothing because it only runs while
+    the workers sleep. Other launchers spell binding differently, so they are left to
+    their defaults.
+    """
+    try:
+        version = subprocess.run([mpiexec, "--version"], capture_output=True, text=True,
+                                 timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return ["-bind-to", "core"] if "HYDRA" in version else []
+
+
+def oversubscription_note(procs: int) -> str | None:
+    """One line when ``procs`` ranks exceed this machine's cores, else None."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if cores and procs > cores:
+        return (f"note: {procs} processes on {cores} cores: ranks share cores, so timings "
+                "measure contention, not scaling")
+    return None
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when the launcher dies (Linux)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def relaunch(procs: int, argv: list[str]) -> int:
+    """Run ``distnn argv`` under ``mpiexec -n procs``; returns the job's exit status."""
+    mpiexec = find_mpiexec()
+    env = dict(os.environ)
+    pin_blas_threads(env)
+    job_dir = tempfile.mkdtemp(prefix="distnn-job-")
+    env[JOB_DIR_VAR] = job_dir
+    env[LAUNCHER_PID_VAR] = str(os.getpid())
+    command = [mpiexec, *binding_args(mpiexec), "-n", str(procs), sys.executable, "-m",
+               "mpi4py", "-m", "distnn", *argv]
+    try:
+        job = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL,
+                               start_new_session=True, preexec_fn=_die_with_parent)
+    except OSError as exc:
+        shutil.rmtree(job_dir, ignore_errors=True)
+        raise UsageError(f"cannot start {mpiexec}: {exc.strerror}") from exc
+    previous = {signum: signal.signal(signum, lambda signum, frame: _forward(job))
+                for signum in FORWARDED_SIGNALS}
+    try:
+        while True:
+            try:
+                code = job.wait()
+                break
+            except InterruptedError:
+                continue
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        _clean_up_after(job_dir)
+    return 128 - code if code < 0 else code
+
+
+def _forward(job: subprocess.Popen) -> None:
+    """Forward a stop request as SIGINT: Hydra passes the first to every rank (they stop
+    at a step boundary and save) and kills the job on the second."""
+    if job.poll() is None:
+        try:
+            job.send_signal(signal.SIGINT)
+        except OSError:
+            pass
+
+
+def note_run_directory(path: Path) -> None:
+    """Rank 0: tell the launcher, if there is one, where this run writes."""
+    job_dir = os.environ.get(JOB_DIR_VAR)
+    if job_dir and Path(job_dir).is_dir():
+        try:
+            (Path(job_dir) / RUN_DIR_NOTE).write_text(str(Path(path).resolve()))
+        except OSError:
+            pass
+
+
+def remove_temporary_files(run_dir: Path) -> None:
+    """Temporary files of interrupted atomic writes (``.<name>.<random>.tmp``)."""
+    for stale in Path(run_dir).glob(".*.tmp"):
+        try:
+            stale.unlink()
+        except OSError:
+            pass
+
+
+def _clean_up_after(job_dir: str) -> None:
+    note = Path(job_dir) / RUN_DIR_NOTE
+    try:
+        run_dir = note.read_text()
+    except OSError:
+        run_dir = None
+    if run_dir:
+        remove_temporary_files(Path(run_dir))
+    shutil.rmtree(job_dir, ignore_errors=True)
+
+
+def forget_orphaned_job() -> None:
+    """Rank 0, at its end: if the launcher died (it was killed), do its cleaning."""
+    job_dir, pid = os.environ.get(JOB_DIR_VAR), os.environ.get(LAUNCHER_PID_VAR, "")
+    if not job_dir or not pid.isdigit():
+        return
+    if _alive(int(pid)):
+        return                       # the launcher cleans up after the job
+    _clean_up_after(job_dir)
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a killed process that is not yet reaped, a zombie, does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
