@@ -71,6 +71,12 @@ def test_a_header_wider_than_the_rows_is_refused_not_indexed(tmp_path):
             label_column="label")
 
 
+@pytest.mark.parametrize("column", ["--1", "²", "-", "99999999999999999999"])
+def test_label_columns_that_are_not_indices_are_named(tmp_path, column):
+    (tmp_path / "d.csv").write_text(ROWS)
+    refused(f"--label-column '?{column}'?", load, tmp_path / "d.csv", label_column=column)
+
+
 def test_a_one_column_csv_has_no_features(tmp_path):
     (tmp_path / "d.csv").write_text("0\n1\n0\n1\n")
     refused("a label column needs at least one feature", load, tmp_path / "d.csv")

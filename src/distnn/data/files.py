@@ -92,6 +92,13 @@ def read_csv_with_header(path: Path, role: str = "file") -> tuple[np.ndarray, li
     return values, header
 
 
+def _is_index(text: str) -> bool:
+    """``3`` or ``-1``: ASCII digits only (``str.isdigit`` also accepts ``²``, which ``int``
+    refuses)."""
+    digits = text[1:] if text.startswith("-") else text
+    return digits.isascii() and digits.isdigit()
+
+
 def split_label_column(path: Path, label_column: str, role: str = "--dataset") -> dict[str, np.ndarray]:
     """``X_train``/``y_train`` from one CSV whose ``label_column`` holds the labels.
 
@@ -103,7 +110,7 @@ def split_label_column(path: Path, label_column: str, role: str = "--dataset") -
         raise UsageError(f"{path} has {width} column; a label column needs at least one feature")
     if label_column in ("first", "last"):
         column = 0 if label_column == "first" else width - 1
-    elif label_column.lstrip("-").isdigit():
+    elif _is_index(label_column):
         column = int(label_column)
         if not -width <= column < width:
             raise UsageError(f"--label-column {label_column}: {path} has {width} columns")
