@@ -125,7 +125,7 @@ def _labels(source: str, name: str, y: np.ndarray) -> np.ndarray:
         raise UsageError(f"{source}: {name} has dtype {y.dtype}; labels must be integers 0..K-1")
     if y.min() < 0:
         raise UsageError(f"{source}: {name} holds a negative label ({int(y.min())})")
-    if y.max() >= MAX_CLASSES:
+    if y.max().item() >= MAX_CLASSES:   # a Python number: 10**6 overflows float16
         # Checked before the cast: a float label of 1e300 would not survive it.
         raise UsageError(f"{source}: {name} holds the label {_number(y.max())}; labels must be "
                          f"integers 0..K-1 with K at most {MAX_CLASSES:,} (the model has one "
