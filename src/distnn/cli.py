@@ -255,13 +255,15 @@ def main(argv: list[str] | None = None) -> int:
         procs = settings.pop("procs", None)
         if procs is not None and not 1 <= procs <= MAX_PROCS:
             raise UsageError(f"--procs must be in [1, {MAX_PROCS}], got {procs}")
-        if procs is not None and procs > 1 and not under_mpi():
+        if not under_mpi():
             config, _ = _resolve_config(dict(settings))
-            check_process_count(config.strategy, procs)
-            note = oversubscription_note(procs)
-            if note and not settings.get("quiet"):
-                print(note, file=sys.stderr, flush=True)
-            return relaunch(procs, argv)
+            procs = procs or config.procs    # --resume and --config keep the process count
+            check_process_count(config.strategy, procs or 1)
+            if procs is not None and procs > 1:
+                note = oversubscription_note(procs)
+                if note and not settings.get("quiet"):
+                    print(note, file=sys.stderr, flush=True)
+                return relaunch(procs, argv)
     except UsageError as exc:
         if env_rank() == 0:
             _report(str(exc))
@@ -317,12 +319,13 @@ def _single_process_command(args) -> int:
         from distnn.export import export_onnx
 
         target = Path(args.output) if args.output else Path(args.model).with_suffix(".onnx")
-        print(f"wrote {export_onnx(model, target)}")
+        print(f"wrote {export_onnx(model, target, sources=(Path(args.model),))}")
         return 0
     if args.command == "predict":
         from distnn.inference import predict_file
 
-        rows = predict_file(model, Path(args.input), Path(args.output))
+        rows = predict_file(model, Path(args.input), Path(args.output),
+                            sources=(Path(args.model),))
         print(f"wrote {rows} predictions to {args.output}")
         return 0
     import json
@@ -336,7 +339,7 @@ def _single_process_command(args) -> int:
     x, y = ((dataset.x_test, dataset.y_test) if args.split == "test"
             else (dataset.x_train, dataset.y_train))
     check_features(model, x, f"--dataset {dataset.name}")
-    result = score(model, x, y)
+    result = score(model, x, y, f"--dataset {dataset.name}")
     print(json.dumps(result) if getattr(args, "json", False) else format_score(result))
     return 0
 
@@ -403,6 +406,7 @@ def _setup(settings: dict, comm, procs: int | None):
     config, checkpoint = _resolve_config(settings)
     if procs is not None and procs != comm.Get_size():
         raise UsageError(f"--procs {procs} but this MPI job has {comm.Get_size()} processes")
+    config = config.replace(procs=comm.Get_size())
     check_process_count(config.strategy, comm.Get_size())
     if not config.shared_memory and comm.Get_size() == 1:
         raise UsageError("--no-shared-memory applies to runs on several processes; drop it")

@@ -44,6 +44,7 @@ class TrainConfig:
     eval_every: int = 100            # epochs between evaluations (the last epoch always)
     checkpoint_every: int = 0        # epochs between checkpoints; 0 = at every evaluation
     out: str | None = None           # run directory; None = runs/<timestamp>
+    procs: int | None = None         # MPI processes (--procs launches them); None = this job's
 
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)
@@ -82,7 +83,7 @@ FIELD_TYPES = {
     "epochs": int, "batch_size": int, "lr": float, "lr_decay": float, "momentum": float,
     "seed": int, "shuffle": bool, "data_shards": int, "max_staleness": int, "shared_memory": bool,
     "eval_every": int,
-    "checkpoint_every": int, "out": str,
+    "checkpoint_every": int, "out": str, "procs": int,
 }
 
 
@@ -174,9 +175,10 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+MAX_PROCS = 4096
 INT_FIELDS = ("samples_per_class", "classes", "epochs", "eval_every", "checkpoint_every",
               "data_shards", "seed")
-OPTIONAL_INT_FIELDS = ("batch_size", "max_staleness")
+OPTIONAL_INT_FIELDS = ("batch_size", "max_staleness", "procs")
 FLOAT_FIELDS = ("lr", "lr_decay", "momentum", "test_fraction")
 STR_FIELDS = ("dataset", "data_dir", "label_column", "out")
 
@@ -216,6 +218,8 @@ def validate(config: TrainConfig) -> None:
         if not 0 <= config.max_staleness <= MAX_COUNT:
             raise UsageError(f"--max-staleness must be in [0, {MAX_COUNT:,}], "
                              f"got {config.max_staleness}")
+    if config.procs is not None and not 1 <= config.procs <= MAX_PROCS:
+        raise UsageError(f"--procs must be in [1, {MAX_PROCS}], got {config.procs}")
     if not 0 <= config.seed <= MAX_SEED:
         raise UsageError(f"--seed must be in [0, {MAX_SEED}], got {config.seed}")
 

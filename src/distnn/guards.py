@@ -15,7 +15,6 @@ from pathlib import Path
 from distnn.atomic import atomic_write
 from distnn.errors import UsageError
 from distnn.nn.mlp import CHUNK_ROWS
-from distnn.nn.mlp import CHUNK_ROWS
 
 MEMINFO = Path("/proc/meminfo")
 MEMORY_SHARE = 0.9   # of the available memory one job may plan to use
@@ -129,35 +128,6 @@ def npz_unpacked_bytes(path) -> int | None:
             return sum(info.file_size for info in archive.infolist())
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError):
         return None
-
-
-LOCAL_SIZE_VARIABLES = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE")   # MPICH, Open MPI
-FLAT_VECTORS = 4         # parameters, gradients, the chunk-gradient sum, optimizer velocity
-ACTIVATION_BUFFERS = 3   # per layer: activations, their gradients, the ReLU mask
-
-
-def local_processes(default: int = 1) -> int:
-    """How many ranks of this job share this machine, as the MPI launcher says (each holds
-    its own copy of the data and the model); ``default`` when no launcher says so."""
-    for name in LOCAL_SIZE_VARIABLES:
-        value = os.environ.get(name, "")
-        if value.isdigit() and int(value) > 0:
-            return int(value)
-    return default
-
-
-def model_memory_bytes(sizes, batch_rows: int, itemsize: int) -> int:
-    """Bytes one rank needs for an MLP with layer widths ``sizes`` (features, hidden...,
-    classes) trained on batches of ``batch_rows``: ``FLAT_VECTORS`` flat vectors of all
-    parameters, and ``ACTIVATION_BUFFERS`` buffers of one chunk's rows per layer.
-
-    Python integers throughout, so that an absurd width gives an absurd estimate rather
-    than an overflow."""
-    sizes = [int(size) for size in sizes]
-    n_params = sum((fan_in + 1) * fan_out for fan_in, fan_out in zip(sizes, sizes[1:]))
-    rows = min(int(batch_rows), CHUNK_ROWS)
-    activations = rows * sum(sizes[1:]) * ACTIVATION_BUFFERS
-    return (FLAT_VECTORS * n_params + activations) * itemsize
 
 
 LOCAL_SIZE_VARIABLES = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE")   # MPICH, Open MPI

@@ -66,7 +66,7 @@ def predict_file(model: MLP, input_path: Path, output_path: Path, sources=()) ->
     """
     input_path = regular_file(input_path, "--input")
     output_path = output_file(output_path, "--output", inputs=(input_path, *sources))
-    raw = read_array(input_path)
+    raw = read_array(input_path, "--input")
     check_features(model, raw, f"--input {input_path}")
     check_memory(raw.size * (8 + model.dtype.itemsize) + raw.shape[0] * model.n_classes * 40,
                  f"predicting {raw.shape[0]:,} rows of {input_path}", "split the input file")

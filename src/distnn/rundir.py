@@ -14,10 +14,10 @@ import os
 import time
 from pathlib import Path
 
-from distnn.atomic import atomic_write, write_json
+from distnn.atomic import write_json
 from distnn.errors import UsageError
 from distnn.launch import note_run_directory, remove_temporary_files
-from distnn.metrics_log import METRICS_NAME, read_metrics
+from distnn.metrics_log import METRICS_NAME, keep_through_epoch
 from distnn.model_file import save_model
 from distnn.nn import MLP
 
@@ -146,10 +146,10 @@ class RunDirectory:
         remove_temporary_files(self.path)
         metrics = self.path / METRICS_NAME
         if self.resume_epoch is not None:
-            kept = [record for record in (read_metrics(metrics) if metrics.exists() else [])
-                    if record["epoch"] <= self.resume_epoch]
-            text = "".join(json.dumps(record) + "\n" for record in kept)
-            atomic_write(metrics, lambda stream: stream.write(text.encode()))
+            if metrics.exists():
+                keep_through_epoch(metrics, self.resume_epoch)
+            else:
+                metrics.write_text("")
             return
         entries = [entry for entry in self.path.iterdir()]
         if entries and not self.overwrite:
