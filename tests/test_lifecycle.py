@@ -245,3 +245,19 @@ def test_divergence_under_mpi_ends_without_abort_or_segment(tmp_path):
     assert "training diverged" in done.stderr and "Abort" not in done.stderr
     assert "BAD TERMINATION" not in done.stdout + done.stderr
     assert segments() - before == set()
+
+
+def hydra_files() -> set[Path]:
+    return set(Path("/tmp").glob("hydra_hwloc_xmlfile_*"))
+
+
+def test_an_aborted_launched_job_leaves_no_temporary_file(tmp_path):
+    from distnn import launch
+
+    before = segments(), job_dirs(), hydra_files()
+    script = Path(__file__).parent / "mpi_scripts" / "raise_on_rank.py"
+    code = launch.relaunch(3, ["1", "5", "--strategy", "ps-sync", "--epochs", "50", "--quiet",
+                               "--out", str(tmp_path / "run")], program=(str(script),))
+    assert code != 0
+    assert (segments(), job_dirs(), hydra_files()) == before
+    assert not list((tmp_path / "run").glob(".*.tmp"))

@@ -27,6 +27,7 @@ from distnn.launch import (
     env_rank,
     find_mpiexec,
     forget_orphaned_job,
+    note_launcher_residue,
     oversubscription_note,
     pin_blas_threads,
     relaunch,
@@ -465,6 +466,8 @@ def _train(settings: dict, procs: int | None) -> int:
     comm = MPI.COMM_WORLD
     rank = comm.Get_rank()
     unlink_job_segments(comm)
+    if rank == 0:
+        note_launcher_residue()
     stop = StopRequest().install()
     try:
         return _run(settings, procs, comm, stop)

@@ -26,6 +26,8 @@ MPI_ENV_RANK = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK")
 BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 JOB_DIR_VAR = "DISTNN_JOB_DIR"          # where rank 0 notes the run directory for the launcher
 RUN_DIR_NOTE = "run_dir"
+RESIDUE_NOTE = "residue"                # files of the MPI launcher a killed job leaves behind
+HYDRA_TEMPORARY = "/tmp/hydra_hwloc_xmlfile_"
 LAUNCHER_PID_VAR = "DISTNN_LAUNCHER_PID"
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 PR_SET_PDEATHSIG = 1
@@ -106,8 +108,9 @@ def _die_with_parent() -> None:
         pass
 
 
-def relaunch(procs: int, argv: list[str]) -> int:
-    """Run ``distnn argv`` under ``mpiexec -n procs``; returns the job's exit status."""
+def relaunch(procs: int, argv: list[str], program: tuple[str, ...] = ("-m", "distnn")) -> int:
+    """Run ``python -m mpi4py PROGRAM argv`` (by default ``distnn argv``) under
+    ``mpiexec -n procs``; returns the job's exit status."""
     mpiexec = find_mpiexec()
     env = dict(os.environ)
     pin_blas_threads(env)
@@ -115,7 +118,7 @@ def relaunch(procs: int, argv: list[str]) -> int:
     env[JOB_DIR_VAR] = job_dir
     env[LAUNCHER_PID_VAR] = str(os.getpid())
     command = [mpiexec, *binding_args(mpiexec), "-n", str(procs), sys.executable, "-m",
-               "mpi4py", "-m", "distnn", *argv]
+               "mpi4py", *program, *argv]
     try:
         job = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL,
                                start_new_session=True, preexec_fn=_die_with_parent)
@@ -158,6 +161,32 @@ def note_run_directory(path: Path) -> None:
             pass
 
 
+def note_launcher_residue() -> None:
+    """Rank 0: tell the launcher which temporary files its MPI launcher made for this job.
+
+    Hydra's proxy (this rank's parent) keeps the hwloc topology it wrote to /tmp open and
+    removes it when the job ends normally, but not when the job is aborted or killed; the
+    distnn launcher removes it then. Other launchers leave nothing that is known here.
+    """
+    job_dir = os.environ.get(JOB_DIR_VAR)
+    if not job_dir or not Path(job_dir).is_dir():
+        return
+    found = []
+    try:
+        descriptors = Path(f"/proc/{os.getppid()}/fd")
+        for descriptor in descriptors.iterdir():
+            target = os.readlink(descriptor)
+            if target.startswith(HYDRA_TEMPORARY):
+                found.append(target)
+    except OSError:
+        return
+    if found:
+        try:
+            (Path(job_dir) / RESIDUE_NOTE).write_text("\n".join(found))
+        except OSError:
+            pass
+
+
 def remove_temporary_files(run_dir: Path) -> None:
     """Temporary files of interrupted atomic writes (``.<name>.<random>.tmp``)."""
     for stale in Path(run_dir).glob(".*.tmp"):
@@ -175,6 +204,13 @@ def _clean_up_after(job_dir: str) -> None:
         run_dir = None
     if run_dir:
         remove_temporary_files(Path(run_dir))
+    try:
+        residue = (Path(job_dir) / RESIDUE_NOTE).read_text().split("\n")
+    except OSError:
+        residue = []
+    for path in residue:
+        if path.startswith(HYDRA_TEMPORARY):
+            Path(path).unlink(missing_ok=True)
     shutil.rmtree(job_dir, ignore_errors=True)
 
 

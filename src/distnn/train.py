@@ -161,6 +161,7 @@ def train(config: TrainConfig, comm: MPI.Comm, dataset: Dataset, run=None,
         return global_step % CHECK_EVERY == 0 and stop.agreed(comm)
 
     def interrupt(epoch: int, epoch_step: int) -> None:
+        progress.close()
         strategy.synchronize()
         if checkpoints:
             write_checkpoint(epoch, epoch_step)

@@ -39,6 +39,9 @@ class Doorbells:
                 for rank in range(comm.Get_size()):
                     os.mkfifo(Path(directory, str(rank)), 0o600)
             except OSError as exc:
+                if directory is not None:
+                    shutil.rmtree(directory, ignore_errors=True)
+                    directory = None
                 error = (f"cannot create the doorbell pipes in {tempfile.gettempdir()} "
                          f"({exc.strerror}); set TMPDIR to a writable local directory, or "
                          "pass --no-shared-memory")
