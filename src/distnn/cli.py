@@ -16,7 +16,7 @@ import time
 import traceback
 from pathlib import Path
 
-from distnn import __version__
+from distnn import __version__, recipes
 from distnn.config import DTYPES, INITS, PRESETS, STRATEGIES, make_config
 from distnn.errors import UsageError
 from distnn.interrupt import EXIT_INTERRUPTED
@@ -98,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--lr-decay", type=float, help="lr_t = lr / (1 + lr_decay * t)")
     add("--momentum", type=float)
     add("--no-shuffle", dest="shuffle", action="store_false", help="keep the stored order")
+    add("--standardize", action=argparse.BooleanOptionalAction,
+        help="scale every input feature to zero mean and unit variance over the training rows; "
+        "the statistics are stored in model.npz (default: on for data from files and images, "
+        "off for the spiral at full batch)")
     add("--data-shards", type=int, metavar="K", help="draw worker k's part of every batch from "
         "shard k of the rows; set K to the number of workers so that each reads only its "
         "share of a memory-mapped .npy (default 1: one shuffle over all rows)")
@@ -412,6 +416,7 @@ def _setup(settings: dict, comm, procs: int | None):
     if not config.shared_memory and comm.Get_size() == 1:
         raise UsageError("--no-shared-memory applies to runs on several processes; drop it")
     dataset = load_dataset(config, share=_value_check_share(config, comm))
+    config = recipes.fit_to_data(config, dataset.x_train.shape[0])
     check_fits(config, dataset, comm.Get_size())
     run = None
     if comm.Get_rank() == 0:
@@ -504,9 +509,10 @@ def _run(settings: dict, procs: int | None, comm, stop) -> int:
     from distnn.train import train
 
     try:
-        progress = Progress(config.epochs, enabled=rank == 0 and not quiet)
+        progress = Progress(enabled=rank == 0 and not quiet)
         if run is not None:
             run.write_config(config)
+            progress.message(recipes.describe(config))
         model, result = train(config, comm, dataset, run=run, progress=progress,
                               checkpoints=True, resume=checkpoint, stop=stop)
         if run is not None:

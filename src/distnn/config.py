@@ -1,7 +1,7 @@
 """One typed, validated training configuration, and the named presets.
 
-Precedence, lowest first: the ``default`` preset, the preset named by ``--preset``,
-then every flag the user gave.
+Precedence, lowest first: the recipe the data calls for (``recipes.py``), the preset
+named by ``--preset``, a ``--config`` file, then every flag the user gave.
 """
 
 import dataclasses
@@ -10,6 +10,7 @@ import math
 import numbers
 from dataclasses import dataclass
 
+from distnn import recipes
 from distnn.errors import UsageError
 from distnn.guards import regular_file
 
@@ -45,10 +46,14 @@ class TrainConfig:
     checkpoint_every: int = 0        # epochs between checkpoints; 0 = at every evaluation
     out: str | None = None           # run directory; None = runs/<timestamp>
     procs: int | None = None         # MPI processes (--procs launches them); None = this job's
+    standardize: bool = False        # inputs (x - mean) / std per feature, stats in model.npz
+    recipe: str = "original"         # which recipe filled the values not set (recipes.py)
+    auto: tuple[str, ...] = ()       # fields the recipe will fit to the data size (not saved)
 
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)
         data["hidden"] = list(self.hidden)
+        del data["auto"]
         return data
 
     def to_json(self) -> str:
@@ -83,7 +88,7 @@ FIELD_TYPES = {
     "epochs": int, "batch_size": int, "lr": float, "lr_decay": float, "momentum": float,
     "seed": int, "shuffle": bool, "data_shards": int, "max_staleness": int, "shared_memory": bool,
     "eval_every": int,
-    "checkpoint_every": int, "out": str, "procs": int,
+    "checkpoint_every": int, "out": str, "procs": int, "standardize": bool, "recipe": str,
 }
 
 
@@ -166,7 +171,8 @@ def make_config(preset: str = "default", **overrides) -> TrainConfig:
     unknown = set(overrides) - FIELDS
     if unknown:
         raise UsageError(f"unknown config field(s): {', '.join(sorted(unknown))}")
-    config = TrainConfig(preset=preset, **PRESETS[preset]).replace(**overrides)
+    values = recipes.fill({**PRESETS[preset], **overrides})
+    config = TrainConfig(preset=preset, **values)
     validate(config)
     return config
 
@@ -186,7 +192,8 @@ STR_FIELDS = ("dataset", "data_dir", "label_column", "out")
 def validate(config: TrainConfig) -> None:
     """Raise UsageError naming the flag, the value received and what is allowed."""
     _check_kinds(config)
-    choices = {"strategy": STRATEGIES, "dtype": DTYPES, "init": INITS}
+    choices = {"strategy": STRATEGIES, "dtype": DTYPES, "init": INITS,
+               "recipe": tuple(recipes.RECIPES)}
     for name, allowed in choices.items():
         value = getattr(config, name)
         if value not in allowed:
@@ -247,7 +254,7 @@ def _check_kinds(config: TrainConfig) -> None:
             continue
         if not isinstance(value, str) or "\0" in value:
             raise UsageError(f"{_flag(name)} must be text without NUL characters, got {_shown(value)}")
-    for name in ("shuffle", "shared_memory"):
+    for name in ("shuffle", "shared_memory", "standardize"):
         if type(getattr(config, name)) is not bool:
             raise UsageError(f"{_flag(name)} must be true or false, got {_shown(getattr(config, name))}")
 

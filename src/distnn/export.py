@@ -1,6 +1,7 @@
 """Export a trained model to ONNX (needs the ``onnx`` extra).
 
-The graph is ``input → (MatMul, Add, Relu)* → MatMul, Add → Softmax``, with two outputs:
+The graph is ``input → [(Sub, Mul): standardisation, if the model has one] → (MatMul, Add,
+Relu)* → MatMul, Add → Softmax``, with two outputs:
 ``probabilities`` (n, classes) and ``label`` (n,), so any ONNX runtime reproduces
 ``distnn predict``.
 """
@@ -39,6 +40,12 @@ def export_onnx(model: MLP, path: Path, sources=()) -> Path:
     elem = getattr(TensorProto, ELEMENT_TYPES[model.dtype])
     nodes, initializers = [], []
     current = "input"
+    if model.input_shift is not None:
+        initializers += [numpy_helper.from_array(model.input_shift.copy(), "input.shift"),
+                         numpy_helper.from_array(model.input_scale.copy(), "input.scale")]
+        nodes += [helper.make_node("Sub", ["input", "input.shift"], ["centered"]),
+                  helper.make_node("Mul", ["centered", "input.scale"], ["standardized"])]
+        current = "standardized"
     for i, layer in enumerate(model.layers):
         initializers += [numpy_helper.from_array(layer.weight.copy(), f"layers.{i}.weight"),
                          numpy_helper.from_array(layer.bias.copy(), f"layers.{i}.bias")]

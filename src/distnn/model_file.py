@@ -24,6 +24,8 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 # Every array of a model file besides the layers' weights and biases; new metadata (e.g.
 # input standardisation statistics) is added here, and anything else is refused.
 METADATA = ("format", "sizes", "activation", "output")
+# Optional, together or not at all: input standardisation, (x - shift) * scale per feature.
+INPUT_TRANSFORM = ("input.shift", "input.scale")
 MAX_WIDTH = 1 << 24        # far above any real layer; keeps fan_in * fan_out exact in int64
 MAX_LAYERS = 1024
 DAMAGED = "the file is damaged or was not written by distnn; train again or use another copy"
@@ -113,13 +115,17 @@ def _check_names(arrays: dict, sizes: list[int], where: str) -> None:
     """Exactly the metadata and one weight and bias per layer: no more, no fewer."""
     expected = [*METADATA, *layer_names(len(sizes) - 1)]
     missing = [name for name in expected if name not in arrays]
+    if any(name in arrays for name in INPUT_TRANSFORM):
+        expected += INPUT_TRANSFORM
+        missing += [name for name in INPUT_TRANSFORM if name not in arrays]
     if missing:
         raise UsageError(f"{where}: {missing[0]!r} is missing (sizes {sizes} need "
                          f"{len(sizes) - 1} layers); {DAMAGED}")
     unexpected = sorted(set(arrays) - set(expected))
     if unexpected:
         raise UsageError(f"{where}: unexpected array(s) {', '.join(map(repr, unexpected))} "
-                         f"(a model file holds {', '.join(METADATA)} and layers.*); {DAMAGED}")
+                         f"(a model file holds {', '.join(METADATA)}, layers.* and optionally "
+                         f"{' and '.join(INPUT_TRANSFORM)}); {DAMAGED}")
 
 
 def _check_layers(arrays: dict, sizes: list[int], where: str) -> np.dtype:
@@ -139,6 +145,16 @@ def _check_layers(arrays: dict, sizes: list[int], where: str) -> np.dtype:
                                  f"{dtype}; all layers share one dtype; {DAMAGED}")
             if not np.all(np.isfinite(array)):
                 raise UsageError(f"{where}: {name!r} holds NaN or infinite values; {DAMAGED}")
+    for name in INPUT_TRANSFORM:
+        array = arrays.get(name)
+        if array is None:
+            continue
+        if array.shape != (sizes[0],) or array.dtype != dtype:
+            raise UsageError(f"{where}: {name!r} is {shown(array)}, but the model needs "
+                             f"({sizes[0]},) {dtype}; {DAMAGED}")
+        if not np.all(np.isfinite(array)) or (name == "input.scale" and np.any(array <= 0)):
+            raise UsageError(f"{where}: {name!r} holds values that are not finite"
+                             f"{' and positive' if name == 'input.scale' else ''}; {DAMAGED}")
     return dtype
 
 

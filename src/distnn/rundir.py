@@ -101,9 +101,11 @@ class RunDirectory:
             self.path, created = self._claim_default()
         else:
             self.path = Path(self.requested)
-            created = not self.path.exists()
             try:
-                self.path.mkdir(parents=True, exist_ok=True)
+                self.path.mkdir(parents=True)
+                created = True       # by this run: a refused claim removes it again
+            except FileExistsError:
+                created = False
             except OSError as exc:
                 raise UsageError(f"--out {self.path}: cannot create the run directory "
                                  f"({exc.strerror})") from exc

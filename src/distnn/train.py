@@ -11,11 +11,14 @@ import time
 import numpy as np
 from mpi4py import MPI
 
+from distnn import recipes
 from distnn.checkpoint import CHECKPOINT_NAME, save_checkpoint
 from distnn.config import TrainConfig
 from distnn.data import BatchSampler, Dataset, worker_range
+from distnn.data.standardize import feature_statistics
 from distnn.errors import UsageError
 from distnn.interrupt import CHECK_EVERY, Interrupted, NoStop, StopRequest
+from distnn.learning import LearningMonitor
 from distnn.memory import mapped_npy_rss_mb, peak_rss_mb
 from distnn.nn import MLP
 from distnn.optim import SGD
@@ -100,8 +103,8 @@ def train(config: TrainConfig, comm: MPI.Comm, dataset: Dataset, run=None,
     finished, a checkpoint written (with ``checkpoints``) and ``Interrupted`` raised, carrying
     the model.
     """
+    config = recipes.fit_to_data(config, dataset.x_train.shape[0])
     check_fits(config, dataset, comm.Get_size())
-    progress = progress or Progress(config.epochs, enabled=False)
     model = MLP([dataset.n_features, *config.hidden, dataset.n_classes], dtype=config.dtype,
                 init=config.init, seed=config.seed)
     optimizer = SGD(model.params, lr=config.lr, lr_decay=config.lr_decay,
@@ -111,9 +114,14 @@ def train(config: TrainConfig, comm: MPI.Comm, dataset: Dataset, run=None,
     sampler = BatchSampler(n_train, batch_size, config.seed,
                            shuffle=config.shuffle and batch_size is not None,
                            shards=config.data_shards)
+    progress = progress or Progress(enabled=False)
+    progress.configure(config.epochs, sampler.steps_per_epoch, n_train)
     timer = PhaseTimer()
     strategy = STRATEGIES[config.strategy].from_config(config, comm, model, optimizer, dataset,
                                                        timer)
+    if config.standardize:
+        model.set_input_transform(*feature_statistics(
+            comm, dataset.x_train, strategy.worker_index, strategy.n_workers(comm.Get_size())))
     first_epoch, first_step = 0, 0
     if resume is not None:
         first_epoch, first_step = restore(resume, model, optimizer, strategy)
@@ -136,6 +144,9 @@ def train(config: TrainConfig, comm: MPI.Comm, dataset: Dataset, run=None,
         if run is not None:
             run.append_metrics(record)
         progress.evaluation(record)
+        warning = learning.check(record)
+        if warning is not None and comm.Get_rank() == 0:
+            progress.warn(warning)
         if not math.isfinite(record["train_loss"]):
             raise TrainingDiverged(
                 f"training diverged at epoch {epoch}: the train loss is {record['train_loss']}; "
@@ -155,8 +166,12 @@ def train(config: TrainConfig, comm: MPI.Comm, dataset: Dataset, run=None,
     stop = stop or NoStop()
     steps_per_epoch = sampler.steps_per_epoch
 
-    def should_stop(epoch: int, step: int) -> bool:
-        """Every ``CHECK_EVERY`` global steps, the ranks agree whether to stop (collective)."""
+    def before_step(epoch: int, step: int) -> bool:
+        """Called before every step (ps-async: every update on the server): shows progress
+        and, every ``CHECK_EVERY`` global steps, agrees whether to stop (collective)."""
+        progress.step(epoch, step)
+        if not strategy.stops_mid_epoch:
+            return False
         global_step = epoch * steps_per_epoch + step
         return global_step % CHECK_EVERY == 0 and stop.agreed(comm)
 
@@ -170,15 +185,17 @@ def train(config: TrainConfig, comm: MPI.Comm, dataset: Dataset, run=None,
         error.model = model
         raise error
 
+    learning = LearningMonitor(dataset.n_classes, config)
     comm.Barrier()
     started = time.perf_counter()
     timer.restart()
+    progress.start(first_epoch, first_step)
     if config.epochs == first_epoch:
         record_evaluation(first_epoch, 0.0)
     for epoch in range(first_epoch + 1, config.epochs + 1):
         stopped_at = strategy.run_epoch(
             sampler, epoch - 1, first_step if epoch == first_epoch + 1 else 0,
-            (lambda step, epoch=epoch: should_stop(epoch - 1, step)))
+            (lambda step, epoch=epoch: before_step(epoch - 1, step)))
         if stopped_at is not None:
             interrupt(epoch - 1, stopped_at)
         if not strategy.stops_mid_epoch and epoch < config.epochs and stop.agreed(comm):
@@ -195,7 +212,7 @@ def train(config: TrainConfig, comm: MPI.Comm, dataset: Dataset, run=None,
             overhead_s += time.perf_counter() - pause
             timer.restart()
         training_s = time.perf_counter() - started - overhead_s
-        progress.update(epoch, (epoch - first_epoch) * n_train / max(training_s, 1e-9))
+        progress.epoch_done(epoch, (epoch - first_epoch) * n_train / max(training_s, 1e-9))
     train_time = time.perf_counter() - started - overhead_s
     progress.close()
     stats = strategy.finish()
@@ -221,6 +238,7 @@ def train(config: TrainConfig, comm: MPI.Comm, dataset: Dataset, run=None,
         "final": records[-1],
         "ranks": times,
         "params_sha256": digest,
+        "warnings": learning.warnings,
         **stats,
     }
     return model, result

@@ -49,6 +49,32 @@ class MLP:
             offset = end
         self.initialize(init, seed)
         self._rows = 0
+        self.input_shift: np.ndarray | None = None   # standardisation: (x - shift) * scale
+        self.input_scale: np.ndarray | None = None
+        self._input = np.empty((0, self.sizes[0]), dtype=self.dtype)
+
+    def set_input_transform(self, shift: np.ndarray | None, scale: np.ndarray | None) -> None:
+        """Standardise every input, in training and in inference alike: ``(x - shift) * scale``
+        per feature (both None: inputs are used as they are). Part of the model, so that
+        ``model.npz``, ``evaluate``, ``predict`` and the ONNX export apply the same statistics."""
+        if (shift is None) != (scale is None):
+            raise ValueError("input shift and scale come together")
+        if shift is not None:
+            shift = np.asarray(shift, dtype=self.dtype).reshape(self.n_features)
+            scale = np.asarray(scale, dtype=self.dtype).reshape(self.n_features)
+        self.input_shift, self.input_scale = shift, scale
+
+    def _standardized(self, x: np.ndarray) -> np.ndarray:
+        """``x`` transformed into a reused buffer (``x`` itself without a transform)."""
+        if self.input_shift is None:
+            return x
+        n = x.shape[0]
+        if self._input.shape[0] < n:
+            self._input = np.empty((n, self.n_features), dtype=self.dtype)
+        out = self._input[:n]
+        np.subtract(x, self.input_shift, out=out)
+        out *= self.input_scale
+        return out
 
     def rebind(self, params: np.ndarray | None = None, grads: np.ndarray | None = None) -> None:
         """Move the parameters and/or gradients into other flat buffers (e.g. shared memory),
@@ -132,6 +158,7 @@ class MLP:
 
     def _chunk_gradient(self, x, y, first: bool, with_loss: bool) -> tuple[float, int]:
         """Gradient sum of one chunk into ``grads`` (first chunk) or the chunk buffer."""
+        x = self._standardized(x)
         n = x.shape[0]
         self._workspace(n)
         acts = self._forward(x)
@@ -154,7 +181,7 @@ class MLP:
         """Logits (n, n_classes) computed in chunks to bound memory."""
         out = np.empty((x.shape[0], self.n_classes), dtype=self.dtype)
         for start in range(0, x.shape[0], chunk):
-            block = np.asarray(x[start : start + chunk], dtype=self.dtype)
+            block = self._standardized(np.asarray(x[start : start + chunk], dtype=self.dtype))
             self._workspace(block.shape[0])
             out[start : start + block.shape[0]] = self._forward(block)[-1]
         return out
@@ -163,7 +190,7 @@ class MLP:
         """Summed loss and number correct over ``x``, without touching ``grads``."""
         loss_sum, correct = 0.0, 0
         for start in range(0, x.shape[0], chunk):
-            block = np.asarray(x[start : start + chunk], dtype=self.dtype)
+            block = self._standardized(np.asarray(x[start : start + chunk], dtype=self.dtype))
             n = block.shape[0]
             self._workspace(n)
             logits = self._forward(block)[-1]
@@ -181,14 +208,20 @@ class MLP:
         return logits
 
     def state_arrays(self) -> dict[str, np.ndarray]:
-        """Named copies of every layer's arrays, as stored in ``model.npz``."""
+        """Named copies of every layer's arrays (and of the input transform, if any), as
+        stored in ``model.npz``."""
         arrays: dict[str, np.ndarray] = {}
+        if self.input_shift is not None:
+            arrays["input.shift"] = self.input_shift.copy()
+            arrays["input.scale"] = self.input_scale.copy()
         for i, layer in enumerate(self.layers):
             arrays[f"layers.{i}.weight"] = layer.weight.copy()
             arrays[f"layers.{i}.bias"] = layer.bias.copy()
         return arrays
 
     def load_state_arrays(self, arrays) -> None:
+        if "input.shift" in arrays:
+            self.set_input_transform(arrays["input.shift"], arrays["input.scale"])
         for i, layer in enumerate(self.layers):
             layer.weight[...] = arrays[f"layers.{i}.weight"]
             layer.bias[...] = arrays[f"layers.{i}.bias"]

@@ -78,7 +78,7 @@ class PSAsync(Strategy):
         if first_step:
             raise ValueError("ps-async runs whole epochs; it cannot start mid-epoch")
         if self.rank == 0:
-            self._serve(batch_sizes_per_worker(sampler, self.size - 1))
+            self._serve(batch_sizes_per_worker(sampler, self.size - 1), should_stop)
         else:
             n_workers = self.size - 1
             for batch in sampler.batches(epoch):
@@ -97,11 +97,15 @@ class PSAsync(Strategy):
         self.sent += 1
         timer.lap("comm")
 
-    def _serve(self, batch_sizes: list[deque]) -> None:
+    def _serve(self, batch_sizes: list[deque], before_update=None) -> None:
+        """Apply one epoch's gradients; ``before_update(i)`` is told of each (progress only:
+        a stop waits for the epoch's end)."""
         timer = self.timer
         self._remaining[1:] += [len(sizes) for sizes in batch_sizes]
         self._release()
-        for _ in range(sum(map(len, batch_sizes))):
+        for index in range(sum(map(len, batch_sizes))):
+            if before_update is not None:
+                before_update(index)
             worker, gradient = self.transport.receive_gradient(self._acceptable_sources())
             timer.lap("wait")
             staleness = self.updates - self._version[worker]
