@@ -33,6 +33,7 @@ from distnn.launch import (
     relaunch,
     under_mpi,
 )
+from distnn.runs import data_settings, locate_model, locate_run
 
 if (env_int(MPI_ENV_SIZE) or 1) > 1:
     pin_blas_threads(os.environ)
@@ -122,21 +123,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="loss, accuracy and confusion matrix of a "
                                    "model on a data set", argument_default=argparse.SUPPRESS)
-    evaluate.add_argument("model", help="a model.npz written by distnn train")
+    evaluate.add_argument("model", help="a run directory, or a model.npz written by distnn train; "
+                          "the data flags default to the run's config.json")
     _add_data_flags(evaluate.add_argument)
     evaluate.add_argument("--split", choices=("test", "train"), default="test")
     evaluate.add_argument("--json", action="store_true", help="print the result as JSON")
 
     predict = commands.add_parser("predict", help="class and probabilities per input row")
-    predict.add_argument("model", help="a model.npz written by distnn train")
+    predict.add_argument("model", help="a run directory, or a model.npz written by distnn train")
     predict.add_argument("--input", required=True, help="features: CSV (optional header) or .npy")
     predict.add_argument("--output", required=True, help="CSV to write: class,p_0,...")
 
     plot = commands.add_parser("plot", help="loss and accuracy curves of a run as PNG")
-    plot.add_argument("run_dir", help="a run directory (holds metrics.jsonl)")
+    plot.add_argument("run_dir", help="a run directory (holds metrics.jsonl), or a model inside one")
 
     export = commands.add_parser("export", help="write a model in another format")
-    export.add_argument("model", help="a model.npz written by distnn train")
+    export.add_argument("model", help="a run directory, or a model.npz written by distnn train")
     export.add_argument("--format", choices=("onnx",), default="onnx")
     export.add_argument("--output", help="file to write (default: MODEL with .onnx)")
 
@@ -314,23 +316,23 @@ def _single_process_command(args) -> int:
     if args.command == "plot":
         from distnn.plot import plot_run
 
-        for path in plot_run(Path(args.run_dir)):
+        for path in plot_run(locate_run(args.run_dir)):
             print(f"wrote {path}")
         return 0
     from distnn.model_file import load_model
 
-    model = load_model(Path(args.model))
+    model_path, run_dir = locate_model(args.model)
+    model = load_model(model_path)
     if args.command == "export":
         from distnn.export import export_onnx
 
-        target = Path(args.output) if args.output else Path(args.model).with_suffix(".onnx")
-        print(f"wrote {export_onnx(model, target, sources=(Path(args.model),))}")
+        target = Path(args.output) if args.output else model_path.with_suffix(".onnx")
+        print(f"wrote {export_onnx(model, target, sources=(model_path,))}")
         return 0
     if args.command == "predict":
         from distnn.inference import predict_file
 
-        rows = predict_file(model, Path(args.input), Path(args.output),
-                            sources=(Path(args.model),))
+        rows = predict_file(model, Path(args.input), Path(args.output), sources=(model_path,))
         print(f"wrote {rows} predictions to {args.output}")
         return 0
     import json
@@ -338,13 +340,23 @@ def _single_process_command(args) -> int:
     from distnn.data import load_dataset
     from distnn.inference import check_features, format_score, score
 
-    settings = {k: v for k, v in vars(args).items()
-                if k not in ("command", "model", "split", "json")}
-    dataset = load_dataset(make_config(dtype=str(model.dtype), **settings))
+    given = {k: v for k, v in vars(args).items()
+             if k not in ("command", "model", "split", "json")}
+    saved = data_settings(run_dir)
+    try:
+        config = make_config(dtype=str(model.dtype), **{**saved, **given})
+    except UsageError as exc:
+        if not saved:
+            raise
+        raise UsageError(f"{exc} (from {run_dir / 'config.json'}; give the data flags to "
+                         "override it)") from None
+    dataset = load_dataset(config)
     x, y = ((dataset.x_test, dataset.y_test) if args.split == "test"
             else (dataset.x_train, dataset.y_train))
     check_features(model, x, f"--dataset {dataset.name}")
     result = score(model, x, y, f"--dataset {dataset.name}")
+    result = {"dataset": dataset.name, "split": args.split, **result,
+              "class_names": list(dataset.class_names) if dataset.class_names else None}
     print(json.dumps(result) if getattr(args, "json", False) else format_score(result))
     return 0
 

@@ -46,14 +46,20 @@ def score(model: MLP, x: np.ndarray, y: np.ndarray, source: str = "the data") ->
 
 
 def format_score(result: dict) -> str:
+    """The scores and the confusion matrix as text; classes are numbered in the matrix and,
+    where the data set names them (``class_names``), listed with their names below it."""
     confusion = np.asarray(result["confusion"])
     width = max(5, len(str(confusion.max())) + 1)
-    lines = [f"samples {result['samples']}  loss {result['loss']:.4f}  "
+    where = f"{result['dataset']} ({result['split']} split): " if "dataset" in result else ""
+    lines = [f"{where}samples {result['samples']}  loss {result['loss']:.4f}  "
              f"accuracy {result['accuracy']:.4f}",
              "confusion matrix (rows: true class, columns: predicted)",
              "      " + "".join(f"{c:>{width}}" for c in range(confusion.shape[1]))]
     for true_class, row in enumerate(confusion):
         lines.append(f"{true_class:>5} " + "".join(f"{v:>{width}}" for v in row))
+    names = result.get("class_names")
+    if names:
+        lines.append("classes: " + ", ".join(f"{k} {name}" for k, name in enumerate(names)))
     return "\n".join(lines)
 
 

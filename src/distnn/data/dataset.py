@@ -21,6 +21,11 @@ IMAGE_SETS = {
                       "On Debian/Ubuntu: apt-get install dataset-fashion-mnist."),
     "mnist": (None, "Download the four MNIST IDX files and pass their folder as --data-dir."),
 }
+CLASS_NAMES = {
+    "fashion-mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                      "Sneaker", "Bag", "Ankle boot"),
+    "mnist": tuple(str(digit) for digit in range(10)),
+}
 
 
 @dataclass
@@ -33,6 +38,7 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray
     n_classes: int
+    class_names: tuple[str, ...] | None = None   # label k's name, where the data set has them
 
     @property
     def n_features(self) -> int:
@@ -62,7 +68,9 @@ def load_dataset(config, share: tuple[int, int] | None = (0, 1)) -> Dataset:
         if directory is None:
             raise UsageError(f"--dataset {config.dataset} needs --data-dir. {how_to_get}")
         arrays = load_idx_images(Path(directory), config.dataset, how_to_get)
-        return _validated(config.dataset, arrays, config, share)
+        dataset = _validated(config.dataset, arrays, config, share)
+        dataset.class_names = CLASS_NAMES[config.dataset][:dataset.n_classes]
+        return dataset
     path = Path(config.dataset)
     if not path_exists(path, "--dataset"):
         raise UsageError(
