@@ -31,8 +31,8 @@ class LearningMonitor:
             problem = (f"the training loss rose from {self.losses[0]:.3f} to {loss:.3f} by epoch "
                        f"{record['epoch']}")
         elif len(self.losses) == PATIENCE and min(self.losses) >= AT_CHANCE * self.chance:
-            problem = (f"the training loss is still {loss:.3f} at epoch {record['epoch']}, "
-                       f"about ln {round(math.exp(self.chance))} = {self.chance:.3f}, chance level")
+            problem = (f"the training loss is {loss:.3f} at epoch {record['epoch']}, no lower "
+                       f"than chance level (ln {round(math.exp(self.chance))} = {self.chance:.3f})")
         else:
             return None
         self.warnings.append(f"the model is not learning: {problem}; {self._likely_cause()}")

@@ -1,0 +1,115 @@
+"""A newcomer's first runs on real data: defaults that learn, a warning when nothing is
+learned, and commands that know the run they are given."""
+
+import json
+
+import numpy as np
+import pytest
+
+from helpers import distnn, read_result
+
+sklearn_datasets = pytest.importorskip("sklearn.datasets")
+
+
+@pytest.fixture(scope="module")
+def digits_csv(tmp_path_factory):
+    """scikit-learn's handwritten digits (1,797 real 8x8 images, 10 classes) as one CSV."""
+    x, y = sklearn_datasets.load_digits(return_X_y=True)
+    path = tmp_path_factory.mktemp("data") / "digits.csv"
+    header = ",".join([f"pixel{i}" for i in range(x.shape[1])] + ["digit"])
+    np.savetxt(path, np.c_[x, y], delimiter=",", header=header, comments="", fmt="%g")
+    return path
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory, digits_csv):
+    out = tmp_path_factory.mktemp("runs") / "digits"
+    done = distnn(["train", "--dataset", str(digits_csv), "--out", str(out)], timeout=300)
+    assert done.returncode == 0, done.stderr
+    return out, done
+
+
+def test_a_file_gets_the_mini_batch_recipe_and_learns(digits_run):
+    out, done = digits_run
+    assert "recipe: mini-batch, for data from files and images: batch 32" in done.stdout
+    config = json.loads((out / "config.json").read_text())
+    assert (config["recipe"], config["batch_size"], config["standardize"]) == ("minibatch", 32, True)
+    assert read_result(out)["final"]["test_accuracy"] >= 0.9
+    assert read_result(out)["warnings"] == []
+    with np.load(out / "model.npz") as model:
+        assert model["input.scale"].shape == (64,)
+
+
+def test_the_spiral_keeps_the_original_recipe(tmp_path):
+    done = distnn(["train", "--epochs", "3", "--out", str(tmp_path / "run")])
+    assert "recipe: the original's, for the spiral at full batch: full batch, SGD lr 1" in done.stdout
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (config["recipe"], config["batch_size"], config["standardize"]) == ("original", None, False)
+
+
+def test_a_model_that_learns_nothing_is_warned_about(tmp_path, digits_csv):
+    out = tmp_path / "stuck"
+    done = distnn(["train", "--dataset", str(digits_csv), "--lr", "1e-6", "--epochs", "4",
+                   "--eval-every", "1", "--quiet", "--out", str(out)])
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("warning: the model is not learning") == 1, done.stderr
+    assert "no lower than chance level (ln 10 = 2.303)" in done.stderr
+    assert "--lr 1e-06 is likely too low" in done.stderr
+    assert len(read_result(out)["warnings"]) == 1
+
+
+def test_unscaled_file_data_without_standardisation_is_named_as_the_cause(tmp_path, digits_csv):
+    done = distnn(["train", "--dataset", str(digits_csv), "--no-standardize", "--lr", "1e-5",
+                   "--epochs", "3", "--eval-every", "1", "--quiet", "--out", str(tmp_path / "r")])
+    assert done.returncode == 0, done.stderr
+    assert "try --standardize" in done.stderr
+
+
+def test_evaluate_scores_the_runs_own_held_out_rows(digits_run):
+    out, _ = digits_run
+    final = read_result(out)["final"]
+    for target in (out, out / "model.npz"):
+        scored = distnn(["evaluate", str(target), "--json"])
+        assert scored.returncode == 0, scored.stderr
+        result = json.loads(scored.stdout)
+        assert result["samples"] == 359 and result["split"] == "test"
+        assert result["accuracy"] == pytest.approx(final["test_accuracy"], abs=1e-12)
+    train = json.loads(distnn(["evaluate", str(out), "--split", "train", "--json"]).stdout)
+    assert train["accuracy"] == pytest.approx(final["train_accuracy"], abs=1e-12)
+    leaked = json.loads(distnn(["evaluate", str(out), "--seed", "1", "--json"]).stdout)
+    assert leaked["accuracy"] > result["accuracy"]   # another split: training rows leak in
+
+
+def test_predict_and_export_apply_the_standardisation(tmp_path, digits_run, digits_csv):
+    ort = pytest.importorskip("onnxruntime")
+    out, _ = digits_run
+    rows = np.loadtxt(digits_csv, delimiter=",", skiprows=1)[:50, :-1]
+    np.savetxt(tmp_path / "x.csv", rows, delimiter=",")
+    assert distnn(["predict", str(out), "--input", str(tmp_path / "x.csv"),
+                   "--output", str(tmp_path / "y.csv")]).returncode == 0
+    predicted = np.loadtxt(tmp_path / "y.csv", delimiter=",", skiprows=1)
+    assert distnn(["export", str(out), "--output", str(tmp_path / "m.onnx")]).returncode == 0
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"))
+    probabilities, labels = session.run(None, {"input": rows.astype(np.float32)})
+    assert np.array_equal(labels, predicted[:, 0].astype(np.int64))
+    np.testing.assert_allclose(probabilities, predicted[:, 1:], atol=1e-5)
+    assert np.mean(labels == np.loadtxt(digits_csv, delimiter=",", skiprows=1)[:50, -1]) > 0.9
+
+
+def test_fashion_mnist_class_names_in_the_confusion_matrix(tmp_path):
+    from distnn.inference import format_score
+
+    text = format_score({"samples": 2, "loss": 0.1, "accuracy": 0.5,
+                         "confusion": [[1, 0], [1, 0]], "class_names": ["T-shirt/top", "Trouser"]})
+    assert text.endswith("classes: 0 T-shirt/top, 1 Trouser")
+
+
+def test_resume_keeps_the_strategy_and_process_count(tmp_path):
+    out = tmp_path / "run"
+    first = distnn(["train", "--procs", "3", "--strategy", "ps-sync", "--epochs", "3", "--quiet",
+                    "--out", str(out)])
+    assert first.returncode == 0, first.stderr
+    more = distnn(["train", "--resume", str(out), "--epochs", "5", "--quiet"])
+    assert more.returncode == 0, more.stderr
+    result = read_result(out)
+    assert (result["strategy"], result["processes"], result["epochs"]) == ("ps-sync", 3, 5)
