@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 
 import pytest
 
@@ -40,7 +41,7 @@ def test_summary_speedup_and_efficiencies():
     assert row["efficiency_per_process"] == pytest.approx(2 / 3)
     assert row["efficiency_per_worker"] == pytest.approx(1.0)
     assert row["compute_share"] == pytest.approx(0.5)
-    assert "| ps-sync | 3 | 2 | 1.500 (1.000–2.000) | 200 | 2.00× |" in markdown([row], "t")
+    assert "| ps-sync | 3 | 2 | 1 | 1.500 (1.000–2.000) | 200 | 2.00× |" in markdown([row], "t")
     marked = markdown([row], "t", cores=1)
     assert "| ps-sync | 3† | 2 |" in marked and "more workers than the 1 cores" in marked
     assert "†" not in markdown([row], "t", cores=2)      # 2 workers; the server sleeps
@@ -52,12 +53,19 @@ def test_bench_end_to_end_writes_tables_and_plots(tmp_path):
                    "--out", str(tmp_path)], timeout=240)
     assert done.returncode == 0, done.stderr
     rows = json.loads((tmp_path / "bench.json").read_text())["rows"]
-    assert [(r["strategy"], r["processes"]) for r in rows] == [
-        ("serial", 1), ("allreduce", 1), ("allreduce", 2), ("ps-async", 2)]
+    cores = len(os.sched_getaffinity(0))
+    all_cores = [("serial", 1, cores)] if cores > 1 else []
+    assert [(r["strategy"], r["processes"], r["threads"]) for r in rows] == [
+        ("serial", 1, 1), *all_cores, ("allreduce", 1, 1), ("allreduce", 2, 1), ("ps-async", 2, 1)]
     assert rows[0]["speedup"] == 1.0 and all(r["test_accuracy"] > 0 for r in rows)
+    if all_cores:     # speedups against the fastest serial run too
+        assert rows[1]["speedup_vs_all_cores"] == 1.0
+        assert rows[3]["speedup_vs_all_cores"] == pytest.approx(
+            rows[3]["samples_per_s"] / rows[1]["samples_per_s"])
+        assert f"vs serial, {cores} threads" in (tmp_path / "bench.md").read_text()
     with open(tmp_path / "bench.csv") as stream:
-        assert len(list(csv.DictReader(stream))) == 4
-    assert "| allreduce | 2 | 2 |" in (tmp_path / "bench.md").read_text()
+        assert len(list(csv.DictReader(stream))) == len(rows)
+    assert "| allreduce | 2 | 2 | 1 |" in (tmp_path / "bench.md").read_text()
     for name in ("speedup.png", "time_split.png"):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "runs" / "allreduce-p2-warmup" / "result.json").exists()

@@ -22,9 +22,10 @@ from pathlib import Path
 from distnn.errors import UsageError
 from distnn.parallel import STRATEGIES
 
-COLUMNS = ("strategy", "processes", "workers", "time_s_median", "time_s_min", "time_s_max",
-           "samples_per_s", "speedup", "efficiency_per_process", "efficiency_per_worker",
-           "test_accuracy", "compute_share", "comm_share", "wait_share")
+COLUMNS = ("strategy", "processes", "workers", "threads", "time_s_median", "time_s_min",
+           "time_s_max", "samples_per_s", "speedup", "speedup_vs_all_cores",
+           "efficiency_per_process", "efficiency_per_worker", "test_accuracy", "compute_share",
+           "comm_share", "wait_share")
 
 
 def configurations(strategies: list[str], procs: list[int]) -> list[tuple[str, int]]:
@@ -59,9 +60,10 @@ def workload_args(train_args: list[str], workers: int, scaling: str) -> list[str
                      "batch) to grow with the workers")
 
 
-def run_once(train_args: list[str], strategy: str, procs: int, out: Path, timeout: float) -> dict:
+def run_once(train_args: list[str], strategy: str, procs: int, out: Path, timeout: float,
+             threads: int = 1) -> dict:
     command = [sys.executable, "-m", "distnn", "train", "--quiet", "--out", str(out),
-               "--strategy", strategy, *train_args]
+               "--strategy", strategy, "--threads", str(threads), *train_args]
     if procs > 1:
         command += ["--procs", str(procs)]
     env = dict(os.environ)
@@ -77,7 +79,8 @@ def run_once(train_args: list[str], strategy: str, procs: int, out: Path, timeou
     return json.loads((out / "result.json").read_text())
 
 
-def summarize(strategy: str, procs: int, results: list[dict], baseline_rate: float | None) -> dict:
+def summarize(strategy: str, procs: int, results: list[dict], baseline_rate: float | None,
+              threads: int = 1) -> dict:
     times = [r["train_time_s"] for r in results]
     median = statistics.median(times)
     rate = statistics.median(r["samples_per_s"] for r in results)
@@ -88,9 +91,10 @@ def summarize(strategy: str, procs: int, results: list[dict], baseline_rate: flo
         per_run = [statistics.mean(rank[f"{phase}_s"] for rank in r["ranks"]) / r["train_time_s"]
                    for r in results]
         shares[f"{phase}_share"] = statistics.median(per_run)
-    return {"strategy": strategy, "processes": procs, "workers": workers,
+    return {"strategy": strategy, "processes": procs, "workers": workers, "threads": threads,
             "time_s_median": median, "time_s_min": min(times), "time_s_max": max(times),
             "samples_per_s": rate, "speedup": speedup,
+            "speedup_vs_all_cores": None,
             "efficiency_per_process": speedup / procs, "efficiency_per_worker": speedup / workers,
             "test_accuracy": results[-1]["final"]["test_accuracy"], **shares}
 
@@ -99,16 +103,23 @@ def markdown(rows: list[dict], title: str, cores: int | None = None) -> str:
     """The table; with ``cores``, rows with more workers than cores are marked (a waiting
     parameter server sleeps, so it is not counted)."""
     over = [r for r in rows if cores is not None and r["workers"] > cores]
+    all_cores = next((r for r in rows if r["strategy"] == "serial" and r["threads"] > 1), None)
+    versus = f" | vs serial, {all_cores['threads']} threads" if all_cores else ""
     lines = [f"# {title}", "",
-             "| strategy | procs | workers | time s (median, min–max) | samples/s | speedup "
-             "| eff./proc | eff./worker | test acc | compute / comm / wait |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "Speedup is against serial with one BLAS thread, as every rank has one; "
+             + (f"the next column is against serial with all {all_cores['threads']} cores' BLAS "
+                "threads, the fastest serial run here." if all_cores else ""), "",
+             f"| strategy | procs | workers | threads | time s (median, min–max) | samples/s "
+             f"| speedup{versus} | eff./proc | eff./worker | test acc | compute / comm / wait |",
+             "|---|---|---|---|---|---|---|" + ("---|" if all_cores else "") + "---|---|---|---|"]
     for r in rows:
         mark = "†" if r in over else ""
+        second = f" | {r['speedup_vs_all_cores']:.2f}×" if all_cores else ""
         lines.append(
-            f"| {r['strategy']} | {r['processes']}{mark} | {r['workers']} | {r['time_s_median']:.3f} "
+            f"| {r['strategy']} | {r['processes']}{mark} | {r['workers']} | {r['threads']} "
+            f"| {r['time_s_median']:.3f} "
             f"({r['time_s_min']:.3f}–{r['time_s_max']:.3f}) | {r['samples_per_s']:,.0f} "
-            f"| {r['speedup']:.2f}× | {r['efficiency_per_process']:.2f} "
+            f"| {r['speedup']:.2f}×{second} | {r['efficiency_per_process']:.2f} "
             f"| {r['efficiency_per_worker']:.2f} | {r['test_accuracy']:.4f} "
             f"| {r['compute_share']:.0%} / {r['comm_share']:.0%} / {r['wait_share']:.0%} |")
     if over:
@@ -160,24 +171,33 @@ def run_bench(strategies: list[str], procs: list[int], train_args: list[str], sc
               repeats: int, out: Path, timeout: float = 1800, log=print) -> list[dict]:
     if repeats < 1:
         raise UsageError(f"--repeats must be >= 1, got {repeats}")
-    configs = configurations(strategies, procs)
+    cores = len(os.sched_getaffinity(0))
+    configs = [(strategy, p, 1) for strategy, p in configurations(strategies, procs)]
+    if cores > 1:
+        configs.insert(1, ("serial", 1, cores))    # the fastest serial run: all cores' BLAS
     out.mkdir(parents=True, exist_ok=True)
     rows, baseline_rate = [], None
-    for strategy, p in configs:
+    for strategy, p, threads in configs:
         workers = STRATEGIES[strategy].n_workers(p)
         args = workload_args(train_args, workers, scaling)
         started = time.monotonic()
-        run_once(args, strategy, p, out / "runs" / f"{strategy}-p{p}-warmup", timeout)
-        results = [run_once(args, strategy, p, out / "runs" / f"{strategy}-p{p}-r{i}", timeout)
+        name = f"{strategy}-p{p}" + (f"-t{threads}" if threads > 1 else "")
+        run_once(args, strategy, p, out / "runs" / f"{name}-warmup", timeout, threads)
+        results = [run_once(args, strategy, p, out / "runs" / f"{name}-r{i}", timeout, threads)
                    for i in range(repeats)]
-        row = summarize(strategy, p, results, baseline_rate)
-        if strategy == "serial":
+        row = summarize(strategy, p, results, baseline_rate, threads)
+        if strategy == "serial" and threads == 1:
             baseline_rate = row["samples_per_s"]
         rows.append(row)
-        log(f"{strategy:>9} p={p}: {row['time_s_median']:.3f} s, {row['speedup']:.2f}x, "
-            f"test acc {row['test_accuracy']:.4f}  ({time.monotonic() - started:.0f} s)")
+        log(f"{strategy:>9} p={p} threads={threads}: {row['time_s_median']:.3f} s, "
+            f"{row['speedup']:.2f}x, test acc {row['test_accuracy']:.4f}  "
+            f"({time.monotonic() - started:.0f} s)")
+    all_cores = [r for r in rows if r["strategy"] == "serial" and r["threads"] > 1]
+    for row in rows:
+        if all_cores:
+            row["speedup_vs_all_cores"] = row["samples_per_s"] / all_cores[0]["samples_per_s"]
     title = f"distnn bench ({scaling} scaling): {' '.join(train_args) or 'default workload'}"
-    (out / "bench.md").write_text(markdown(rows, title, cores=len(os.sched_getaffinity(0))))
+    (out / "bench.md").write_text(markdown(rows, title, cores=cores))
     (out / "bench.json").write_text(json.dumps({"title": title, "scaling": scaling,
                                                 "repeats": repeats, "train_args": train_args,
                                                 "rows": rows}, indent=2) + "\n")

@@ -16,7 +16,7 @@ import time
 import traceback
 from pathlib import Path
 
-from distnn import __version__, recipes
+from distnn import __version__, recipes, threads
 from distnn.config import DTYPES, INITS, PRESETS, STRATEGIES, make_config
 from distnn.errors import UsageError
 from distnn.interrupt import EXIT_INTERRUPTED
@@ -119,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--resume", metavar="RUN_DIR", help="continue the run saved in RUN_DIR from its "
         "checkpoint (only --epochs may change)")
     add("--procs", type=int, help="launch N MPI processes with mpiexec (unless already under MPI)")
+    add("--threads", type=int, metavar="N", help="BLAS threads per process (default: 1, or "
+        "OMP_NUM_THREADS: ranks fill the cores, and a serial baseline with all cores would "
+        "make speedups look larger than they are)")
     add("--quiet", action="store_true", help="no progress output")
 
     evaluate = commands.add_parser("evaluate", help="loss, accuracy and confusion matrix of a "
@@ -260,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
             return _single_process_command(args)
         settings = vars(args)
         procs = settings.pop("procs", None)
+        blas_threads = threads.wanted(settings.pop("threads", None))
         if procs is not None and not 1 <= procs <= MAX_PROCS:
             raise UsageError(f"--procs must be in [1, {MAX_PROCS}], got {procs}")
         if not under_mpi():
@@ -270,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
                 note = oversubscription_note(procs)
                 if note and not settings.get("quiet"):
                     print(note, file=sys.stderr, flush=True)
-                return relaunch(procs, argv)
+                return relaunch(procs, argv, threads=blas_threads)
     except UsageError as exc:
         if env_rank() == 0:
             _report(str(exc))
@@ -279,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         if env_rank() == 0:
             _report("interrupted")
         return EXIT_INTERRUPTED
-    return _train(settings, procs)
+    return _train(settings, procs, blas_threads)
 
 
 def check_process_count(strategy: str, size: int) -> None:
@@ -474,7 +478,7 @@ def _agreed_exit(code: int) -> int:
     return code
 
 
-def _train(settings: dict, procs: int | None) -> int:
+def _train(settings: dict, procs: int | None, blas_threads: int) -> int:
     from mpi4py import MPI
 
     from distnn.interrupt import StopRequest
@@ -487,14 +491,14 @@ def _train(settings: dict, procs: int | None) -> int:
         note_launcher_residue()
     stop = StopRequest().install()
     try:
-        return _run(settings, procs, comm, stop)
+        return _run(settings, procs, comm, stop, threads.limit(blas_threads))
     finally:
         stop.restore()
         if rank == 0:
             forget_orphaned_job()
 
 
-def _run(settings: dict, procs: int | None, comm, stop) -> int:
+def _run(settings: dict, procs: int | None, comm, stop, blas_threads: int) -> int:
     rank, size = comm.Get_rank(), comm.Get_size()
     quiet = bool(settings.get("quiet"))
     failure = run = None
@@ -529,7 +533,7 @@ def _run(settings: dict, procs: int | None, comm, stop) -> int:
                               checkpoints=True, resume=checkpoint, stop=stop)
         if run is not None:
             run.save_model(model)
-            run.write_result({"config": config.to_dict(), **result})
+            run.write_result({"config": config.to_dict(), "blas_threads": blas_threads, **result})
             final = result["final"]
             summary = (f"{config.strategy} on {size} process{'es' if size > 1 else ''} "
                        f"({result['workers']} worker{'s' if result['workers'] > 1 else ''}): "

@@ -108,15 +108,29 @@ def _die_with_parent() -> None:
         pass
 
 
-def relaunch(procs: int, argv: list[str], program: tuple[str, ...] = ("-m", "distnn")) -> int:
+def relaunch(procs: int, argv: list[str], program: tuple[str, ...] = ("-m", "distnn"),
+             threads: int | None = None) -> int:
     """Run ``python -m mpi4py PROGRAM argv`` (by default ``distnn argv``) under
-    ``mpiexec -n procs``; returns the job's exit status."""
+    ``mpiexec -n procs``, each rank with ``threads`` BLAS threads (default: the
+    environment's, else 1); returns the job's exit status."""
     mpiexec = find_mpiexec()
     env = dict(os.environ)
     pin_blas_threads(env)
+    if threads is not None:
+        for name in BLAS_THREAD_VARS:
+            env[name] = str(threads)
     job_dir = tempfile.mkdtemp(prefix="distnn-job-")
     env[JOB_DIR_VAR] = job_dir
     env[LAUNCHER_PID_VAR] = str(os.getpid())
+    # Hydra pipes the ranks' output: tell rank 0 whether it reaches a terminal, and how wide.
+    from distnn.progress import TTY_VAR
+
+    env[TTY_VAR] = "1" if sys.stderr.isatty() else "0"
+    if env[TTY_VAR] == "1":
+        try:
+            env["COLUMNS"] = str(os.get_terminal_size(sys.stderr.fileno()).columns)
+        except OSError:
+            pass
     command = [mpiexec, *binding_args(mpiexec), "-n", str(procs), sys.executable, "-m",
                "mpi4py", *program, *argv]
     try:
