@@ -93,3 +93,29 @@ def test_runs_started_in_the_same_second_get_their_own_directories(tmp_path, mon
     assert first.is_dir() and second.is_dir()
     for run in runs:
         run.release()
+
+
+def test_every_train_flag_states_its_default():
+    from distnn.cli import build_parser
+
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    silent = [action.option_strings[0] for action in train._actions
+              if action.option_strings and action.dest != "help" and "default" not in (action.help or "")]
+    assert silent == []
+
+
+@pytest.mark.parametrize("args, hint", [
+    (["train", "--epoch", "3"], "unrecognized arguments: --epoch 3; did you mean --epochs?"),
+    (["train", "--strategy", "ps_sync"], "did you mean ps-sync?"),
+    (["traim"], "did you mean train?"),
+])
+def test_typos_are_answered_with_the_nearest_flag_or_value(tmp_path, args, hint):
+    done = distnn(args)
+    assert done.returncode == 2 and hint in done.stderr
+    assert done.stderr.count("distnn") == 2 and done.stderr.startswith("distnn: error: ")
+
+
+def test_run_files_share_one_mode(tmp_path):
+    assert distnn(["train", "--epochs", "2", "--quiet", "--out", str(tmp_path / "run")]).returncode == 0
+    modes = {path.name: path.stat().st_mode & 0o777 for path in (tmp_path / "run").iterdir()}
+    assert len(set(modes.values())) == 1, modes

@@ -128,7 +128,7 @@ def markdown(rows: list[dict], title: str, cores: int | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(rows: list[dict], out: Path) -> list[Path]:
+def plot(rows: list[dict], out: Path, title: str = "distnn bench") -> list[Path]:
     """speedup.png (with the ideal line) and time_split.png; skipped without matplotlib."""
     try:
         import matplotlib
@@ -138,10 +138,12 @@ def plot(rows: list[dict], out: Path) -> list[Path]:
     except ImportError:
         return []
     figure, axes = plt.subplots(figsize=(6, 4), dpi=100)
+    axes.set_title(f"{title}\nspeedup over serial (1 BLAS thread)", fontsize=9)
+    axes.set_xticks(sorted({r["processes"] for r in rows}))
     most = max(r["processes"] for r in rows)
     axes.plot([1, most], [1, most], "k--", linewidth=1, label="ideal (per process)")
     for strategy in dict.fromkeys(r["strategy"] for r in rows):
-        points = [r for r in rows if r["strategy"] == strategy]
+        points = [r for r in rows if r["strategy"] == strategy and r["threads"] == 1]
         axes.plot([r["processes"] for r in points], [r["speedup"] for r in points], marker="o",
                   label=strategy)
     axes.set_xlabel("processes")
@@ -152,8 +154,11 @@ def plot(rows: list[dict], out: Path) -> list[Path]:
     figure.savefig(out / "speedup.png")
     plt.close(figure)
 
-    figure, axes = plt.subplots(figsize=(max(6, len(rows) * 0.8), 4), dpi=100)
-    labels = [f"{r['strategy']}\n{r['processes']}p" for r in rows]
+    figure, axes = plt.subplots(figsize=(max(6, len(rows) * 0.9), 4), dpi=100)
+    axes.set_title(f"{title}\nwhere the time goes (mean over ranks, median run)", fontsize=9)
+    labels = [f"{r['strategy']}\n{r['processes']} proc" + (f"\n{r['threads']} threads"
+                                                          if r["threads"] > 1 else "")
+              for r in rows]
     bottom = [0.0] * len(rows)
     for phase in ("compute", "comm", "wait"):
         values = [r[f"{phase}_share"] * r["time_s_median"] for r in rows]
@@ -205,5 +210,5 @@ def run_bench(strategies: list[str], procs: list[int], train_args: list[str], sc
         writer = csv.DictWriter(stream, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    plot(rows, out)
+    plot(rows, out, title)
     return rows

@@ -33,6 +33,15 @@ from distnn.launch import (
     relaunch,
     under_mpi,
 )
+from distnn.recipes import (
+    EVALUATIONS,
+    MAX_AUTO_EPOCHS,
+    MIN_EPOCHS,
+    MIN_STEPS,
+    RECIPES,
+    SMALL_BATCH,
+    SMALL_DATA_ROWS,
+)
 from distnn.runs import data_settings, locate_model, locate_run
 
 if (env_int(MPI_ENV_SIZE) or 1) > 1:
@@ -40,8 +49,44 @@ if (env_int(MPI_ENV_SIZE) or 1) > 1:
 
 
 class _Parser(argparse.ArgumentParser):
+    """Errors become one UsageError ("distnn: error: ..." once), with the nearest flag or
+    value suggested for a typo. Abbreviated flags are refused: a week-long run should not
+    depend on argparse guessing which flag a prefix meant."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, allow_abbrev=False, **kwargs)
+
     def error(self, message):
-        raise UsageError(f"{self.prog}: {message}")
+        raise UsageError(f"{message}{_suggestion(self, message)} (see: {self.prog} --help)")
+
+
+def _options(parser: argparse.ArgumentParser) -> list[str]:
+    """Every option string of ``parser`` and of its sub-commands."""
+    found = []
+    for action in parser._actions:
+        found += [option for option in action.option_strings if option.startswith("--")]
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found += _options(sub)
+    return found
+
+
+def _suggestion(parser: argparse.ArgumentParser, message: str) -> str:
+    """'; did you mean --epochs?' for an unknown flag or a mistyped choice, else ''."""
+    import difflib
+    import re
+
+    unknown = re.match(r"unrecognized arguments: (\S+)", message)
+    if unknown and unknown.group(1).startswith("-"):
+        flag = unknown.group(1).split("=")[0]
+        close = difflib.get_close_matches(flag, sorted(set(_options(parser))), n=1, cutoff=0.6)
+        return f"; did you mean {close[0]}?" if close else ""
+    choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+    if choice:
+        choices = re.findall(r"'([^']*)'", choice.group(2)) or choice.group(2).split(", ")
+        close = difflib.get_close_matches(choice.group(1), choices, n=1, cutoff=0.5)
+        return f"; did you mean {close[0]}?" if close else ""
+    return ""
 
 
 def _batch_size(text: str):
@@ -67,16 +112,17 @@ def _widths(text: str) -> tuple[int, ...]:
 
 
 def _add_data_flags(add) -> None:
-    add("--dataset", help="spiral, fashion-mnist, mnist, an .npz file, or a directory with "
-        "X_train.csv, y_train.csv")
-    add("--data-dir", help="folder of the IDX files (fashion-mnist default: "
+    add("--dataset", help="spiral, fashion-mnist, mnist, a .csv or .npz file, or a directory "
+        "with X_train.csv, y_train.csv (default: spiral)")
+    add("--data-dir", help="folder of the IDX files (default for fashion-mnist: "
         "/usr/share/datasets/fashion-mnist)")
-    add("--label-column", help="one-file CSV: first, last (default), a 0-based index or a "
-        "header name")
-    add("--samples-per-class", type=int, help="spiral: points per class")
-    add("--classes", type=int, help="spiral: number of classes")
-    add("--test-fraction", type=float, help="held-out share when a data file has no test split")
-    add("--seed", type=int)
+    add("--label-column", help="one-file CSV: first, last, a 0-based index or a header name "
+        "(default: last)")
+    add("--samples-per-class", type=int, help="spiral: points per class (default: 1000)")
+    add("--classes", type=int, help="spiral: number of classes (default: 3)")
+    add("--test-fraction", type=float, help="held-out share when a data file has no test split "
+        "(default: 0.2)")
+    add("--seed", type=int, help="data split, weights and sample order (default: 0)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,19 +132,29 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train an MLP (serial or on MPI ranks)",
                                 argument_default=argparse.SUPPRESS)
     add = train.add_argument
-    add("--preset", choices=sorted(PRESETS), help="start from a named workload (default: default)")
-    add("--config", metavar="FILE.toml", help="config values; flags override them")
+    add("--preset", choices=sorted(PRESETS), help="start from a named workload (default: none: "
+        "the recipe the data calls for)")
+    add("--config", metavar="FILE.toml", help="config values; flags override them (default: none)")
     _add_data_flags(add)
-    add("--hidden", type=_widths, help="hidden layer widths, e.g. 64 or 256,128")
-    add("--init", choices=INITS, help="weight init: he, or nnfs (0.01 N(0,1))")
-    add("--dtype", choices=DTYPES)
+    add("--hidden", type=_widths, help="hidden layer widths, e.g. 64 or 256,128 (default: 64)")
+    add("--init", choices=INITS, help="weight init: he, or nnfs (0.01 N(0,1)) (default: he)")
+    add("--dtype", choices=DTYPES, help="parameters and data (default: float32)")
     add("--strategy", choices=STRATEGIES, help="gradient path (default: serial)")
-    add("--epochs", type=int)
-    add("--batch-size", type=_batch_size, help="global batch size, or 'full'")
-    add("--lr", type=float, help="initial learning rate")
-    add("--lr-decay", type=float, help="lr_t = lr / (1 + lr_decay * t)")
-    add("--momentum", type=float)
-    add("--no-shuffle", dest="shuffle", action="store_false", help="keep the stored order")
+    add("--epochs", type=int, help=f"passes over the training data (default, by the recipe: "
+        f"{RECIPES['original']['epochs']} for the spiral at full batch; otherwise enough for "
+        f"{MIN_STEPS} updates, {MIN_EPOCHS} to {MAX_AUTO_EPOCHS})")
+    add("--batch-size", type=_batch_size, help="global batch size, or 'full' (default, by the "
+        f"recipe: full for the spiral; otherwise {RECIPES['minibatch']['batch_size']}, or "
+        f"{SMALL_BATCH} below {SMALL_DATA_ROWS} training rows)")
+    add("--lr", type=float, help="initial learning rate (default, by the recipe: "
+        f"{RECIPES['original']['lr']:g} for the spiral at full batch, "
+        f"{RECIPES['minibatch']['lr']:g} otherwise)")
+    add("--lr-decay", type=float, help="lr_t = lr / (1 + lr_decay * t) (default, by the recipe: "
+        f"{RECIPES['original']['lr_decay']:g} for the spiral at full batch, "
+        f"{RECIPES['minibatch']['lr_decay']:g} otherwise)")
+    add("--momentum", type=float, help="v = momentum * v - lr_t * g (default: 0.9)")
+    add("--no-shuffle", dest="shuffle", action="store_false", help="keep the stored order "
+        "(default: reshuffle every epoch)")
     add("--standardize", action=argparse.BooleanOptionalAction,
         help="scale every input feature to zero mean and unit variance over the training rows; "
         "the statistics are stored in model.npz (default: on for data from files and images, "
@@ -106,31 +162,39 @@ def build_parser() -> argparse.ArgumentParser:
     add("--data-shards", type=int, metavar="K", help="draw worker k's part of every batch from "
         "shard k of the rows; set K to the number of workers so that each reads only its "
         "share of a memory-mapped .npy (default 1: one shuffle over all rows)")
-    add("--max-staleness", type=int, help="ps-async: no applied gradient staler than this")
+    add("--max-staleness", type=int, help="ps-async: no applied gradient staler than this "
+        "(default: unbounded)")
     add("--no-shared-memory", dest="shared_memory", action="store_false",
         help="move gradients and parameters by MPI messages even when all ranks share a "
-        "node")
-    add("--eval-every", type=int, help="epochs between evaluations")
+        "node (default: shared memory on one node)")
+    add("--eval-every", type=int, help="epochs between evaluations, and always the last "
+        f"(default, by the recipe: {RECIPES['original']['eval_every']} for the spiral at full "
+        f"batch, about {EVALUATIONS} evaluations per run otherwise)")
     add("--checkpoint-every", type=int, help="epochs between checkpoints (default: every "
         "evaluation; always at the end)")
     add("--out", help="run directory (default: runs/<time>-<strategy>)")
     add("--overwrite", action="store_true", help="replace the distnn run already in --out "
-        "(refused if --out holds other files)")
+        "(refused if --out holds other files) (default: refuse a non-empty --out)")
     add("--resume", metavar="RUN_DIR", help="continue the run saved in RUN_DIR from its "
-        "checkpoint (only --epochs may change)")
-    add("--procs", type=int, help="launch N MPI processes with mpiexec (unless already under MPI)")
+        "checkpoint, with its strategy and process count; only --epochs and --procs may "
+        "change (default: a new run)")
+    add("--procs", type=int, help="launch N MPI processes with mpiexec, unless already under "
+        "MPI (default: 1, or the resumed run's)")
     add("--threads", type=int, metavar="N", help="BLAS threads per process (default: 1, or "
         "OMP_NUM_THREADS: ranks fill the cores, and a serial baseline with all cores would "
         "make speedups look larger than they are)")
-    add("--quiet", action="store_true", help="no progress output")
+    add("--quiet", action="store_true", help="no progress output, only warnings and where the "
+        "run was saved (default: progress on rank 0)")
 
     evaluate = commands.add_parser("evaluate", help="loss, accuracy and confusion matrix of a "
                                    "model on a data set", argument_default=argparse.SUPPRESS)
     evaluate.add_argument("model", help="a run directory, or a model.npz written by distnn train; "
                           "the data flags default to the run's config.json")
     _add_data_flags(evaluate.add_argument)
-    evaluate.add_argument("--split", choices=("test", "train"), default="test")
-    evaluate.add_argument("--json", action="store_true", help="print the result as JSON")
+    evaluate.add_argument("--split", choices=("test", "train"), default="test",
+                          help="which rows to score (default: test)")
+    evaluate.add_argument("--json", action="store_true", help="print the result as JSON "
+                          "(default: a table)")
 
     predict = commands.add_parser("predict", help="class and probabilities per input row")
     predict.add_argument("model", help="a run directory, or a model.npz written by distnn train")
@@ -142,29 +206,37 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser("export", help="write a model in another format")
     export.add_argument("model", help="a run directory, or a model.npz written by distnn train")
-    export.add_argument("--format", choices=("onnx",), default="onnx")
+    export.add_argument("--format", choices=("onnx",), default="onnx", help="(default: onnx)")
     export.add_argument("--output", help="file to write (default: MODEL with .onnx)")
 
     bench = commands.add_parser("bench", help="speedup and efficiency of every strategy and "
                                 "process count, with markdown/CSV/JSON tables and plots")
     bench.add_argument("--strategies", default="serial,ps-sync,ps-async,allreduce",
-                       help="comma-separated; serial always runs as the baseline")
-    bench.add_argument("--procs", default="1,2,3,4", help="comma-separated process counts")
-    bench.add_argument("--scaling", choices=("strong", "weak"), default="strong")
-    bench.add_argument("--repeats", type=int, default=3, help="timed runs per configuration")
+                       help="comma-separated; serial always runs as the baseline "
+                       "(default: %(default)s)")
+    bench.add_argument("--procs", default="1,2,3,4", help="comma-separated process counts "
+                       "(default: %(default)s)")
+    bench.add_argument("--scaling", choices=("strong", "weak"), default="strong",
+                       help="strong: fixed global batch; weak: fixed batch per worker "
+                       "(default: %(default)s)")
+    bench.add_argument("--repeats", type=int, default=3, help="timed runs per configuration "
+                       "(default: %(default)s)")
     bench.add_argument("--out", help="output folder (default: bench-out/<time>)")
     bench.add_argument("--table", choices=("seed",), help="the original's speedup table: the "
-                       "seed workload, serial and ps-sync at 1..4 workers")
+                       "seed workload, serial and ps-sync at 1..4 workers (default: none)")
     for flag in BENCH_WORKLOAD_FLAGS:
-        bench.add_argument(flag, default=argparse.SUPPRESS, help="passed to distnn train")
+        bench.add_argument(flag, default=argparse.SUPPRESS, help="passed to distnn train "
+                           "(default: distnn train's)")
 
     model = commands.add_parser("costmodel", help="fit latency/bandwidth and compute time here, "
                                 "project speedup up to 1024 workers")
     model.add_argument("--sizes", type=_widths, default=(784, 256, 10),
-                       help="layer widths, e.g. 784,256,10")
-    model.add_argument("--batch-size", type=int, default=128, help="global batch")
-    model.add_argument("--dtype", choices=DTYPES, default="float32")
-    model.add_argument("--bench", help="a bench output folder whose measured points to overlay")
+                       help="layer widths, e.g. 784,256,10 (default: 784,256,10)")
+    model.add_argument("--batch-size", type=int, default=128, help="global batch "
+                       "(default: %(default)s)")
+    model.add_argument("--dtype", choices=DTYPES, default="float32", help="(default: %(default)s)")
+    model.add_argument("--bench", help="a bench output folder whose measured points to overlay "
+                       "(default: none)")
     model.add_argument("--out", help="output folder (default: bench-out/costmodel-<time>)")
 
     commands.add_parser("info", help="versions, MPI library, BLAS and threads")

@@ -31,6 +31,7 @@ def plot_run(run_dir: Path) -> list[Path]:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
     except ImportError as exc:
         raise UsageError("distnn plot needs matplotlib: pip install 'distnn[plot]'") from exc
     epochs = [r["epoch"] for r in records]
@@ -42,7 +43,8 @@ def plot_run(run_dir: Path) -> list[Path]:
                       markersize=3, label=split)
         axes.set_xlabel("epoch")
         axes.set_ylabel(label)
-        axes.set_title(f"{Path(run_dir).name}: {label}")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.set_title(f"{Path(run_dir).name}: {label} per epoch")
         axes.grid(alpha=0.3)
         axes.legend()
         figure.tight_layout()
