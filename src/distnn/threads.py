@@ -1,8 +1,8 @@
 """BLAS threads: one per process unless the user says otherwise, in every mode.
 
 Ranks fill the cores, so more than one BLAS thread per rank only contends; and a serial
-run that used every core while a ``--procs`` run pinned one per rank made hand-measured
-speedups up to 8.7x too high on a busy machine. So every ``distnn train`` uses
+run that used every core beside ``--procs`` ranks pinned to one thread each would make
+hand-measured speedups compare unlike with unlike. So every ``distnn train`` uses
 ``--threads`` BLAS threads per process, else the count the environment sets
 (``OMP_NUM_THREADS`` and friends), else 1, and records it in ``result.json``.
 """
