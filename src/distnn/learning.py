@@ -1,16 +1,21 @@
 """A warning when the model is not learning, so that a wasted run is noticed early.
 
 A classifier that learns nothing predicts the class frequencies, and its cross-entropy
-sits at about ln K for K balanced classes. If the training loss is still there at the
-``PATIENCE``-th evaluation, or has risen well above where it started, the run is almost
-certainly wasted; the warning names the likely cause from the configuration.
+sits at about ln K for K balanced classes. If the training loss is still there, and has
+not fallen ``PROGRESS`` below its first value, after ``PATIENCE`` evaluations and ``SHARE``
+of the run's epochs (hard data such as the spiral sits near ln K for a while, falling
+slowly, before it learns), or has risen well above where it started,
+the run is almost certainly wasted; the warning names the likely cause from the
+configuration.
 """
 
 import math
 
-PATIENCE = 3          # evaluations before "stuck at chance" is judged
+PATIENCE = 3          # evaluations, and...
+SHARE = 0.2           # ...share of the epochs, before "stuck at chance" is judged
 AT_CHANCE = 0.97      # loss >= this share of ln K counts as chance
 RISE = 1.5            # loss above this multiple of the first evaluation's counts as rising
+PROGRESS = 0.02       # a loss this much below the first evaluation's is still learning
 
 
 class LearningMonitor:
@@ -30,7 +35,9 @@ class LearningMonitor:
         if len(self.losses) >= 2 and loss > RISE * self.losses[0]:
             problem = (f"the training loss rose from {self.losses[0]:.3f} to {loss:.3f} by epoch "
                        f"{record['epoch']}")
-        elif len(self.losses) == PATIENCE and min(self.losses) >= AT_CHANCE * self.chance:
+        elif (len(self.losses) >= PATIENCE and record["epoch"] >= SHARE * self.config.epochs
+              and min(self.losses) >= AT_CHANCE * self.chance
+              and self.losses[0] - loss < PROGRESS * self.losses[0]):
             problem = (f"the training loss is {loss:.3f} at epoch {record['epoch']}, no lower "
                        f"than chance level (ln {round(math.exp(self.chance))} = {self.chance:.3f})")
         else:
