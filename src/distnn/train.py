@@ -170,6 +170,10 @@ def train(config: TrainConfig, comm: MPI.Comm, dataset: Dataset, run=None,
         """Called before every step (ps-async: every update on the server): shows progress
         and, every ``CHECK_EVERY`` global steps, agrees whether to stop (collective)."""
         progress.step(epoch, step)
+        if strategy.recent_loss is not None:
+            progress.batch_loss(strategy.recent_loss)
+            strategy.recent_loss = None
+        strategy.measure_loss = progress.wants_loss
         if not strategy.stops_mid_epoch:
             return False
         global_step = epoch * steps_per_epoch + step

@@ -36,6 +36,8 @@ class Strategy:
         self._status = MPI.Status()
         self._x = np.empty((0, model.n_features), dtype=model.dtype)
         self._y = np.empty(0, dtype=np.intp)
+        self.measure_loss = False    # set for one step: its slice's loss for the progress line
+        self.recent_loss: float | None = None
 
     @classmethod
     def from_config(cls, config, comm, model, optimizer, data, timer) -> "Strategy":
@@ -63,7 +65,14 @@ class Strategy:
             self._y = np.empty(rows, dtype=np.intp)
         x = take(self.data.x_train, part, self._x)
         y = take(self.data.y_train, part, self._y)
-        self.model.gradient_sum(x, y)
+        if self.measure_loss:
+            # The same gradient (the loss only reads what the gradient computes), plus one
+            # log per row: asked for only on steps where rank 0's live line redraws.
+            loss_sum, _ = self.model.loss_and_gradient_sum(x, y)
+            self.recent_loss = loss_sum / max(rows, 1)
+            self.measure_loss = False
+        else:
+            self.model.gradient_sum(x, y)
 
     def updates_per_epoch(self, sampler) -> int:
         """Optimizer steps per epoch: one per global batch for synchronous strategies."""
