@@ -1,0 +1,32 @@
+"""Fixtures of the virtual cluster (``virtual_cluster.py``): built once per session, removed
+at its end whatever happened, and any job a test leaves running killed after the test."""
+
+import subprocess
+
+import pytest
+from virtual_cluster import NODES, Cluster, build, remove_namespaces, why_no_cluster
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory):
+    reason = why_no_cluster()
+    if reason:
+        pytest.skip(reason)
+    remove_namespaces()
+    try:
+        try:
+            build()
+        except subprocess.CalledProcessError as exc:
+            pytest.skip(f"cannot build network namespaces here: {exc.stderr.strip()}")
+        yield Cluster(tmp_path_factory.mktemp("cluster"))
+    finally:
+        remove_namespaces()
+
+
+@pytest.fixture
+def hosts(cluster):
+    """The cluster, with anything a test leaves running killed afterwards."""
+    yield cluster
+    cluster.end_all()
+    for node in NODES:
+        cluster.link(node, "up")

@@ -1,0 +1,108 @@
+"""Every claim made for one node, across hosts (DESIGN §3b): the virtual cluster of
+``conftest.py``, MPI over TCP between network namespaces."""
+
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from virtual_cluster import wait_for
+
+from helpers import max_relative_difference, read_result, train_params
+
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
+SCRIPTS = Path(__file__).parent.parent / "mpi_scripts"
+DISTNN = [sys.executable, "-m", "mpi4py", "-m", "distnn"]
+# Float64, and a batch (37) that does not divide the 300 samples: uneven slices.
+WORKLOAD = ["--samples-per-class", "100", "--dtype", "float64", "--lr", "0.5", "--eval-every", "5",
+            "--epochs", "12", "--batch-size", "37"]
+LONG = ["--samples-per-class", "2000", "--batch-size", "50", "--epochs", "3000",
+        "--eval-every", "20", "--dtype", "float64", "--quiet"]
+
+
+def model_vector(run: Path) -> np.ndarray:
+    with np.load(run / "model.npz", allow_pickle=False) as model:
+        layers = sorted({name.rsplit(".", 1)[0] for name in model.files if name.startswith("layers.")})
+        return np.concatenate([np.concatenate([model[f"{layer}.weight"].ravel(),
+                                               model[f"{layer}.bias"]]) for layer in layers])
+
+
+def train(hosts, placement: dict[str, int], out: Path, args: list[str]):
+    done = hosts.run(placement, [*DISTNN, "train", "--quiet", "--out", str(out), *args])
+    assert done.returncode == 0, done.stderr
+    return model_vector(out)
+
+
+@pytest.fixture(scope="module")
+def serial(tmp_path_factory):
+    """Final parameters of serial training on ``WORKLOAD``, on this machine."""
+    return train_params(tmp_path_factory.mktemp("serial") / "run", WORKLOAD)
+
+
+def test_ranks_on_different_hosts_are_on_different_nodes(hosts):
+    done = hosts.run({"node1": 1, "node2": 2}, [sys.executable, str(SCRIPTS / "placement.py")])
+    assert done.returncode == 0, done.stderr
+    placed = json.loads(done.stdout)
+    assert [(r["host"], r["node_size"]) for r in placed] == [("node1", 1), ("node2", 2),
+                                                             ("node2", 2)]
+
+
+@pytest.mark.parametrize("strategy, placement", [
+    ("ps-sync", {"node1": 1, "node2": 1}),
+    ("ps-sync", {"node1": 1, "node2": 2}),
+    ("ps-sync", {"node1": 2, "node2": 1}),
+    ("allreduce", {"node1": 1, "node2": 1}),
+    ("allreduce", {"node1": 2, "node2": 1}),
+    ("allreduce", {"node1": 1, "node2": 1, "node3": 1}),
+])
+def test_synchronous_strategies_across_hosts_equal_serial(hosts, tmp_path, serial, strategy, placement):
+    params = train(hosts, placement, tmp_path / "run",
+                   ["--strategy", strategy, *WORKLOAD])
+    assert max_relative_difference(params, serial) <= 1e-10
+    result = read_result(tmp_path / "run")
+    assert result["processes"] == sum(placement.values())
+    assert result["shared_memory"] is False
+
+
+def test_ps_async_with_one_worker_on_another_host_is_serial_exactly(hosts, tmp_path, serial):
+    params = train(hosts, {"node1": 1, "node2": 1}, tmp_path / "run",
+                   ["--strategy", "ps-async", *WORKLOAD])
+    assert np.array_equal(params, serial)
+    assert read_result(tmp_path / "run")["shared_memory"] is False
+
+
+@pytest.mark.parametrize("strategy", ["ps-sync", "allreduce"])
+def test_a_rank_that_raises_on_a_remote_host_ends_the_job(hosts, tmp_path, strategy):
+    started = time.monotonic()
+    done = hosts.run({"node1": 1, "node2": 2},
+                     [sys.executable, str(SCRIPTS / "raise_on_rank.py"), "2", "5", "--strategy",
+                      strategy, "--epochs", "50", "--quiet", "--out", str(tmp_path)], timeout=60)
+    assert time.monotonic() - started < 30
+    assert done.returncode != 0
+    assert "[rank 2/3]" in done.stderr and "injected failure in call 5" in done.stderr
+    assert not (tmp_path / "model.npz").exists()
+
+
+@pytest.mark.parametrize("strategy", ["ps-sync", "allreduce", "ps-async"])
+def test_a_rank_killed_on_a_remote_host_ends_the_job(hosts, tmp_path, strategy):
+    out = tmp_path / "run"
+    job = hosts.start({"node1": 1, "node2": 2},
+                      [*DISTNN, "train", "--strategy", strategy, *LONG, "--out", str(out)])
+    try:
+        wait_for(out / "checkpoint.npz")
+        victim = hosts.pids("node2", "mpi4py")[-1]
+        os.kill(victim, signal.SIGKILL)
+        killed = time.monotonic()
+        job.communicate(timeout=60)
+        assert time.monotonic() - killed < 30
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+        job.communicate()
+    assert job.returncode != 0
+    with np.load(out / "checkpoint.npz") as checkpoint:
+        assert np.all(np.isfinite(checkpoint["params"]))
