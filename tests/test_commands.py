@@ -1,4 +1,4 @@
-"""evaluate, predict, plot, info, export, --config and the estimator."""
+"""evaluate, predict, plot, info, export and --config (the estimator: test_estimator.py)."""
 
 import json
 
@@ -117,26 +117,3 @@ def test_idx_reader_names_a_truncated_file(tmp_path):
     (tmp_path / "t.idx").write_bytes(idx_bytes(np.zeros((3, 2, 2), dtype=np.uint8))[:-1])
     with pytest.raises(UsageError, match="IDX data is 11 bytes, its header"):
         read_idx(tmp_path / "t.idx")
-
-
-def test_estimator_fits_predicts_and_scores():
-    from distnn.data.spiral import spiral_data
-    from distnn.estimator import MLPClassifier
-
-    x, y = spiral_data(100, 3, np.random.RandomState(0))
-    names = np.array(["red", "green", "blue"])[y]
-    clf = MLPClassifier(epochs=400, batch_size=50, lr=0.2).fit(x, names)
-    assert list(clf.classes_) == ["blue", "green", "red"]
-    assert clf.score(x, names) > 0.7
-    assert set(clf.predict(x[:10])) <= set(names)
-    np.testing.assert_allclose(clf.predict_proba(x[:5]).sum(axis=1), 1, atol=1e-6)
-    assert clf.set_params(lr=0.01).get_params()["lr"] == 0.01
-    with pytest.raises(ValueError, match="invalid parameter 'learning_rate'"):
-        clf.set_params(learning_rate=1)
-
-
-def test_estimator_works_with_sklearn_clone_when_installed():
-    base = pytest.importorskip("sklearn.base")
-    from distnn.estimator import MLPClassifier
-
-    assert base.clone(MLPClassifier(epochs=3)).get_params()["epochs"] == 3
