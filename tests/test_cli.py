@@ -40,7 +40,7 @@ def test_seed_preset_resolves_to_the_original_workload_and_flags_override(tmp_pa
     config = json.loads((tmp_path / "config.json").read_text())
     assert {k: config[k] for k in ("hidden", "init", "batch_size", "lr", "lr_decay", "momentum",
                                    "eval_every", "classes")} == {
-        "hidden": [64], "init": "nnfs", "batch_size": None, "lr": 1.0, "lr_decay": 1e-3,
+        "hidden": [64], "init": "uniform", "batch_size": None, "lr": 1.0, "lr_decay": 1e-3,
         "momentum": 0.9, "eval_every": 1000, "classes": 3}
     assert (config["epochs"], config["samples_per_class"]) == (2, 50)
 

@@ -17,7 +17,7 @@ import traceback
 from pathlib import Path
 
 from distnn import __version__, recipes, threads
-from distnn.config import DTYPES, INITS, PRESETS, STRATEGIES, make_config
+from distnn.config import COMBINES, DTYPES, INITS, PRESETS, SPIRAL_DRAWS, STRATEGIES, TIMINGS, make_config
 from distnn.errors import UsageError
 from distnn.interrupt import EXIT_INTERRUPTED
 from distnn.launch import (
@@ -120,6 +120,11 @@ def _add_data_flags(add) -> None:
         "(default: last)")
     add("--samples-per-class", type=int, help="spiral: points per class (default: 1000)")
     add("--classes", type=int, help="spiral: number of classes (default: 3)")
+    add("--test-samples-per-class", type=int, help="spiral: test points per class (default: "
+        "--samples-per-class)")
+    add("--spiral-draw", choices=SPIRAL_DRAWS, help="spiral: 'separate' draws the test set from "
+        "seed+1; 'original' draws train then test from one float32 stream and shuffles the "
+        "training rows, as the original's generate_data.py (default: separate)")
     add("--test-fraction", type=float, help="held-out share when a data file has no test split "
         "(default: 0.2)")
     add("--seed", type=int, help="data split, weights and sample order (default: 0)")
@@ -137,7 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--config", metavar="FILE.toml", help="config values; flags override them (default: none)")
     _add_data_flags(add)
     add("--hidden", type=_widths, help="hidden layer widths, e.g. 64 or 256,128 (default: 64)")
-    add("--init", choices=INITS, help="weight init: he, or nnfs (0.01 N(0,1)) (default: he)")
+    add("--init", choices=INITS, help="weight init: he (N(0, 2/fan_in)), nnfs (0.01 N(0,1)), or "
+        "uniform (U(-0.01, 0.01) from glibc rand(), the original's) (default: he)")
     add("--dtype", choices=DTYPES, help="parameters and data (default: float32)")
     add("--strategy", choices=STRATEGIES, help="gradient path (default: serial)")
     add("--epochs", type=int, help=f"passes over the training data (default, by the recipe: "
@@ -162,6 +168,17 @@ def build_parser() -> argparse.ArgumentParser:
     add("--data-shards", type=int, metavar="K", help="draw worker k's part of every batch from "
         "shard k of the rows; set K to the number of workers so that each reads only its "
         "share of a memory-mapped .npy (default 1: one shuffle over all rows)")
+    add("--combine", choices=COMBINES, help="ps-sync/allreduce: average the workers' gradients "
+        "(== serial), or their models after local SGD steps, each worker with its own "
+        "velocity (the original's algorithm; messages only) (default: gradients)")
+    add("--local-steps", type=int, metavar="K", help="--combine models: local steps between "
+        "averagings (K-fold less communication; 1 is the original) (default: 1)")
+    add("--drop-remainder", action="store_true", help="--combine models: every worker takes "
+        "floor(B/n) rows and the last B mod n rows of a batch go unused, as in the original "
+        "(default: as-even-as-possible slices of every row)")
+    add("--timing", choices=TIMINGS, help="'original' times as the original did: every step "
+        "also computes its training loss and accuracy, and evaluations count as training "
+        "time (default: training, evaluations excluded)")
     add("--max-staleness", type=int, help="ps-async: no applied gradient staler than this "
         "(default: unbounded)")
     add("--no-shared-memory", dest="shared_memory", action="store_false",
@@ -464,6 +481,10 @@ def _resumed_config(resume_dir: str, settings: dict):
     except (TypeError, ValueError) as exc:
         raise UsageError(f"--resume: {checkpoint['path']} holds a config this version cannot "
                          f"read ({exc})") from exc
+    if config.combine == "models":
+        raise UsageError(f"--resume cannot continue {resume_dir}: it averaged models "
+                         "(--combine models), where every worker keeps its own velocity, and a "
+                         "checkpoint holds only one; start a new run, or use --combine gradients")
     epoch, epoch_step = checkpoint["epoch"], checkpoint.get("epoch_step", 0)
     if config.epochs < epoch or (epoch_step and config.epochs == epoch):
         reached = f"epoch {epoch}" + (f" and {epoch_step} steps of the next" if epoch_step else "")

@@ -16,7 +16,10 @@ from distnn.guards import regular_file
 
 STRATEGIES = ("serial", "ps-sync", "ps-async", "allreduce")
 DTYPES = ("float32", "float64")
-INITS = ("he", "nnfs")
+INITS = ("he", "nnfs", "uniform")
+SPIRAL_DRAWS = ("separate", "original")
+COMBINES = ("gradients", "models")
+TIMINGS = ("training", "original")
 
 
 @dataclass(frozen=True)
@@ -27,9 +30,11 @@ class TrainConfig:
     label_column: str = "last"       # one-file CSV: first, last, an index or a header name
     samples_per_class: int = 1000    # spiral: points per arm
     classes: int = 3                 # spiral: number of arms (= classes)
+    test_samples_per_class: int | None = None  # spiral test set; None = samples_per_class
+    spiral_draw: str = "separate"    # "separate": test from seed+1; "original": see dataset.py
     test_fraction: float = 0.2       # held out when a data file has no test split
     hidden: tuple[int, ...] = (64,)  # widths of the hidden layers
-    init: str = "he"                 # weight init: "he" or "nnfs" (0.01 N(0,1))
+    init: str = "he"                 # "he", "nnfs" (0.01 N(0,1)), "uniform" (the original's)
     dtype: str = "float32"           # parameter and data precision
     strategy: str = "serial"         # gradient path, see distnn.parallel
     epochs: int = 1000               # passes over the training data
@@ -41,6 +46,10 @@ class TrainConfig:
     shuffle: bool = True             # reshuffle the samples every epoch
     data_shards: int = 1             # part k of every batch comes from shard k of the rows
     max_staleness: int | None = None  # ps-async: bound on an applied gradient's staleness
+    combine: str = "gradients"       # ps-sync/allreduce: average "gradients" or "models"
+    local_steps: int = 1             # --combine models: local steps between averagings
+    drop_remainder: bool = False     # --combine models: equal slices, last B mod n rows unused
+    timing: str = "training"         # "original": per-step loss and evaluations are timed
     shared_memory: bool = True       # MPI-3 shared memory when all ranks share one node
     eval_every: int = 100            # epochs between evaluations (the last epoch always)
     checkpoint_every: int = 0        # epochs between checkpoints; 0 = at every evaluation
@@ -65,15 +74,22 @@ class TrainConfig:
 
 PRESETS: dict[str, dict] = {
     "default": {},
-    # The original C++/Eigen workload: spiral 10,000 points x 3 arms, 2-64-3, full batch.
-    "seed": dict(samples_per_class=10_000, classes=3, hidden=(64,), init="nnfs",
+    # The original C++/Eigen workload: spiral 10,000 points x 3 arms, 2-64-3, full batch
+    # (its intermediate vintage, generate_data.py at commit 060985a).
+    "seed": dict(samples_per_class=10_000, classes=3, hidden=(64,), init="uniform",
                  dtype="float64", batch_size=None, epochs=10_000, eval_every=1000,
-                 lr=1.0, lr_decay=1e-3, momentum=0.9),
+                 lr=1.0, lr_decay=1e-3, momentum=0.9, test_samples_per_class=1000,
+                 spiral_draw="original"),
+    # The original's final experiments (its report): 4 arms x 10,000, test 4 x 1,000.
+    "seed-final": dict(samples_per_class=10_000, classes=4, hidden=(64,), init="uniform",
+                       dtype="float64", batch_size=None, epochs=10_000, eval_every=1000,
+                       lr=1.0, lr_decay=1e-3, momentum=0.9, test_samples_per_class=1000,
+                       spiral_draw="original"),
     # Fashion-MNIST, 784-256-10: >= 0.89 test accuracy in 30 epochs (measured, README).
     "fmnist": dict(dataset="fashion-mnist", hidden=(256,), init="he", dtype="float32",
                    batch_size=128, epochs=30, eval_every=5, lr=0.05, lr_decay=5e-4,
                    momentum=0.9),
-    "seed-10": dict(samples_per_class=10_000, classes=10, hidden=(64,), init="nnfs",
+    "seed-10": dict(samples_per_class=10_000, classes=10, hidden=(64,), init="uniform",
                     dtype="float64", batch_size=None, epochs=10_000, eval_every=1000,
                     lr=1.0, lr_decay=1e-3, momentum=0.9),
 }
@@ -83,7 +99,8 @@ FIELDS = {field.name for field in dataclasses.fields(TrainConfig)}
 
 FIELD_TYPES = {
     "preset": str, "dataset": str, "data_dir": str, "label_column": str, "samples_per_class": int,
-    "classes": int,
+    "classes": int, "test_samples_per_class": int, "spiral_draw": str, "combine": str,
+    "local_steps": int, "drop_remainder": bool, "timing": str,
     "test_fraction": float, "hidden": tuple, "init": str, "dtype": str, "strategy": str,
     "epochs": int, "batch_size": int, "lr": float, "lr_decay": float, "momentum": float,
     "seed": int, "shuffle": bool, "data_shards": int, "max_staleness": int, "shared_memory": bool,
@@ -183,23 +200,24 @@ def _flag(name: str) -> str:
 
 MAX_PROCS = 4096
 INT_FIELDS = ("samples_per_class", "classes", "epochs", "eval_every", "checkpoint_every",
-              "data_shards", "seed")
-OPTIONAL_INT_FIELDS = ("batch_size", "max_staleness", "procs")
+              "data_shards", "seed", "local_steps")
+OPTIONAL_INT_FIELDS = ("batch_size", "max_staleness", "procs", "test_samples_per_class")
 FLOAT_FIELDS = ("lr", "lr_decay", "momentum", "test_fraction")
-STR_FIELDS = ("dataset", "data_dir", "label_column", "out")
+STR_FIELDS = ("dataset", "data_dir", "label_column", "out", "spiral_draw", "combine", "timing")
 
 
 def validate(config: TrainConfig) -> None:
     """Raise UsageError naming the flag, the value received and what is allowed."""
     _check_kinds(config)
     choices = {"strategy": STRATEGIES, "dtype": DTYPES, "init": INITS,
-               "recipe": tuple(recipes.RECIPES)}
+               "recipe": tuple(recipes.RECIPES), "spiral_draw": SPIRAL_DRAWS,
+               "combine": COMBINES, "timing": TIMINGS}
     for name, allowed in choices.items():
         value = getattr(config, name)
         if value not in allowed:
             raise UsageError(f"{_flag(name)} {value!r} is not one of {', '.join(allowed)}")
     minimums = {"samples_per_class": 1, "classes": 2, "epochs": 0, "eval_every": 1,
-                "checkpoint_every": 0, "data_shards": 1}
+                "checkpoint_every": 0, "data_shards": 1, "local_steps": 1}
     for name, low in minimums.items():
         value = getattr(config, name)
         if value < low:
@@ -225,6 +243,10 @@ def validate(config: TrainConfig) -> None:
         if not 0 <= config.max_staleness <= MAX_COUNT:
             raise UsageError(f"--max-staleness must be in [0, {MAX_COUNT:,}], "
                              f"got {config.max_staleness}")
+    _check_combine(config)
+    if config.test_samples_per_class is not None and not 1 <= config.test_samples_per_class <= MAX_COUNT:
+        raise UsageError(f"--test-samples-per-class must be in [1, {MAX_COUNT:,}], "
+                         f"got {config.test_samples_per_class}")
     if config.procs is not None and not 1 <= config.procs <= MAX_PROCS:
         raise UsageError(f"--procs must be in [1, {MAX_PROCS}], got {config.procs}")
     if not 0 <= config.seed <= MAX_SEED:
@@ -254,7 +276,7 @@ def _check_kinds(config: TrainConfig) -> None:
             continue
         if not isinstance(value, str) or "\0" in value:
             raise UsageError(f"{_flag(name)} must be text without NUL characters, got {_shown(value)}")
-    for name in ("shuffle", "shared_memory", "standardize"):
+    for name in ("shuffle", "shared_memory", "standardize", "drop_remainder"):
         if type(getattr(config, name)) is not bool:
             raise UsageError(f"{_flag(name)} must be true or false, got {_shown(getattr(config, name))}")
 
@@ -271,3 +293,18 @@ def _check_optimizer(config: TrainConfig) -> None:
         raise UsageError(f"--lr-decay must be >= 0, got {config.lr_decay}")
     if not 0 <= config.momentum < 1:
         raise UsageError(f"--momentum must be in [0, 1), got {config.momentum}")
+
+
+def _check_combine(config: TrainConfig) -> None:
+    """Model averaging belongs to the synchronous data-parallel strategies; its two options
+    mean nothing without it."""
+    if config.combine == "models" and config.strategy not in ("ps-sync", "allreduce"):
+        raise UsageError(f"--combine models applies to --strategy ps-sync or allreduce, "
+                         f"not {config.strategy}")
+    if config.combine != "models":
+        if config.local_steps != 1:
+            raise UsageError(f"--local-steps {config.local_steps} needs --combine models "
+                             "(gradients are combined at every step)")
+        if config.drop_remainder:
+            raise UsageError("--drop-remainder needs --combine models (gradient averaging "
+                             "uses every row exactly)")

@@ -88,22 +88,37 @@ def load_dataset(config, share: tuple[int, int] | None = (0, 1)) -> Dataset:
 
 
 def _spiral(config) -> Dataset:
-    """Training and test spirals from ``seed`` and the seed after it (wrapping round at
-    RandomState's limit)."""
+    """Training and test spirals.
+
+    ``spiral_draw = "separate"``: the training set from ``seed`` and the test set from the
+    seed after it (wrapping round at RandomState's limit). ``"original"``: as the original's
+    ``generate_data.py`` made its files: ``nnfs.init()`` (float32, NumPy seed ``seed``), the
+    training set, then the test set, from one stream, then the training rows shuffled with
+    ``np.random.shuffle`` (verified against its committed CSV files, bit for bit).
+    """
     dtype = np.dtype(config.dtype)
-    rows = config.samples_per_class * config.classes
-    # Per row, train and test: float64 features, their copy in dtype, uint8 and intp labels.
-    check_memory(2 * rows * (2 * 8 + 2 * dtype.itemsize + 1 + np.dtype(np.intp).itemsize),
+    test_samples = config.test_samples_per_class or config.samples_per_class
+    rows = (config.samples_per_class + test_samples) * config.classes
+    # Per row: float64 features, their copy in dtype, uint8 and intp labels.
+    check_memory(rows * (2 * 8 + 2 * dtype.itemsize + 1 + np.dtype(np.intp).itemsize),
                  f"the spiral data set ({config.samples_per_class:,} samples x {config.classes:,} "
                  "classes, train and test)", "lower --samples-per-class or --classes",
                  processes=local_processes())
-    x_train, y_train = spiral_data(
-        config.samples_per_class, config.classes, np.random.RandomState(config.seed)
-    )
-    x_test, y_test = spiral_data(
-        config.samples_per_class, config.classes,
-        np.random.RandomState((config.seed + 1) % (MAX_SEED + 1)),
-    )
+    if config.spiral_draw == "original":
+        rng = np.random.RandomState(config.seed)
+        x_train, y_train = spiral_data(config.samples_per_class, config.classes, rng, float32=True)
+        x_test, y_test = spiral_data(test_samples, config.classes, rng, float32=True)
+        order = np.arange(x_train.shape[0])
+        rng.shuffle(order)
+        x_train, y_train = x_train[order], y_train[order]
+    else:
+        x_train, y_train = spiral_data(
+            config.samples_per_class, config.classes, np.random.RandomState(config.seed)
+        )
+        x_test, y_test = spiral_data(
+            test_samples, config.classes,
+            np.random.RandomState((config.seed + 1) % (MAX_SEED + 1)),
+        )
     return Dataset("spiral", x_train.astype(dtype), y_train.astype(np.intp),
                    x_test.astype(dtype), y_test.astype(np.intp), config.classes)
 

@@ -2,10 +2,11 @@
 
 import numpy as np
 
+from distnn.nn.crand import CRand, eigen_random
 from distnn.nn.functional import softmax_cross_entropy, softmax_cross_entropy_grad
 from distnn.nn.layers import Dense, ReLU
 
-INITS = ("he", "nnfs")
+INITS = ("he", "nnfs", "uniform")
 CHUNK_ROWS = 4096  # rows per forward/backward pass: keeps activations in cache (benchmarks/chunk_rows.py)
 
 
@@ -26,9 +27,12 @@ class MLP:
     sizes : sequence of int
         Layer widths ``[n_features, hidden..., n_classes]``.
     dtype : "float32" or "float64".
-    init : "he" (N(0, 2/fan_in) weights) or "nnfs" (0.01 N(0, 1), the original C++ code's).
+    init : "he" (N(0, 2/fan_in) weights), "nnfs" (0.01 N(0, 1), as nnfs's Python book code),
+        or "uniform" (U(-0.01, 0.01): the original C++ code's ``MatrixXd::Random * 0.01``,
+        drawn from glibc's ``rand()`` stream, see ``crand.py``). Biases start at zero.
     seed : int
-        Seed of the initial weights (NumPy ``RandomState``, as nnfs uses).
+        Seed of the initial weights: NumPy ``RandomState`` for "he" and "nnfs", glibc's
+        ``srand`` for "uniform" (0 and 1 give the original's unseeded stream).
     """
 
     def __init__(self, sizes, dtype="float32", init="he", seed=0):
@@ -96,9 +100,13 @@ class MLP:
 
     def initialize(self, init: str, seed: int) -> None:
         rng = np.random.RandomState(seed)
+        crand = CRand(seed) if init == "uniform" else None
         for layer in self.layers:
-            scale = 0.01 if init == "nnfs" else np.sqrt(2.0 / layer.fan_in)
-            layer.weight[...] = scale * rng.randn(layer.fan_in, layer.fan_out)
+            if crand is not None:
+                layer.weight[...] = eigen_random(crand, layer.fan_in, layer.fan_out) * 0.01
+            else:
+                scale = 0.01 if init == "nnfs" else np.sqrt(2.0 / layer.fan_in)
+                layer.weight[...] = scale * rng.randn(layer.fan_in, layer.fan_out)
             layer.bias[...] = 0
 
     @property

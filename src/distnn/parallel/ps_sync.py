@@ -21,6 +21,11 @@ the vectors:
   on 784-256-10 at batch 128, 1.7x on the full-batch seed model. Point-to-point gradients
   and an ``Igatherv`` measured the same there; point-to-point is the protocol ps-async
   shares.
+
+With ``--combine models`` (the original's algorithm) each worker instead takes a whole
+SGD step on its slice with its own optimizer and velocity, every ``--local-steps`` steps
+sends its *parameters* (tag PARAMS), and the server averages them, in rank order, and
+broadcasts the mean. Always by messages: the workers' models are separate vectors.
 """
 
 import numpy as np
@@ -51,7 +56,10 @@ class PSSync(Strategy):
 
     @classmethod
     def from_config(cls, config, comm, model, optimizer, data, timer) -> "PSSync":
-        return cls(comm, model, optimizer, data, timer, shared_memory=config.shared_memory)
+        strategy = cls(comm, model, optimizer, data, timer,
+                       shared_memory=config.shared_memory and config.combine == "gradients")
+        strategy.combine(config)
+        return strategy
 
     def _use_shared_memory(self) -> None:
         model = self.model
@@ -67,6 +75,9 @@ class PSSync(Strategy):
         self._bells = Doorbells(self.comm)
 
     def step(self, batch) -> None:
+        if self.combine_models:
+            self._model_step(batch)
+            return
         if self.rank != SERVER:
             self.local_gradient_sum(batch)
             self.optimizer.direction(self.model.grads, batch_length(batch))
@@ -117,6 +128,47 @@ class PSSync(Strategy):
         self._broadcast_params()
         timer.lap("comm")
 
+    def _model_step(self, batch) -> None:
+        if self.rank == SERVER:
+            self.optimizer.advance()     # the schedule the workers run, for the metrics
+            self._pending += 1
+        else:
+            self.local_model_step(batch)
+        if self._pending == self.local_steps:
+            self._average_models()
+
+    def _average_models(self) -> None:
+        """Workers' parameters to the server, their mean back to every rank."""
+        timer, comm, params = self.timer, self.comm, self.model.params
+        self._pending = 0
+        self.averagings += 1
+        if self.rank == SERVER:
+            for _ in range(self.size - 1):
+                if self.polite:
+                    probe_politely(comm, self._status, tag=Tag.PARAMS)
+                else:
+                    comm.Probe(source=MPI.ANY_SOURCE, tag=Tag.PARAMS, status=self._status)
+                timer.lap("wait")
+                source = self._status.Get_source()
+                comm.Recv([self._rows[source - 1], self._type], source=source, tag=Tag.PARAMS)
+                timer.lap("comm")
+            params[...] = self._rows[0]
+            for row in self._rows[1:]:
+                params += row
+            params /= self.size - 1
+            timer.lap("compute")
+        else:
+            comm.Send([params, self._type], dest=SERVER, tag=Tag.PARAMS)
+            self.model_bytes_sent += params.nbytes
+            timer.lap("comm")
+        self._broadcast_params()
+        timer.lap("comm" if self.rank == SERVER else "wait")
+
+    def synchronize(self) -> None:
+        """With ``--combine models``, local steps not yet averaged are averaged now."""
+        if self.combine_models and self._pending:
+            self._average_models()
+
     def _work(self) -> None:
         self.comm.Send([self.model.grads, self._type], dest=SERVER, tag=Tag.GRADIENT)
         self.timer.lap("comm")
@@ -126,4 +178,4 @@ class PSSync(Strategy):
     def finish(self) -> dict:
         if self.shared is not None:
             self._bells.close()
-        return self._free_shared_memory()
+        return {**self._free_shared_memory(), **self.combine_statistics()}

@@ -25,6 +25,9 @@ class Strategy:
     stops_mid_epoch = True    # may stop between any two steps (see ``run_epoch``)
     polite = True   # wait with Test/Iprobe + short sleeps (distnn.parallel.comm), not spinning
     shared = None   # SharedBuffers when the model lives in shared memory (one node)
+    combine_models = False   # --combine models: local steps, then the models averaged
+    local_steps = 1          # local steps between two averagings
+    drop_remainder = False   # equal slices of floor(B/n) rows; the last B mod n go unused
 
     def __init__(self, comm: MPI.Comm, model, optimizer, data, timer: PhaseTimer):
         self.comm, self.model, self.optimizer, self.data, self.timer = (
@@ -38,6 +41,15 @@ class Strategy:
         self._y = np.empty(0, dtype=np.intp)
         self.measure_loss = False    # set for one step: its slice's loss for the progress line
         self.recent_loss: float | None = None
+        self.averagings = 0          # --combine models: models averaged so far
+        self.model_bytes_sent = 0    # --combine models: model bytes this rank gave to MPI
+        self._pending = 0            # --combine models: local steps since the last averaging
+
+    def combine(self, config) -> None:
+        """Take ``--combine``, ``--local-steps`` and ``--drop-remainder`` from ``config``."""
+        self.combine_models = config.combine == "models"
+        self.local_steps = config.local_steps
+        self.drop_remainder = config.drop_remainder
 
     @classmethod
     def from_config(cls, config, comm, model, optimizer, data, timer) -> "Strategy":
@@ -54,10 +66,16 @@ class Strategy:
             return None if self.rank == 0 else self.rank - 1
         return self.rank
 
-    def local_gradient_sum(self, batch) -> None:
-        """Summed gradient of this worker's contiguous slice of ``batch`` into ``model.grads``."""
+    def local_gradient_sum(self, batch) -> int:
+        """Summed gradient of this worker's contiguous slice of ``batch`` into ``model.grads``;
+        returns the slice's number of rows."""
         n = batch_length(batch)
-        start, stop = worker_range(n, self.n_workers(self.size), self.worker_index)
+        workers = self.n_workers(self.size)
+        if self.drop_remainder:
+            share = n // workers
+            start, stop = self.worker_index * share, (self.worker_index + 1) * share
+        else:
+            start, stop = worker_range(n, workers, self.worker_index)
         part = sub_batch(batch, start, stop)
         rows = stop - start
         if not isinstance(part, slice) and self._x.shape[0] < rows:
@@ -73,7 +91,28 @@ class Strategy:
             self.measure_loss = False
         else:
             self.model.gradient_sum(x, y)
+        return rows
 
+    def local_model_step(self, batch) -> None:
+        """``--combine models``, on a worker: one step of its own optimizer, with its own
+        velocity, on the mean gradient of its slice (as the original's workers step). An
+        empty slice (a short last batch) gives a zero gradient: the step is momentum only,
+        so that every worker's schedule stays in step."""
+        rows = self.local_gradient_sum(batch)
+        self.optimizer.step(self.model.grads, max(rows, 1))
+        self.timer.lap("compute")
+        self._pending += 1
+
+    def combine_statistics(self) -> dict:
+        """What model averaging sent, for ``result.json``: ``bytes_sent_per_worker`` counts
+        the model bytes each worker handed to MPI (ps-sync: its messages to the server;
+        allreduce: its contribution to the collective, whose ring moves about twice that)."""
+        if not self.combine_models:
+            return {}
+        sent = self.comm.allreduce(self.model_bytes_sent if self.worker_index is not None else 0)
+        workers = self.n_workers(self.size)
+        return {"combine": "models", "local_steps": self.local_steps,
+                "averagings": self.averagings, "bytes_sent_per_worker": sent // workers}
     def updates_per_epoch(self, sampler) -> int:
         """Optimizer steps per epoch: one per global batch for synchronous strategies."""
         return sampler.steps_per_epoch

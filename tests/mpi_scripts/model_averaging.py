@@ -1,0 +1,72 @@
+"""Model averaging against serial SGD, with every worker's velocity in view.
+
+Usage: model_averaging.py STRATEGY EPOCHS [flags...]; prints one JSON line on rank 0:
+the final parameters' largest relative difference from a serial run on rank 0, and the
+same for the mean of the workers' velocities against serial's velocity.
+"""
+
+import json
+import sys
+
+import numpy as np
+from mpi4py import MPI
+
+from distnn.config import make_config
+from distnn.data import BatchSampler, load_dataset
+from distnn.nn import MLP
+from distnn.optim import SGD
+from distnn.parallel import STRATEGIES
+from distnn.parallel.timing import PhaseTimer
+
+
+def build(config, comm, dataset):
+    model = MLP([dataset.n_features, *config.hidden, dataset.n_classes], dtype=config.dtype,
+                init=config.init, seed=config.seed)
+    optimizer = SGD(model.params, lr=config.lr, lr_decay=config.lr_decay, momentum=config.momentum)
+    strategy = STRATEGIES[config.strategy].from_config(config, comm, model, optimizer, dataset,
+                                                       PhaseTimer())
+    return model, optimizer, strategy
+
+
+def train(config, comm, dataset):
+    model, optimizer, strategy = build(config, comm, dataset)
+    sampler = BatchSampler(dataset.x_train.shape[0], config.batch_size, config.seed,
+                           shuffle=config.batch_size is not None)
+    for epoch in range(config.epochs):
+        strategy.run_epoch(sampler, epoch)
+    strategy.synchronize()
+    stats = strategy.finish()
+    return model, optimizer, strategy, stats
+
+
+def main() -> None:
+    comm = MPI.COMM_WORLD
+    strategy_name, epochs, *flags = sys.argv[1:]
+    overrides = dict(samples_per_class=100, dtype="float64", lr=0.5, epochs=int(epochs),
+                     strategy=strategy_name, combine="models")
+    for flag in flags:
+        name, value = flag.split("=")
+        overrides[name] = int(value) if value.isdigit() else value
+    config = make_config(**overrides)
+    dataset = load_dataset(config)
+    model, optimizer, strategy, stats = train(config, comm, dataset)
+    worker = strategy.worker_index
+    velocity = optimizer.velocity if worker is not None else np.zeros_like(optimizer.velocity)
+    total = np.zeros_like(velocity)
+    comm.Reduce(velocity, total, op=MPI.SUM, root=0)
+    if comm.Get_rank() != 0:
+        return
+    mean_velocity = total / strategy.n_workers(comm.Get_size())
+    serial, serial_optimizer, _, _ = train(config.replace(strategy="serial", combine="gradients"),
+                                           MPI.COMM_SELF, dataset)
+
+    def difference(a, b):
+        return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
+
+    print(json.dumps({"params": difference(model.params, serial.params),
+                      "mean_velocity": difference(mean_velocity, serial_optimizer.velocity),
+                      "own_velocity": difference(velocity, serial_optimizer.velocity),
+                      **stats}))
+
+
+main()
