@@ -15,7 +15,7 @@ from helpers import child_env, distnn, read_result, train_params
 
 SHM = Path("/dev/shm")
 LONG = ["--samples-per-class", "2000", "--batch-size", "50", "--epochs", "3000",
-        "--eval-every", "100", "--dtype", "float64"]
+        "--eval-every", "5", "--dtype", "float64"]
 
 
 def segments() -> set[Path]:

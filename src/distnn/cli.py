@@ -28,6 +28,7 @@ from distnn.launch import (
     find_mpiexec,
     forget_orphaned_job,
     note_launcher_residue,
+    note_started,
     oversubscription_note,
     pin_blas_threads,
     relaunch,
@@ -581,6 +582,7 @@ def _train(settings: dict, procs: int | None, blas_threads: int) -> int:
     rank = comm.Get_rank()
     unlink_job_segments(comm)
     if rank == 0:
+        note_started()
         note_launcher_residue()
     stop = StopRequest().install()
     try:

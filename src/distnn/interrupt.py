@@ -13,7 +13,8 @@ import signal
 
 import numpy as np
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# SIGUSR1: what the --procs launcher forwards (MPI launchers pass it on without a word).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1)
 CHECK_EVERY = 16      # global steps between agreements: one small Allreduce per 16 steps
 EXIT_INTERRUPTED = 130
 

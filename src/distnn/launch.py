@@ -2,8 +2,10 @@
 
 The launcher is the process the user sees, so it answers for the whole job:
 - ``mpiexec`` runs in its own session, so the terminal's Ctrl-C reaches the launcher
-  alone, which forwards one SIGINT (Hydra passes it to every rank: they stop at a step
-  boundary and save); a second signal is forwarded too, and Hydra then kills the job;
+  alone, which forwards it as SIGUSR1 (Hydra and Open MPI pass that to every rank
+  silently: they stop at a step boundary and save). Each further request, or no end
+  within ``STOP_GRACE_S``, escalates: SIGINT twice (Hydra's "abort"), then SIGKILL to
+  mpiexec's whole process group;
 - ``mpiexec`` dies with the launcher (``PR_SET_PDEATHSIG``): if the launcher is killed,
   even by SIGKILL, mpiexec gets SIGTERM and the ranks stop within seconds;
 - after the job, whatever its end, the launcher removes the temporary files a killed rank
@@ -17,6 +19,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from distnn.errors import UsageError
@@ -30,6 +33,10 @@ RESIDUE_NOTE = "residue"                # files of the MPI launcher a killed job
 HYDRA_TEMPORARY = "/tmp/hydra_hwloc_xmlfile_"
 LAUNCHER_PID_VAR = "DISTNN_LAUNCHER_PID"
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+ESCALATION = (signal.SIGUSR1, signal.SIGINT, signal.SIGINT, signal.SIGKILL)
+STOP_GRACE_S = 30      # a stop request not honoured by then escalates, then every ESCALATE_S
+ESCALATE_S = 5
+STARTED_NOTE = "started"
 PR_SET_PDEATHSIG = 1
 
 
@@ -139,28 +146,72 @@ def relaunch(procs: int, argv: list[str], program: tuple[str, ...] = ("-m", "dis
     except OSError as exc:
         shutil.rmtree(job_dir, ignore_errors=True)
         raise UsageError(f"cannot start {mpiexec}: {exc.strerror}") from exc
-    previous = {signum: signal.signal(signum, lambda signum, frame: _forward(job))
+    stopping = _Stopping(job)
+    previous = {signum: signal.signal(signum, lambda signum, frame: stopping.escalate())
                 for signum in FORWARDED_SIGNALS}
     try:
-        while True:
-            try:
-                code = job.wait()
-                break
-            except InterruptedError:
-                continue
+        code = stopping.wait()
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        _kill_group(job.pid)
+        started = (Path(job_dir) / STARTED_NOTE).exists()
         _clean_up_after(job_dir)
-    return 128 - code if code < 0 else code
+    code = 128 - code if code < 0 else code
+    if not started and not stopping.requests:
+        what = "exited" if code == 0 else f"failed (exit status {code})"
+        raise UsageError(f"{mpiexec} {what} without starting distnn's processes; is it the "
+                         "mpiexec of the MPI that mpi4py uses? (set DISTNN_MPIEXEC, or unset it)")
+    return code
 
 
-def _forward(job: subprocess.Popen) -> None:
-    """Forward a stop request as SIGINT: Hydra passes the first to every rank (they stop
-    at a step boundary and save) and kills the job on the second."""
-    if job.poll() is None:
+class _Stopping:
+    """The launcher's side of stopping a job: each stop request (or a request left
+    unanswered for ``STOP_GRACE_S``) sends the next signal of ``ESCALATION``."""
+
+    def __init__(self, job: subprocess.Popen):
+        self.job, self.requests, self.deadline = job, 0, None
+
+    def escalate(self) -> None:
+        if self.job.poll() is not None or self.requests >= len(ESCALATION):
+            return
+        signum = ESCALATION[self.requests]
+        self.requests += 1
+        self.deadline = time.monotonic() + (STOP_GRACE_S if self.requests == 1 else ESCALATE_S)
+        if signum == signal.SIGKILL:
+            _kill_group(self.job.pid)
+            return
         try:
-            job.send_signal(signal.SIGINT)
+            self.job.send_signal(signum)
+        except OSError:
+            pass
+
+    def wait(self) -> int:
+        while True:
+            try:
+                return self.job.wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                if self.deadline is not None and time.monotonic() > self.deadline:
+                    self.escalate()
+            except InterruptedError:
+                continue
+
+
+def _kill_group(pgid: int) -> None:
+    """Whatever is left of mpiexec's process group (it runs in a session of its own)."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def note_started() -> None:
+    """Rank 0: tell the launcher that distnn's ranks are running (a launcher that exits
+    without starting them is named, not taken for a finished run)."""
+    job_dir = os.environ.get(JOB_DIR_VAR)
+    if job_dir and Path(job_dir).is_dir():
+        try:
+            (Path(job_dir) / STARTED_NOTE).touch()
         except OSError:
             pass
 
