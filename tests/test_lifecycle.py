@@ -151,7 +151,7 @@ def test_the_launcher_removes_temporary_files_of_a_killed_job(tmp_path, monkeypa
     (run_dir / "model.npz").write_bytes(b"kept")
     monkeypatch.setenv(launch.JOB_DIR_VAR, str(job_dir))
     launch.note_run_directory(run_dir)
-    launch._clean_up_after(str(job_dir))
+    launch.clean_up_after(str(job_dir))
     assert [p.name for p in run_dir.iterdir()] == ["model.npz"]
     assert not job_dir.exists()
 

@@ -347,8 +347,13 @@ def _as_labels(y, n_rows: int) -> np.ndarray:
 
 def _fit_in_job(procs: int, arrays: dict[str, np.ndarray], options: dict):
     """Train on ``procs`` MPI processes; returns ``(model, history, warnings)``."""
-    from distnn.launch import JOB_DIR_VAR, binding_args, find_mpiexec, pin_blas_threads
-    from distnn.launch import _clean_up_after as clean_up_after  # the residue --procs removes
+    from distnn.launch import (
+        JOB_DIR_VAR,
+        binding_args,
+        clean_up_after,  # the residue --procs removes
+        find_mpiexec,
+        pin_blas_threads,
+    )
     from distnn.model_file import load_model
 
     directory = Path(tempfile.mkdtemp(prefix="distnn-fit-"))

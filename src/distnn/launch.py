@@ -156,7 +156,7 @@ def relaunch(procs: int, argv: list[str], program: tuple[str, ...] = ("-m", "dis
             signal.signal(signum, handler)
         _kill_group(job.pid)
         started = (Path(job_dir) / STARTED_NOTE).exists()
-        _clean_up_after(job_dir)
+        clean_up_after(job_dir)
     code = 128 - code if code < 0 else code
     if not started and not stopping.requests:
         what = "exited" if code == 0 else f"failed (exit status {code})"
@@ -261,7 +261,7 @@ def remove_temporary_files(run_dir: Path) -> None:
             pass
 
 
-def _clean_up_after(job_dir: str) -> None:
+def clean_up_after(job_dir: str) -> None:
     note = Path(job_dir) / RUN_DIR_NOTE
     try:
         run_dir = note.read_text()
@@ -286,7 +286,7 @@ def forget_orphaned_job() -> None:
         return
     if _alive(int(pid)):
         return                       # the launcher cleans up after the job
-    _clean_up_after(job_dir)
+    clean_up_after(job_dir)
 
 
 def _alive(pid: int) -> bool:

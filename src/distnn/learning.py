@@ -16,6 +16,7 @@ SHARE = 0.2           # ...share of the epochs, before "stuck at chance" is judg
 AT_CHANCE = 0.97      # loss >= this share of ln K counts as chance
 RISE = 1.5            # loss above this multiple of the first evaluation's counts as rising
 PROGRESS = 0.02       # a loss this much below the first evaluation's is still learning
+MIN_UPDATES = 50      # updates before "stuck" is judged (full-batch runs take one per epoch)
 
 
 class LearningMonitor:
@@ -36,6 +37,7 @@ class LearningMonitor:
             problem = (f"the training loss rose from {self.losses[0]:.3f} to {loss:.3f} by epoch "
                        f"{record['epoch']}")
         elif (len(self.losses) >= PATIENCE and record["epoch"] >= SHARE * self.config.epochs
+              and record.get("step", MIN_UPDATES) >= MIN_UPDATES
               and min(self.losses) >= AT_CHANCE * self.chance
               and self.losses[0] - loss < PROGRESS * self.losses[0]):
             problem = (f"the training loss is {loss:.3f} at epoch {record['epoch']}, no lower "
