@@ -144,7 +144,7 @@ def test_a_model_that_is_not_a_regular_file_is_refused(tmp_path):
 
 def test_a_model_that_unpacks_beyond_memory_is_refused(run_dir, tmp_path, monkeypatch):
     monkeypatch.setattr("distnn.guards.available_memory_bytes", lambda: 1000)
-    with pytest.raises(UsageError, match="more than the 1,000 B of memory available"):
+    with pytest.raises(UsageError, match="more than the 900 B a run may plan to use"):
         load_model(run_dir / "model.npz")
 
 

@@ -60,22 +60,40 @@ def workload_args(train_args: list[str], workers: int, scaling: str) -> list[str
                      "batch) to grow with the workers")
 
 
+class BenchFailed(Exception):
+    """A run of the benchmark failed; the message says which and why."""
+
+
+def _for_strategy(train_args: list[str], strategy: str) -> list[str]:
+    """``train_args`` without the flags that only one strategy takes (``--max-staleness``
+    is ps-async's: the serial baseline and the other strategies would refuse it)."""
+    if strategy == "ps-async" or "--max-staleness" not in train_args:
+        return list(train_args)
+    at = train_args.index("--max-staleness")
+    return train_args[:at] + train_args[at + 2:]
+
+
 def run_once(train_args: list[str], strategy: str, procs: int, out: Path, timeout: float,
              threads: int = 1) -> dict:
     command = [sys.executable, "-m", "distnn", "train", "--quiet", "--out", str(out),
-               "--strategy", strategy, "--threads", str(threads), *train_args]
+               "--strategy", strategy, "--threads", str(threads),
+               *_for_strategy(train_args, strategy)]
     if procs > 1:
         command += ["--procs", str(procs)]
     env = dict(os.environ)
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env.setdefault(name, "1")
     try:
-        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired as exc:
-        raise RuntimeError(f"{strategy} on {procs} processes ran past {timeout:.0f} s") from exc
+        raise BenchFailed(f"{strategy} on {procs} processes ran past {timeout:.0f} s") from exc
+    if done.returncode == 2:
+        refusal = done.stderr.strip().removeprefix("distnn: error: ")
+        raise UsageError(f"{strategy} on {procs} processes refused the workload: {refusal}")
     if done.returncode != 0:
-        raise RuntimeError(f"{strategy} on {procs} processes failed "
-                           f"(exit {done.returncode}):\n{done.stderr.strip()}")
+        raise BenchFailed(f"{strategy} on {procs} processes failed "
+                          f"(exit {done.returncode}):\n{done.stderr.strip()}")
     return json.loads((out / "result.json").read_text())
 
 

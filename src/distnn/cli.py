@@ -9,6 +9,7 @@ Error policy (DESIGN §3.5):
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -275,7 +276,10 @@ def _int_list(flag: str, text: str) -> list[int]:
 
 
 def _bench(args) -> int:
-    from distnn.bench import run_bench
+    """Everything is checked before the first run: the workload (as ``distnn train`` would
+    check it), the process counts and the output folder, which must be new or empty."""
+    from distnn.bench import BenchFailed, run_bench
+    from distnn.guards import new_output_directory
 
     train_args = []
     for flag in BENCH_WORKLOAD_FLAGS:
@@ -286,35 +290,74 @@ def _bench(args) -> int:
     if args.table == "seed":
         strategies, procs = ["ps-sync"], [2, 3, 4, 5]
         train_args = ["--preset", "seed", *train_args]
+    if any(not 1 <= p <= MAX_PROCS for p in procs):
+        raise UsageError(f"--procs values must be in [1, {MAX_PROCS}], got {args.procs}")
+    workload = build_parser().parse_args(["train", *train_args])
+    _resolve_config({key: value for key, value in vars(workload).items()
+                     if key not in ("max_staleness",)})
     out = Path(args.out) if args.out else Path("bench-out") / time.strftime("%Y%m%d-%H%M%S")
-    run_bench(strategies, procs, train_args, args.scaling, args.repeats, out,
-              log=lambda line: print(line, flush=True))
+    new_output_directory(out, "--out")
+    try:
+        run_bench(strategies, procs, train_args, args.scaling, args.repeats, out,
+                  log=lambda line: print(line, flush=True))
+    except UsageError:
+        shutil.rmtree(out, ignore_errors=True)     # new or empty before: nothing of the user's
+        raise
+    except BenchFailed as exc:
+        _report(str(exc))
+        return 1
     print((out / "bench.md").read_text())
     print(f"wrote {out}/bench.md, bench.csv, bench.json and plots")
     return 0
+
+
+def _bench_rows(folder: str) -> list[dict]:
+    """The measured rows of a ``distnn bench`` output folder, checked."""
+    import json
+
+    from distnn.guards import regular_file
+
+    path = regular_file(Path(folder) / "bench.json", "--bench")
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))["rows"]
+        for row in rows:
+            if not (isinstance(row["strategy"], str) and isinstance(row["workers"], int)
+                    and isinstance(row["speedup"], (int, float))):
+                raise ValueError("a row without strategy, workers and speedup")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"--bench {path} is damaged or not written by distnn bench ({exc}); "
+                         "run distnn bench again") from None
+    return rows
 
 
 def _costmodel(args) -> int:
     import json
 
     from distnn import costmodel
+    from distnn.guards import check_memory, model_memory_bytes, new_output_directory
 
     sizes = list(args.sizes)
-    if len(sizes) < 2 or args.batch_size < 1:
-        raise UsageError(f"--sizes needs at least two widths and --batch-size a positive "
-                         f"integer; got {','.join(map(str, sizes))} and {args.batch_size}")
-    measured = None
-    if args.bench:
-        bench_json = Path(args.bench) / "bench.json"
-        if not bench_json.exists():
-            raise UsageError(f"--bench {args.bench}: no bench.json there (run distnn bench first)")
-        measured = json.loads(bench_json.read_text())["rows"]
+    if len(sizes) < 2 or not 1 <= args.batch_size <= 10**6:
+        raise UsageError(f"--sizes needs at least two widths and --batch-size an integer in "
+                         f"[1, 1000000]; got {','.join(map(str, sizes))} and {args.batch_size}")
+    itemsize = 4 if args.dtype == "float32" else 8
+    check_memory(model_memory_bytes(sizes, args.batch_size, itemsize)
+                 + args.batch_size * sizes[0] * itemsize,
+                 f"the {','.join(map(str, sizes))} model at batch {args.batch_size}",
+                 "give smaller --sizes or --batch-size")
+    measured = _bench_rows(args.bench) if args.bench else None
     out = Path(args.out) if args.out else Path("bench-out") / time.strftime("costmodel-%Y%m%d-%H%M%S")
-    out.mkdir(parents=True, exist_ok=True)
+    new_output_directory(out, "--out")
+    out.mkdir(parents=True)
     env = dict(os.environ)
     pin_blas_threads(env)
-    subprocess.run([find_mpiexec(), "-n", "2", sys.executable, "-m", "distnn.costmodel",
-                    str(out / "network.json")], check=True, env=env, timeout=600)
+    network_run = subprocess.run([find_mpiexec(), "-n", "2", sys.executable, "-m",
+                                  "distnn.costmodel", str(out / "network.json")],
+                                 env=env, timeout=600, stdin=subprocess.DEVNULL)
+    if network_run.returncode != 0:
+        _report(f"measuring the network with mpiexec failed (exit {network_run.returncode}); "
+                "see its output above")
+        return 1
     network = json.loads((out / "network.json").read_text())
     compute = costmodel.measure_compute(sizes, dtype=args.dtype)
     projections = [costmodel.project(compute, network, args.batch_size, scaling=scaling)
@@ -369,11 +412,21 @@ def main(argv: list[str] | None = None) -> int:
         if env_rank() == 0:
             _report(str(exc))
         return exc.exit_code
+    except OSError as exc:         # a path the user named that the system refuses
+        if env_rank() == 0:
+            _report(_os_error(exc))
+        return UsageError.exit_code
     except KeyboardInterrupt:
         if env_rank() == 0:
             _report("interrupted")
         return EXIT_INTERRUPTED
     return _train(settings, procs, blas_threads)
+
+
+def _os_error(exc: OSError) -> str:
+    """One line for an operating-system refusal of a path (too long, not a directory...)."""
+    where = f"{exc.filename}: " if exc.filename else ""
+    return f"{where}{exc.strerror or exc}"
 
 
 def check_process_count(strategy: str, size: int) -> None:
@@ -601,12 +654,16 @@ def _run(settings: dict, procs: int | None, comm, stop, blas_threads: int) -> in
         config, dataset, run, checkpoint = _setup(settings, comm, procs)
     except UsageError as exc:
         failure = exc
+    except OSError as exc:
+        failure = UsageError(_os_error(exc))
     first = _first_failure(comm, failure)
     if first is None and run is not None:
         try:
             config = config.replace(out=str(run.claim()))
         except UsageError as exc:
             failure = exc
+        except OSError as exc:
+            failure = UsageError(f"--out: {_os_error(exc)}")
         first = _first_failure(comm, failure)
     else:
         first = first or _first_failure(comm, None)
@@ -655,6 +712,14 @@ def _run(settings: dict, procs: int | None, comm, stop, blas_threads: int) -> in
         if size > 1:
             comm.Abort(EXIT_INTERRUPTED)
         return EXIT_INTERRUPTED
+    except OSError as exc:
+        where = f"the run directory {run.path}" if run is not None else "a file"
+        _report(f"{where} cannot be written any more ({_os_error(exc)}); training stopped, "
+                "the last checkpoint is kept if the directory still exists", rank, size)
+        if size > 1:
+            time.sleep(ABORT_GRACE_S)
+            comm.Abort(1)
+        return 1
     except BaseException:
         _report("unexpected failure\n" + traceback.format_exc(), rank, size)
         if size > 1:

@@ -69,7 +69,9 @@ def check_memory(need_bytes: float, what: str, remedy: str, processes: int = 1) 
     if available is not None and total > MEMORY_SHARE * available:
         copies = f" ({processes} processes × {format_bytes(need_bytes)})" if processes > 1 else ""
         raise UsageError(f"{what} needs about {format_bytes(total)}{copies}, more than the "
-                         f"{format_bytes(available)} of memory available here; {remedy}")
+                         f"{format_bytes(MEMORY_SHARE * available)} a run may plan to use "
+                         f"({MEMORY_SHARE:.0%} of the {format_bytes(available)} available "
+                         f"here); {remedy}")
 
 
 VIRTUAL_FILE_SYSTEMS = (Path("/proc"), Path("/sys"))   # the kernel's views, never a place for output
@@ -157,3 +159,33 @@ def model_memory_bytes(sizes, batch_rows: int, itemsize: int) -> int:
     rows = min(int(batch_rows), CHUNK_ROWS)
     activations = rows * sum(sizes[1:]) * ACTIVATION_BUFFERS
     return (FLAT_VECTORS * n_params + activations) * itemsize
+
+
+SPECIAL_ROOTS = (Path("/proc"), Path("/sys"), Path("/dev"))
+
+
+def new_output_directory(path, flag: str) -> Path:
+    """``path`` if it can become a new output folder: absent (its nearest existing parent a
+    writable directory) or an empty directory, on a real file system; a UsageError naming
+    ``flag`` otherwise. Creates nothing: the caller creates it once all else is checked."""
+    path = Path(path)
+    try:
+        resolved = path.resolve()
+        for root in SPECIAL_ROOTS:
+            if resolved == root or root in resolved.parents:
+                raise UsageError(f"{flag} {path} is under {root}, which holds no real files; "
+                                 "give a folder on a disk")
+        if path.exists():
+            if not path.is_dir():
+                raise UsageError(f"{flag} {path} exists and is not a folder; give a new folder")
+            if any(path.iterdir()):
+                raise UsageError(f"{flag} {path} is not empty; give a new or empty folder")
+            return path
+        ancestor = path.absolute()
+        while not ancestor.exists():
+            ancestor = ancestor.parent
+    except OSError as exc:
+        raise UsageError(f"{flag} {path}: {exc.strerror}") from None
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} {path}: cannot create it, {ancestor} is not a writable folder")
+    return path

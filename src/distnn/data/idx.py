@@ -61,11 +61,12 @@ def _read_stream(path: Path, stream, size: int | None) -> np.ndarray:
     if size is not None and size - header != expected:
         raise UsageError(f"{path}: IDX data is {size - header} bytes, its header "
                          f"{shape} promises {expected} (truncated or corrupt file)")
-    check_memory(expected, f"{path} (IDX {shape} {dtype.str[1:]})",
+    converted = math.prod(shape) * np.dtype(np.float32).itemsize   # images become float32
+    check_memory(expected + converted, f"{path} (IDX {shape} {dtype.str[1:]}, and as float32)",
                  "check that the file is not damaged", processes=local_processes())
     data = stream.read(expected + 1)
     if len(data) != expected:
-        found = f"{len(data)}" if len(data) <= expected else "more than"
+        found = f"{len(data)}" if len(data) <= expected else f"more than {expected}"
         raise UsageError(f"{path}: IDX data is {found} bytes, its header "
                          f"{shape} promises {expected} (truncated or corrupt file)")
     return np.frombuffer(data, dtype=dtype).reshape(shape)
