@@ -191,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
         f"batch, about {EVALUATIONS} evaluations per run otherwise)")
     add("--checkpoint-every", type=int, help="epochs between checkpoints (default: every "
         "evaluation; always at the end)")
+    add("--stall-timeout", type=float, metavar="SECONDS", help="end the job (exit 4) when a "
+        "rank has waited this long for a silent peer (a dead host, a cut link, a stopped "
+        "process), naming it; 0 waits forever (default: 120)")
     add("--out", help="run directory (default: runs/<time>-<strategy>)")
     add("--overwrite", action="store_true", help="replace the distnn run already in --out "
         "(refused if --out holds other files) (default: refuse a non-empty --out)")
@@ -508,7 +511,7 @@ def _single_process_command(args) -> int:
     return 0
 
 
-RESUMABLE_CHANGES = {"epochs"}
+RESUMABLE_CHANGES = {"epochs", "stall_timeout"}   # neither changes what is trained
 
 
 def _resumed_config(resume_dir: str, settings: dict):

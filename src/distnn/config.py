@@ -53,6 +53,7 @@ class TrainConfig:
     shared_memory: bool = True       # MPI-3 shared memory when all ranks share one node
     eval_every: int = 100            # epochs between evaluations (the last epoch always)
     checkpoint_every: int = 0        # epochs between checkpoints; 0 = at every evaluation
+    stall_timeout: float = 120.0     # seconds a rank waits for a silent peer; 0 = forever
     out: str | None = None           # run directory; None = runs/<timestamp>
     procs: int | None = None         # MPI processes (--procs launches them); None = this job's
     standardize: bool = False        # inputs (x - mean) / std per feature, stats in model.npz
@@ -106,11 +107,13 @@ FIELD_TYPES = {
     "seed": int, "shuffle": bool, "data_shards": int, "max_staleness": int, "shared_memory": bool,
     "eval_every": int,
     "checkpoint_every": int, "out": str, "procs": int, "standardize": bool, "recipe": str,
+    "stall_timeout": float,
 }
 
 
 MAX_CONFIG_BYTES = 1 << 20   # a config file is a few lines; more is a wrong file given
-MAX_COUNT = 10**9            # epochs, widths, sizes: checkpoints store them as int64
+MAX_COUNT = 10**9            # epochs, sizes: checkpoints store them as int64
+MAX_WIDTH = 1 << 24          # a layer's width: what model.npz accepts (model_file.MAX_WIDTH)
 MAX_SEED = 2**32 - 1         # NumPy's RandomState takes seeds in [0, 2**32 - 1]
 MAX_CLASSES = 10**6          # one model output per class; labels must be below this
 
@@ -199,10 +202,11 @@ def _flag(name: str) -> str:
 
 
 MAX_PROCS = 4096
+MAX_STALL_TIMEOUT_S = 7 * 24 * 3600   # a week: longer is a typo, and 0 turns it off
 INT_FIELDS = ("samples_per_class", "classes", "epochs", "eval_every", "checkpoint_every",
               "data_shards", "seed", "local_steps")
 OPTIONAL_INT_FIELDS = ("batch_size", "max_staleness", "procs", "test_samples_per_class")
-FLOAT_FIELDS = ("lr", "lr_decay", "momentum", "test_fraction")
+FLOAT_FIELDS = ("lr", "lr_decay", "momentum", "test_fraction", "stall_timeout")
 STR_FIELDS = ("dataset", "data_dir", "label_column", "out", "spiral_draw", "combine", "timing")
 
 
@@ -230,10 +234,13 @@ def validate(config: TrainConfig) -> None:
     if config.batch_size is not None and not 1 <= config.batch_size <= MAX_COUNT:
         raise UsageError(f"--batch-size must be a positive integer up to {MAX_COUNT:,} or 'full', "
                          f"got {config.batch_size}")
-    if not config.hidden or any(not 1 <= width <= MAX_COUNT for width in config.hidden):
-        raise UsageError(f"--hidden needs layer widths in [1, {MAX_COUNT:,}], "
+    if not config.hidden or any(not 1 <= width <= MAX_WIDTH for width in config.hidden):
+        raise UsageError(f"--hidden needs layer widths in [1, {MAX_WIDTH:,}], "
                          f"got {_shown(list(config.hidden))}")
     _check_optimizer(config)
+    if not 0 <= config.stall_timeout <= MAX_STALL_TIMEOUT_S:
+        raise UsageError(f"--stall-timeout must be in [0, {MAX_STALL_TIMEOUT_S:,}] seconds (0 "
+                         f"waits forever), got {config.stall_timeout}")
     if not 0 < config.test_fraction < 1:
         raise UsageError(f"--test-fraction must be in (0, 1), got {config.test_fraction}")
     if config.max_staleness is not None:

@@ -62,8 +62,12 @@ class StopRequest:
             return self.requested
         from mpi4py import MPI  # not at import: the launcher imports this module, never MPI
 
+        from distnn.parallel.comm import wait_spinning
+        from distnn.parallel.stall import watch_of
+
         flag = np.array([1 if self.requested else 0], dtype=np.int32)
-        comm.Allreduce(MPI.IN_PLACE, flag, op=MPI.MAX)
+        wait_spinning(comm.Iallreduce(MPI.IN_PLACE, flag, op=MPI.MAX), watch_of(comm),
+                      "the agreement on stopping")
         return bool(flag[0])
 
 

@@ -23,7 +23,8 @@ from distnn.memory import mapped_npy_rss_mb, peak_rss_mb
 from distnn.nn import MLP
 from distnn.optim import SGD
 from distnn.parallel import STRATEGIES
-from distnn.parallel.comm import allreduce_sum, mpi_type
+from distnn.parallel.comm import allreduce_sum, mpi_type, wait_politely
+from distnn.parallel.stall import StallWatch, attach, detach, watch_of
 from distnn.parallel.timing import PHASES, PhaseTimer
 from distnn.progress import Progress
 
@@ -80,7 +81,8 @@ def evaluate(comm: MPI.Comm, model: MLP, dataset: Dataset, worker: int | None = 
     for x, y in ((dataset.x_train, dataset.y_train), (dataset.x_test, dataset.y_test)):
         start, stop = (0, 0) if worker is None else worker_range(x.shape[0], n_workers, worker)
         sums.extend(model.evaluate_sum(x[start:stop], y[start:stop]))
-    train_loss, train_correct, test_loss, test_correct = allreduce_sum(comm, sums)
+    train_loss, train_correct, test_loss, test_correct = allreduce_sum(
+        comm, sums, watch_of(comm), "the evaluation's sums")
     n_train, n_test = dataset.x_train.shape[0], dataset.x_test.shape[0]
     return {
         "train_loss": train_loss / n_train,
@@ -117,6 +119,8 @@ def train(config: TrainConfig, comm: MPI.Comm, dataset: Dataset, run=None,
     progress = progress or Progress(enabled=False)
     progress.configure(config.epochs, sampler.steps_per_epoch, n_train)
     timer = PhaseTimer()
+    watch = StallWatch(comm, config.stall_timeout)
+    attach(comm, watch)              # every wait of the strategy is bounded by it
     strategy = STRATEGIES[config.strategy].from_config(config, comm, model, optimizer, dataset,
                                                        timer)
     if config.standardize:
@@ -161,7 +165,7 @@ def train(config: TrainConfig, comm: MPI.Comm, dataset: Dataset, run=None,
             save_checkpoint(run.path / CHECKPOINT_NAME, config=config, epoch=epoch, model=model,
                             optimizer=optimizer, strategy_state=strategy.state_dict(),
                             epoch_step=epoch_step)
-        comm.Barrier()
+        wait_politely(comm.Ibarrier(), watch, "rank 0 to write the checkpoint")
 
     stop = stop or NoStop()
     steps_per_epoch = sampler.steps_per_epoch
@@ -170,6 +174,7 @@ def train(config: TrainConfig, comm: MPI.Comm, dataset: Dataset, run=None,
         """Called before every step (ps-async: every update on the server): shows progress
         and, every ``CHECK_EVERY`` global steps, agrees whether to stop (collective)."""
         progress.step(epoch, step)
+        watch.epoch, watch.step = epoch, step
         if strategy.recent_loss is not None:
             progress.batch_loss(strategy.recent_loss)
             strategy.recent_loss = None
@@ -187,6 +192,7 @@ def train(config: TrainConfig, comm: MPI.Comm, dataset: Dataset, run=None,
         if checkpoints:
             write_checkpoint(epoch, epoch_step)
         strategy.finish()
+        detach(comm)
         error = Interrupted(epoch, epoch_step)
         error.model = model
         raise error
@@ -225,6 +231,7 @@ def train(config: TrainConfig, comm: MPI.Comm, dataset: Dataset, run=None,
     train_time = time.perf_counter() - started - overhead_s
     progress.close()
     stats = strategy.finish()
+    detach(comm)
     digest = check_replicas_agree(comm, model)
 
     times = comm.gather({"rank": comm.Get_rank(), "train_time_s": train_time,

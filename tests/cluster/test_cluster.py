@@ -106,3 +106,37 @@ def test_a_rank_killed_on_a_remote_host_ends_the_job(hosts, tmp_path, strategy):
     assert job.returncode != 0
     with np.load(out / "checkpoint.npz") as checkpoint:
         assert np.all(np.isfinite(checkpoint["params"]))
+
+
+STALL_TIMEOUT_S = 5
+
+
+def stalled_job(hosts, tmp_path, strategy: str, placement: dict[str, int], stall) -> tuple[str, float]:
+    """Start a long run, ``stall(hosts)`` once it has checkpointed; returns its stderr and
+    the seconds from the stall to the job's end."""
+    out = tmp_path / "run"
+    job = hosts.start(placement, [*DISTNN, "train", "--strategy", strategy, *LONG,
+                                  "--stall-timeout", str(STALL_TIMEOUT_S), "--out", str(out)])
+    try:
+        wait_for(out / "checkpoint.npz")
+        stall(hosts)
+        stalled = time.monotonic()
+        _, stderr = job.communicate(timeout=STALL_TIMEOUT_S + 30)
+        return stderr, time.monotonic() - stalled
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+        job.communicate()
+        with np.load(out / "checkpoint.npz") as checkpoint:
+            assert np.all(np.isfinite(checkpoint["params"]))
+
+
+@pytest.mark.parametrize("strategy", ["ps-sync", "allreduce", "ps-async"])
+def test_a_stopped_rank_on_another_host_ends_the_job_naming_it(hosts, tmp_path, strategy):
+    def stop_last_rank(hosts):
+        os.kill(hosts.pids("node2", "mpi4py")[-1], signal.SIGSTOP)
+
+    stderr, took = stalled_job(hosts, tmp_path, strategy, {"node1": 1, "node2": 2}, stop_last_rank)
+    assert took < STALL_TIMEOUT_S + 10, stderr
+    assert stderr.count("stalled:") == 1, stderr
+    assert "rank 2 on host node2 has gone silent" in stderr

@@ -24,7 +24,7 @@ number of ranks, replaces every replica by the mean: Local SGD. Always by messag
 from mpi4py import MPI
 
 from distnn.data.sampler import batch_length, worker_range
-from distnn.parallel.comm import wait_politely
+from distnn.parallel.comm import wait_politely, wait_spinning
 from distnn.parallel.shared_memory import SharedBuffers, on_one_node
 from distnn.parallel.strategy import Strategy
 
@@ -71,10 +71,9 @@ class Allreduce(Strategy):
         if self.shared is not None:
             self._shared_step(batch_length(batch))
             return
-        if self.polite:
-            wait_politely(self.comm.Iallreduce(MPI.IN_PLACE, self._message, op=MPI.SUM))
-        else:
-            self.comm.Allreduce(MPI.IN_PLACE, self._message, op=MPI.SUM)
+        wait = wait_politely if self.polite else wait_spinning
+        wait(self.comm.Iallreduce(MPI.IN_PLACE, self._message, op=MPI.SUM), self.watch,
+             "the gradient allreduce")
         self.timer.lap("comm")
         self.optimizer.step(self.model.grads, batch_length(batch))
         self.timer.lap("compute")
@@ -82,11 +81,11 @@ class Allreduce(Strategy):
     def _shared_step(self, batch_size: int) -> None:
         self.optimizer.direction(self.model.grads, batch_size)   # this rank's part, its row
         self.timer.lap("compute")
-        self.shared.fence()
+        self.shared.fence("the other ranks' gradients")
         self.timer.lap("wait")
         self.optimizer.apply(*self._rows[:, self._shard], part=self._shard)
         self.timer.lap("compute")
-        self.shared.fence()
+        self.shared.fence("the other ranks' updates")
         self.timer.lap("wait")
 
     def _average_models(self) -> None:

@@ -12,6 +12,7 @@ from mpi4py import MPI
 from distnn.parallel.comm import Tag, mpi_type, probe_politely, sleep_until, wait_politely
 from distnn.parallel.doorbell import Doorbells
 from distnn.parallel.shared_memory import SharedBuffers, to_private_memory
+from distnn.parallel.stall import watch_of
 
 SERVER = 0
 
@@ -23,30 +24,35 @@ class MessageTransport:
 
     def __init__(self, comm: MPI.Comm, model, optimizer):
         self.comm, self.model, self._type = comm, model, mpi_type(model.dtype)
+        self.watch = watch_of(comm)
         self._status = MPI.Status()
         self._gradient = np.empty_like(model.grads) if comm.Get_rank() == SERVER else None
 
     def send_params(self, worker: int) -> None:
-        self.comm.Send([self.model.params, self._type], dest=worker, tag=Tag.PARAMS)
+        wait_politely(self.comm.Isend([self.model.params, self._type], dest=worker,
+                                      tag=Tag.PARAMS), self.watch, f"rank {worker} to take parameters")
 
     def receive_gradient(self, sources: list[int]) -> tuple[int, np.ndarray]:
         """Wait for a gradient from one of ``sources``; returns the worker and the gradient."""
         sleep_until(lambda: any(self.comm.Iprobe(source=s, tag=Tag.GRADIENT, status=self._status)
-                                for s in sources))
+                                for s in sources), self.watch, "a gradient")
         worker = self._status.Get_source()
         self.comm.Recv([self._gradient, self._type], source=worker, tag=Tag.GRADIENT)
         return worker, self._gradient
 
     def receive_params(self) -> None:
-        probe_politely(self.comm, self._status, source=SERVER, tag=Tag.PARAMS)
+        probe_politely(self.comm, self._status, source=SERVER, tag=Tag.PARAMS, watch=self.watch,
+                       what="the parameters from the server")
         self.comm.Recv([self.model.params, self._type], source=SERVER, tag=Tag.PARAMS)
 
     def send_gradient(self) -> None:
-        self.comm.Send([self.model.grads, self._type], dest=SERVER, tag=Tag.GRADIENT)
+        wait_politely(self.comm.Isend([self.model.grads, self._type], dest=SERVER,
+                                      tag=Tag.GRADIENT), self.watch, "the server to take a gradient")
 
     def publish(self) -> None:
         """Every rank takes the server's parameters (collective; none in flight)."""
-        wait_politely(self.comm.Ibcast([self.model.params, self._type], root=SERVER))
+        wait_politely(self.comm.Ibcast([self.model.params, self._type], root=SERVER), self.watch,
+                      "the parameters from the server")
 
     def close(self) -> None:
         """Nothing to release."""
@@ -92,10 +98,10 @@ class SharedMemoryTransport:
                     self._ready.remove(worker)
                     self.shared.sync()
                     return worker, self._gradients[worker - 1]
-            self._ready.extend(self._bells.wait_any())
+            self._ready.extend(self._bells.wait_any("a gradient"))
 
     def receive_params(self) -> None:
-        self._bells.wait()
+        self._bells.wait(what="the parameters from the server")
         self.shared.sync()
 
     def send_gradient(self) -> None:

@@ -6,6 +6,10 @@ in ``Recv`` or ``Wait`` keeps a core at 100% and steals it from the ranks comput
 ``wait_politely`` and ``probe_politely`` test for completion, then sleep a short,
 growing interval, so a waiting rank costs a few percent of a core, at the price of at
 most ``MAX_SLEEP_S`` extra latency per wait.
+
+Every wait here takes the rank's stall watch (``stall.py``) and what it waits for, and
+ends the job when the wait outlives ``--stall-timeout``: no wait is unbounded. The clock
+is read only after the first ``SPIN_TESTS`` tests have failed.
 """
 
 import time
@@ -13,6 +17,8 @@ from enum import IntEnum
 
 import numpy as np
 from mpi4py import MPI
+
+from distnn.parallel.stall import OFF, StallWatch
 
 SPIN_TESTS = 50          # tests before the first sleep: cheap when the message is imminent
 FIRST_SLEEP_S = 20e-6    # the first sleep; it doubles up to MAX_SLEEP_S
@@ -30,31 +36,57 @@ def mpi_type(dtype: np.dtype) -> MPI.Datatype:
     return {np.dtype(np.float32): MPI.FLOAT, np.dtype(np.float64): MPI.DOUBLE}[np.dtype(dtype)]
 
 
-def sleep_until(ready) -> None:
+def sleep_until(ready, watch: StallWatch = OFF, what: str = "a peer") -> None:
+    """Return once ``ready()`` is true, sleeping between tests; past the stall timeout,
+    ``watch`` ends the job, saying the rank waited for ``what``."""
     for _ in range(SPIN_TESTS):
         if ready():
             return
+    deadline = watch.deadline()
     pause = FIRST_SLEEP_S
     while not ready():
+        if time.monotonic() > deadline:
+            watch.stalled(what)
         time.sleep(pause)
         pause = min(2 * pause, MAX_SLEEP_S)
 
 
-def wait_politely(request: MPI.Request) -> None:
+def spin_until(ready, watch: StallWatch = OFF, what: str = "a peer") -> None:
+    """Return once ``ready()`` is true, testing without sleeping, as a blocking MPI call
+    would (for ranks that have no idle core to give back); bounded like ``sleep_until``."""
+    for _ in range(SPIN_TESTS):
+        if ready():
+            return
+    deadline = watch.deadline()
+    tests = 0
+    while not ready():
+        tests += 1
+        if tests % SPIN_TESTS == 0 and time.monotonic() > deadline:
+            watch.stalled(what)
+
+
+def wait_politely(request: MPI.Request, watch: StallWatch = OFF, what: str = "a peer") -> None:
     """Complete ``request`` without spinning a core while it is pending."""
-    sleep_until(request.Test)
+    sleep_until(request.Test, watch, what)
+
+
+def wait_spinning(request: MPI.Request, watch: StallWatch = OFF, what: str = "a peer") -> None:
+    """Complete ``request`` as a blocking call would, but bounded by the stall timeout."""
+    spin_until(request.Test, watch, what)
 
 
 def probe_politely(comm: MPI.Comm, status: MPI.Status, source: int = MPI.ANY_SOURCE,
-                   tag: int = MPI.ANY_TAG) -> MPI.Status:
+                   tag: int = MPI.ANY_TAG, watch: StallWatch = OFF,
+                   what: str = "a message") -> MPI.Status:
     """Block, politely, until a matching message is ready; fills and returns ``status``."""
-    sleep_until(lambda: comm.Iprobe(source=source, tag=tag, status=status))
+    sleep_until(lambda: comm.Iprobe(source=source, tag=tag, status=status), watch, what)
     return status
 
 
-def allreduce_sum(comm: MPI.Comm, values) -> np.ndarray:
+def allreduce_sum(comm: MPI.Comm, values, watch: StallWatch = OFF,
+                  what: str = "the metrics") -> np.ndarray:
     """Sum a short float64 vector over ranks (metrics and timings; not a hot path)."""
     buffer = np.asarray(values, dtype=np.float64).copy()
-    comm.Allreduce(MPI.IN_PLACE, buffer, op=MPI.SUM)
+    wait_politely(comm.Iallreduce(MPI.IN_PLACE, buffer, op=MPI.SUM), watch, what)
     return buffer
 

@@ -9,11 +9,15 @@ context switch. The data itself stays in MPI-3 shared memory; a doorbell only sa
 (4 bytes, so a write is atomic and rings never interleave), which tells a server which
 worker rang.
 
+Every wait polls the pipe with the stall timeout (``stall.py``) before reading it: a
+poll that returns at once costs one system call, and one that times out ends the job.
+
 The pipes are created in a private temporary directory that is removed as soon as every
 rank has opened them, so nothing is left behind, even if the job is killed.
 """
 
 import os
+import select
 import shutil
 import struct
 import tempfile
@@ -22,6 +26,7 @@ from pathlib import Path
 from mpi4py import MPI
 
 from distnn.errors import UsageError
+from distnn.parallel.stall import watch_of
 
 RING = struct.Struct("<i")
 MOST_RINGS_READ = 1024
@@ -32,6 +37,7 @@ class Doorbells:
 
     def __init__(self, comm: MPI.Comm):
         self.rank = comm.Get_rank()
+        self.watch = watch_of(comm)
         directory = error = None
         if self.rank == 0:
             try:
@@ -55,23 +61,29 @@ class Doorbells:
         comm.Barrier()
         if self.rank == 0:
             shutil.rmtree(directory, ignore_errors=True)
+        self._poller = select.poll()
+        self._poller.register(self._pipes[self.rank], select.POLLIN)
+        self._timeout_ms = self.watch.poll_timeout_ms()
 
     def ring(self, rank: int, message: int = 0) -> None:
         """Wake ``rank`` (or let its next ``wait`` return at once), telling it ``message``."""
         os.write(self._pipes[rank], RING.pack(message))
 
-    def wait(self, rings: int = 1) -> list[int]:
-        """Sleep until this rank's bell has rung ``rings`` times; returns their messages."""
-        return self._read(RING.size * rings, exact=True)
+    def wait(self, rings: int = 1, what: str = "a doorbell") -> list[int]:
+        """Sleep until this rank's bell has rung ``rings`` times; returns their messages.
+        ``what`` names what the rings mean, for the stall message."""
+        return self._read(RING.size * rings, exact=True, what=what)
 
-    def wait_any(self) -> list[int]:
+    def wait_any(self, what: str = "a doorbell") -> list[int]:
         """Sleep until this rank's bell has rung; returns the messages of every ring so far."""
-        return self._read(RING.size * MOST_RINGS_READ, exact=False)
+        return self._read(RING.size * MOST_RINGS_READ, exact=False, what=what)
 
-    def _read(self, size: int, exact: bool) -> list[int]:
-        pipe = self._pipes[self.rank]
-        data = os.read(pipe, size)
-        while len(data) % RING.size or (exact and len(data) < size):
+    def _read(self, size: int, exact: bool, what: str) -> list[int]:
+        """Read rings; any ring restarts the stall timeout (the ringing peer is alive)."""
+        pipe, data = self._pipes[self.rank], b""
+        while not data or len(data) % RING.size or (exact and len(data) < size):
+            if not self._poller.poll(self._timeout_ms):
+                self.watch.stalled(what)
             data += os.read(pipe, size - len(data))
         return [message for (message,) in RING.iter_unpack(data)]
 

@@ -32,7 +32,7 @@ import numpy as np
 from mpi4py import MPI
 
 from distnn.data.sampler import batch_length
-from distnn.parallel.comm import Tag, probe_politely
+from distnn.parallel.comm import Tag, probe_politely, spin_until, wait_politely
 from distnn.parallel.doorbell import Doorbells
 from distnn.parallel.shared_memory import SharedBuffers, on_one_node
 from distnn.parallel.strategy import Strategy
@@ -98,7 +98,7 @@ class PSSync(Strategy):
     def _shared_step(self) -> None:
         shared, bells = self.shared, self._bells
         if self.rank == SERVER:
-            bells.wait(self.size - 1)
+            bells.wait(self.size - 1, "the workers' gradients")
             shared.sync()
             self.timer.lap("wait")
             self._update()
@@ -109,7 +109,7 @@ class PSSync(Strategy):
         else:
             shared.sync()
             bells.ring(SERVER)
-            bells.wait()
+            bells.wait(what="the parameters from the server")
             shared.sync()
             self.timer.lap("wait")
 
@@ -117,9 +117,11 @@ class PSSync(Strategy):
         timer, comm = self.timer, self.comm
         for _ in range(self.size - 1):
             if self.polite:
-                probe_politely(comm, self._status, tag=Tag.GRADIENT)
+                probe_politely(comm, self._status, tag=Tag.GRADIENT, watch=self.watch,
+                               what="a gradient")
             else:
-                comm.Probe(source=MPI.ANY_SOURCE, tag=Tag.GRADIENT, status=self._status)
+                spin_until(lambda: comm.Iprobe(source=MPI.ANY_SOURCE, tag=Tag.GRADIENT,
+                                               status=self._status), self.watch, "a gradient")
             timer.lap("wait")
             source = self._status.Get_source()
             comm.Recv([self._rows[source - 1], self._type], source=source, tag=Tag.GRADIENT)
@@ -170,7 +172,8 @@ class PSSync(Strategy):
             self._average_models()
 
     def _work(self) -> None:
-        self.comm.Send([self.model.grads, self._type], dest=SERVER, tag=Tag.GRADIENT)
+        wait_politely(self.comm.Isend([self.model.grads, self._type], dest=SERVER,
+                                      tag=Tag.GRADIENT), self.watch, "the server to take a gradient")
         self.timer.lap("comm")
         self._broadcast_params()
         self.timer.lap("wait")

@@ -11,6 +11,9 @@ import os
 import numpy as np
 from mpi4py import MPI
 
+from distnn.parallel.comm import wait_spinning
+from distnn.parallel.stall import watch_of
+
 
 def on_one_node(comm: MPI.Comm) -> bool:
     node = comm.Split_type(MPI.COMM_TYPE_SHARED)
@@ -33,6 +36,7 @@ class SharedBuffers:
 
     def __init__(self, comm: MPI.Comm):
         self.comm = comm
+        self.watch = watch_of(comm)
         self._windows: list[MPI.Win] = []
 
     def array(self, shape: tuple[int, ...], dtype) -> np.ndarray:
@@ -56,10 +60,11 @@ class SharedBuffers:
         for window in self._windows:
             window.Sync()
 
-    def fence(self) -> None:
-        """Every rank's writes so far are visible to every rank afterwards."""
+    def fence(self, what: str = "the other ranks of this node") -> None:
+        """Every rank's writes so far are visible to every rank afterwards. A barrier that
+        is tested, not blocked in, so that the stall timeout bounds it."""
         self.sync()
-        self.comm.Barrier()
+        wait_spinning(self.comm.Ibarrier(), self.watch, what)
         self.sync()
 
     def free(self) -> None:

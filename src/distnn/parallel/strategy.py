@@ -6,8 +6,9 @@ import numpy as np
 from mpi4py import MPI
 
 from distnn.data.sampler import batch_length, sub_batch, take, worker_range
-from distnn.parallel.comm import mpi_type, wait_politely
+from distnn.parallel.comm import mpi_type, wait_politely, wait_spinning
 from distnn.parallel.shared_memory import to_private_memory
+from distnn.parallel.stall import watch_of
 from distnn.parallel.timing import PhaseTimer
 
 
@@ -33,6 +34,7 @@ class Strategy:
         self.comm, self.model, self.optimizer, self.data, self.timer = (
             comm, model, optimizer, data, timer)
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
+        self.watch = watch_of(comm)     # bounds every wait (stall.py)
         if self.has_server and self.size < 2:
             raise ValueError(f"{self.name} needs at least 2 processes (1 server + 1 worker)")
         self._type = mpi_type(model.dtype)      # the flat buffers' MPI datatype
@@ -138,10 +140,8 @@ class Strategy:
         """Rank 0's parameters to every rank. All ranks must pick the same call: a
         ``Bcast`` never matches an ``Ibcast``."""
         message = [self.model.params, self._type]
-        if self.polite:
-            wait_politely(self.comm.Ibcast(message, root=0))
-        else:
-            self.comm.Bcast(message, root=0)
+        wait = wait_politely if self.polite else wait_spinning
+        wait(self.comm.Ibcast(message, root=0), self.watch, "the parameters from rank 0")
 
     def _free_shared_memory(self) -> dict:
         """Copy the model out of shared memory, if it is there, and release it (collective);

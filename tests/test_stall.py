@@ -1,0 +1,83 @@
+"""The stall watchdog on one node (DESIGN §3, invariant 8): a stopped rank ends the whole
+job within the stall timeout plus a few seconds, with one message naming it; the last
+checkpoint stays usable. Across hosts (a cut link): tests/cluster."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import child_env, distnn, mpiexec
+
+STALL_TIMEOUT_S = 5
+LONG = ["--samples-per-class", "2000", "--batch-size", "50", "--epochs", "3000",
+        "--eval-every", "20", "--dtype", "float64", "--quiet"]
+
+
+def wait_for(path: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} did not appear"
+        time.sleep(0.05)
+
+
+def children(pid: int) -> list[int]:
+    listed = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, timeout=10)
+    return sorted(int(child) for child in listed.stdout.split())
+
+
+def ranks_of(job: subprocess.Popen) -> list[int]:
+    """The MPI ranks' process ids, in rank order: the children of mpiexec's proxy."""
+    return [rank for proxy in children(job.pid) for rank in children(proxy)]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("strategy, extra", [
+    ("ps-sync", []),                           # doorbells
+    ("ps-sync", ["--no-shared-memory"]),       # polite probes and a broadcast
+    ("allreduce", []),                         # shared-memory fences
+    ("allreduce", ["--no-shared-memory"]),     # Iallreduce
+    ("ps-async", []),
+])
+def test_a_stopped_rank_ends_the_job_naming_it(tmp_path, strategy, extra):
+    out = tmp_path / "run"
+    job = subprocess.Popen([mpiexec(), "-n", "3", sys.executable, "-m", "mpi4py", "-m", "distnn",
+                            "train", "--strategy", strategy, *extra, *LONG, "--stall-timeout",
+                            str(STALL_TIMEOUT_S), "--out", str(out)],
+                           env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True, start_new_session=True)
+    try:
+        wait_for(out / "checkpoint.npz")
+        victim = ranks_of(job)[-1]
+        os.kill(victim, signal.SIGSTOP)
+        stopped = time.monotonic()
+        _, stderr = job.communicate(timeout=STALL_TIMEOUT_S + 30)
+        took = time.monotonic() - stopped
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+        job.communicate()
+    assert job.returncode == 4, stderr
+    assert took < STALL_TIMEOUT_S + 10
+    assert stderr.count("stalled:") == 1, stderr
+    assert "rank 2 on host" in stderr and "has gone silent" in stderr
+    assert f"waited {STALL_TIMEOUT_S} s for" in stderr and "--resume" in stderr
+    with np.load(out / "checkpoint.npz") as checkpoint:
+        assert np.all(np.isfinite(checkpoint["params"]))
+        epoch = int(checkpoint["epoch"])
+    done = distnn(["train", "--resume", str(out), "--epochs", str(epoch + 1),
+                   "--quiet"], procs=3)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "1e9"])
+def test_a_stall_timeout_out_of_range_is_refused(tmp_path, value):
+    done = distnn(["train", "--stall-timeout", value, "--out", str(tmp_path / "run")])
+    assert done.returncode == 2
+    assert "--stall-timeout" in done.stderr
+    assert not (tmp_path / "run").exists()
