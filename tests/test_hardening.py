@@ -188,7 +188,7 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, procs):
                                              "--out", str(out)])
     assert done.returncode == 3, done.stderr
     assert "training diverged at epoch 3" in done.stderr
-    assert "the last good checkpoint is kept" in done.stderr
+    assert "the last good checkpoint, from epoch 2, is kept" in done.stderr
     with np.load(out / "checkpoint.npz") as checkpoint:
         assert int(checkpoint["epoch"]) == 2
         assert np.all(np.isfinite(checkpoint["params"]))

@@ -237,7 +237,7 @@ def test_images_with_no_rows_are_refused_not_reshaped(tmp_path):
     (dict(test_fraction=float("-inf")), "--test-fraction must be a finite number, got -inf"),
     (dict(epochs=10**10), "--epochs must be at most 1,000,000,000, got 10000000000"),
     (dict(batch_size=10**19), "--batch-size must be a positive integer up to 1,000,000,000"),
-    (dict(hidden=(64, 10**12)), r"--hidden needs layer widths in \[1, 1,000,000,000\]"),
+    (dict(hidden=(64, 10**12)), r"--hidden needs layer widths in \[1, 16,777,216\]"),
     (dict(classes=10**7), "--classes must be at most 1,000,000, got 10000000"),
     (dict(epochs=True), "--epochs must be an integer, got True"),
     (dict(dataset="a\0b"), "--dataset must be text without NUL characters"),
@@ -303,8 +303,8 @@ def test_a_model_too_large_for_memory_is_refused_with_its_estimate(monkeypatch):
     monkeypatch.setattr(guards, "available_memory_bytes", lambda: 2**30)
     data = load_dataset(make_config(samples_per_class=10))
     check_fits(make_config(samples_per_class=10, hidden=(1000,)), data, 1)
-    refused(r"the model 2-100000000-3 \(float32, batches of 30\) needs about 42.5 GiB, more "
-            r"than the 921.6 MiB a run may plan to use", check_fits, make_config(samples_per_class=10, hidden=(10**8,)), data, 1)
+    refused(r"the model 2-10000000-3 \(float32, batches of 30\) needs about 4.2 GiB, more "
+            r"than the 921.6 MiB a run may plan to use", check_fits, make_config(samples_per_class=10, hidden=(10**7,)), data, 1)
 
 
 def test_each_process_on_this_machine_holds_a_model(monkeypatch):
@@ -348,7 +348,7 @@ CLI_CASES = {
     "lr inf": (lambda d: ["--lr", "inf"], "--lr must be a finite number, got inf"),
     "seed 2**32": (lambda d: ["--seed", str(2**32)], "--seed must be in [0, 4294967295], got 4294967296"),
     "label 1e10": (lambda d: npz_with_label(d, 10**10), "y_train holds the label 10000000000"),
-    "hidden 1e8": (lambda d: ["--hidden", "100000000"], "the model 2-100000000-3"),
+    "hidden 1e7": (lambda d: ["--hidden", "10000000"], "the model 2-10000000-3"),
 }
 
 

@@ -193,3 +193,27 @@ def _strategy_counters(arrays: dict, where: str) -> dict:
                           f"sum of applied {totals['applied']}, sum of staleness_counts "
                           f"{totals['staleness_counts']}")
     return counters
+
+
+def check_resumable(checkpoint: dict, config, dataset, processes: int) -> None:
+    """Refuse, before anything is written, a checkpoint that this data and job cannot
+    continue: other layer widths (the data changed), another number of ps-async workers,
+    or a position inside an epoch that the epoch does not have."""
+    path = checkpoint["path"]
+    sizes = [dataset.n_features, *config.hidden, dataset.n_classes]
+    if checkpoint["sizes"] != sizes:
+        raise UsageError(f"--resume: {path} holds a {checkpoint['sizes']} model, but this data "
+                         f"needs {sizes}: the data changed since the run was saved; resume with "
+                         "the data it was trained on, or start a new run")
+    applied = checkpoint["strategy"].get("applied")
+    if config.strategy == "ps-async" and applied is not None and applied.size != processes - 1:
+        raise UsageError(f"--resume: {path} was written by {applied.size} ps-async workers; "
+                         f"resume with --procs {applied.size + 1}, not {processes}")
+    n_train = dataset.x_train.shape[0]
+    batch = config.batch_size if config.batch_size and config.batch_size < n_train else n_train
+    steps = -(-n_train // batch)
+    step = checkpoint.get("epoch_step", 0)
+    if step >= steps or (step and config.strategy == "ps-async"):
+        raise UsageError(f"--resume: {path}: 'epoch_step' is {step}, but an epoch here has "
+                         f"{steps} steps{' and ps-async stops only between epochs' if step else ''}; "
+                         f"{DAMAGED}")

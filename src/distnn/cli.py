@@ -564,7 +564,24 @@ def _resolve_config(settings: dict):
     settings.pop("overwrite", None)
     from_file = read_config_file(settings.pop("config")) if "config" in settings else {}
     preset = settings.pop("preset", from_file.pop("preset", "default"))
-    return make_config(preset, **{**from_file, **settings}), None
+    config = make_config(preset, **{**from_file, **settings})
+    _check_data_flags_apply(config, {**from_file, **settings})
+    return config, None
+
+
+def _check_data_flags_apply(config, given: dict) -> None:
+    """Refuse data flags the chosen data set would silently ignore."""
+    spiral = config.dataset == "spiral"
+    images = config.dataset in ("fashion-mnist", "mnist")
+    one_csv = config.dataset.endswith(".csv")
+    ignored = {"samples_per_class": not spiral, "classes": not spiral,
+               "data_dir": not images, "label_column": not one_csv,
+               "test_fraction": spiral or images}
+    unused = [name for name, unused in ignored.items() if unused and name in given]
+    if unused:
+        flags = ", ".join("--" + name.replace("_", "-") for name in unused)
+        raise UsageError(f"{flags} {'does' if len(unused) == 1 else 'do'} not apply to "
+                         f"--dataset {config.dataset}; drop {'it' if len(unused) == 1 else 'them'}")
 
 
 def _setup(settings: dict, comm, procs: int | None):
@@ -584,6 +601,10 @@ def _setup(settings: dict, comm, procs: int | None):
     dataset = load_dataset(config, share=_value_check_share(config, comm))
     config = recipes.fit_to_data(config, dataset.x_train.shape[0])
     check_fits(config, dataset, comm.Get_size())
+    if checkpoint is not None:
+        from distnn.checkpoint import check_resumable
+
+        check_resumable(checkpoint, config, dataset, comm.Get_size())
     run = None
     if comm.Get_rank() == 0:
         resume = checkpoint is not None

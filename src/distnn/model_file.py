@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from distnn.atomic import atomic_write
+from distnn.config import MAX_WIDTH  # far above any real layer; fan_in * fan_out stays exact
 from distnn.data.files import read_npz
 from distnn.errors import UsageError
 from distnn.guards import check_memory, model_memory_bytes, npz_unpacked_bytes, regular_file
@@ -26,7 +27,6 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 METADATA = ("format", "sizes", "activation", "output")
 # Optional, together or not at all: input standardisation, (x - shift) * scale per feature.
 INPUT_TRANSFORM = ("input.shift", "input.scale")
-MAX_WIDTH = 1 << 24        # far above any real layer; keeps fan_in * fan_out exact in int64
 MAX_LAYERS = 1024
 DAMAGED = "the file is damaged or was not written by distnn; train again or use another copy"
 

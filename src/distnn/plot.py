@@ -4,7 +4,7 @@ import io
 from pathlib import Path
 
 from distnn.errors import UsageError
-from distnn.guards import write_output
+from distnn.guards import output_file, write_output
 from distnn.metrics_log import METRICS_NAME, read_metrics
 
 
@@ -24,8 +24,11 @@ def run_metrics(run_dir: Path) -> list[dict]:
 
 
 def plot_run(run_dir: Path) -> list[Path]:
-    """Write ``loss.png`` and ``accuracy.png`` into ``run_dir``; returns their paths."""
+    """Write ``loss.png`` and ``accuracy.png`` into ``run_dir``; returns their paths. Both
+    paths are checked before either is drawn, so a refusal leaves nothing half-done."""
     records = run_metrics(run_dir)
+    for metric in ("loss", "accuracy"):
+        output_file(Path(run_dir) / f"{metric}.png", "plot")
     try:
         import matplotlib
 

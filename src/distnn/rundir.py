@@ -60,6 +60,9 @@ def check_target(path: Path | None, *, resume: bool, overwrite: bool) -> None:
     if foreign:
         raise UsageError(f"--overwrite replaces a distnn run directory only, and {path} holds "
                          f"other files ({', '.join(foreign[:5])}); choose another --out")
+    if "config.json" not in entries:
+        raise UsageError(f"--overwrite replaces a distnn run directory only, and {path} holds no "
+                         "config.json, so it is not one; choose another --out")
 
 
 def _check_creatable(path: Path) -> None:

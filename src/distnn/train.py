@@ -92,7 +92,15 @@ def evaluate(comm: MPI.Comm, model: MLP, dataset: Dataset, worker: int | None = 
     }
 
 
-def train(config: TrainConfig, comm: MPI.Comm, dataset: Dataset, run=None,
+def train(config: TrainConfig, comm: MPI.Comm, dataset: Dataset, **options) -> tuple[MLP, dict]:
+    """Train on every rank of ``comm`` (see ``_train`` for ``options``). NumPy's overflow
+    and invalid-value warnings are silenced: a diverging run is detected from its loss
+    and parameters and reported once, not as a screenful of warnings from every rank."""
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        return _train(config, comm, dataset, **options)
+
+
+def _train(config: TrainConfig, comm: MPI.Comm, dataset: Dataset, run=None,
           progress: Progress | None = None, checkpoints: bool = False,
           resume: dict | None = None, stop: StopRequest | None = None) -> tuple[MLP, dict]:
     """Train on every rank of ``comm``; returns the model and (on rank 0) the result record.
@@ -136,6 +144,15 @@ def train(config: TrainConfig, comm: MPI.Comm, dataset: Dataset, run=None,
     overhead_s = 0.0   # evaluation and checkpoints: not training time
     checkpoint_every = config.checkpoint_every or config.eval_every
 
+    saved = [first_epoch] if resume is not None else []   # epochs checkpointed
+
+    def kept() -> str:
+        if not checkpoints:
+            return "nothing was saved"
+        if not saved:
+            return "no checkpoint was written before it"
+        return f"the last good checkpoint, from epoch {saved[-1]}, is kept"
+
     def record_evaluation(epoch: int, elapsed: float) -> None:
         # Rank 0, the only rank that records, holds the optimizer that stepped.
         record = {"epoch": epoch, "step": optimizer.iterations, "lr": optimizer.current_lr,
@@ -154,17 +171,18 @@ def train(config: TrainConfig, comm: MPI.Comm, dataset: Dataset, run=None,
         if not math.isfinite(record["train_loss"]):
             raise TrainingDiverged(
                 f"training diverged at epoch {epoch}: the train loss is {record['train_loss']}; "
-                "lower --lr or raise --lr-decay (the last good checkpoint is kept)"
+                f"lower --lr or raise --lr-decay ({kept()})"
             )
 
     def write_checkpoint(epoch: int, epoch_step: int = 0) -> None:
         if not np.all(np.isfinite(model.params)):
             raise TrainingDiverged(f"training diverged before epoch {epoch}: the parameters "
-                                   "hold NaN or infinity (the last good checkpoint is kept)")
+                                   f"hold NaN or infinity ({kept()})")
         if run is not None:
             save_checkpoint(run.path / CHECKPOINT_NAME, config=config, epoch=epoch, model=model,
                             optimizer=optimizer, strategy_state=strategy.state_dict(),
                             epoch_step=epoch_step)
+        saved.append(epoch)
         wait_politely(comm.Ibarrier(), watch, "rank 0 to write the checkpoint")
 
     stop = stop or NoStop()
@@ -205,6 +223,8 @@ def train(config: TrainConfig, comm: MPI.Comm, dataset: Dataset, run=None,
     progress.start(first_epoch, first_step)
     if config.epochs == first_epoch:
         record_evaluation(first_epoch, 0.0)
+        if checkpoints:
+            write_checkpoint(first_epoch, first_step)
     for epoch in range(first_epoch + 1, config.epochs + 1):
         stopped_at = strategy.run_epoch(
             sampler, epoch - 1, first_step if epoch == first_epoch + 1 else 0,
