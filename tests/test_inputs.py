@@ -304,7 +304,8 @@ def test_a_model_too_large_for_memory_is_refused_with_its_estimate(monkeypatch):
     data = load_dataset(make_config(samples_per_class=10))
     check_fits(make_config(samples_per_class=10, hidden=(1000,)), data, 1)
     refused(r"the model 2-10000000-3 \(float32, batches of 30\) needs about 4.2 GiB, more "
-            r"than the 921.6 MiB a run may plan to use", check_fits, make_config(samples_per_class=10, hidden=(10**7,)), data, 1)
+            r"than the 921.6 MiB a run may plan to use", check_fits,
+            make_config(samples_per_class=10, hidden=(10**7,)), data, 1)
 
 
 def test_each_process_on_this_machine_holds_a_model(monkeypatch):

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import child_env, distnn, mpiexec
+from helpers import child_env, distnn
 
 STALL_TIMEOUT_S = 5
 LONG = ["--samples-per-class", "2000", "--batch-size", "50", "--epochs", "3000",
@@ -32,8 +32,10 @@ def children(pid: int) -> list[int]:
 
 
 def ranks_of(job: subprocess.Popen) -> list[int]:
-    """The MPI ranks' process ids, in rank order: the children of mpiexec's proxy."""
-    return [rank for proxy in children(job.pid) for rank in children(proxy)]
+    """The MPI ranks' process ids, in rank order: the children of the proxy that the
+    launcher's mpiexec started."""
+    return [rank for launcher in children(job.pid) for proxy in children(launcher)
+            for rank in children(proxy)]
 
 
 @pytest.mark.timeout(120)
@@ -46,8 +48,8 @@ def ranks_of(job: subprocess.Popen) -> list[int]:
 ])
 def test_a_stopped_rank_ends_the_job_naming_it(tmp_path, strategy, extra):
     out = tmp_path / "run"
-    job = subprocess.Popen([mpiexec(), "-n", "3", sys.executable, "-m", "mpi4py", "-m", "distnn",
-                            "train", "--strategy", strategy, *extra, *LONG, "--stall-timeout",
+    job = subprocess.Popen([sys.executable, "-m", "distnn", "train", "--procs", "3",
+                            "--strategy", strategy, *extra, *LONG, "--stall-timeout",
                             str(STALL_TIMEOUT_S), "--out", str(out)],
                            env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            text=True, start_new_session=True)

@@ -37,6 +37,9 @@ ESCALATION = (signal.SIGUSR1, signal.SIGINT, signal.SIGINT, signal.SIGKILL)
 STOP_GRACE_S = 30      # a stop request not honoured by then escalates, then every ESCALATE_S
 ESCALATE_S = 5
 STARTED_NOTE = "started"
+STALLED_NOTE = "stalled"   # a rank found a silent peer and is ending the job
+STALL_GRACE_S = 10         # then mpiexec may wait forever for an unreachable host: killed
+EXIT_STALLED = 4
 PR_SET_PDEATHSIG = 1
 
 
@@ -146,7 +149,7 @@ def relaunch(procs: int, argv: list[str], program: tuple[str, ...] = ("-m", "dis
     except OSError as exc:
         shutil.rmtree(job_dir, ignore_errors=True)
         raise UsageError(f"cannot start {mpiexec}: {exc.strerror}") from exc
-    stopping = _Stopping(job)
+    stopping = _Stopping(job, Path(job_dir) / STALLED_NOTE)
     previous = {signum: signal.signal(signum, lambda signum, frame: stopping.escalate())
                 for signum in FORWARDED_SIGNALS}
     try:
@@ -156,8 +159,11 @@ def relaunch(procs: int, argv: list[str], program: tuple[str, ...] = ("-m", "dis
             signal.signal(signum, handler)
         _kill_group(job.pid)
         started = (Path(job_dir) / STARTED_NOTE).exists()
+        stalled = (Path(job_dir) / STALLED_NOTE).exists()
         clean_up_after(job_dir)
-    code = 128 - code if code < 0 else code
+    # A stall ends the job with MPI_Abort(4), but Hydra reports whichever rank it saw end
+    # (9 for one it killed): the status is the stall's, whatever mpiexec says.
+    code = EXIT_STALLED if stalled else (128 - code if code < 0 else code)
     if not started and not stopping.requests:
         what = "exited" if code == 0 else f"failed (exit status {code})"
         raise UsageError(f"{mpiexec} {what} without starting distnn's processes; is it the "
@@ -169,8 +175,9 @@ class _Stopping:
     """The launcher's side of stopping a job: each stop request (or a request left
     unanswered for ``STOP_GRACE_S``) sends the next signal of ``ESCALATION``."""
 
-    def __init__(self, job: subprocess.Popen):
+    def __init__(self, job: subprocess.Popen, stall_note: Path):
         self.job, self.requests, self.deadline = job, 0, None
+        self.stall_note, self.stall_deadline, self.stalled = stall_note, None, False
 
     def escalate(self) -> None:
         if self.job.poll() is not None or self.requests >= len(ESCALATION):
@@ -191,8 +198,14 @@ class _Stopping:
             try:
                 return self.job.wait(timeout=0.5)
             except subprocess.TimeoutExpired:
-                if self.deadline is not None and time.monotonic() > self.deadline:
+                now = time.monotonic()
+                if self.deadline is not None and now > self.deadline:
                     self.escalate()
+                if self.stall_deadline is None and self.stall_note.exists():
+                    self.stall_deadline = now + STALL_GRACE_S
+                elif self.stall_deadline is not None and now > self.stall_deadline:
+                    self.stalled = True      # Hydra waits for a host it cannot reach
+                    _kill_group(self.job.pid)
             except InterruptedError:
                 continue
 
@@ -203,6 +216,16 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
     except OSError:
         pass
+
+
+def note_stalled() -> None:
+    """A rank on the launcher's machine: the job is ending for a stall (see STALL_GRACE_S)."""
+    job_dir = os.environ.get(JOB_DIR_VAR)
+    if job_dir and Path(job_dir).is_dir():
+        try:
+            (Path(job_dir) / STALLED_NOTE).touch()
+        except OSError:
+            pass
 
 
 def note_started() -> None:

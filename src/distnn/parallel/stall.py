@@ -28,7 +28,8 @@ import time
 import numpy as np
 from mpi4py import MPI
 
-EXIT_STALLED = 4
+from distnn.launch import EXIT_STALLED, note_stalled
+
 DEFAULT_TIMEOUT_S = 120.0
 NOTICE_GRACE_S = 3.0      # how long a stalled rank listens for the other waiting ranks
 ABORT_GRACE_S = 0.5       # lets mpiexec forward the message before MPI_Abort
@@ -65,6 +66,7 @@ class StallWatch:
         """This rank waited ``timeout_s`` for ``what``: find the silent ranks, and end the
         job with one message (see the module docstring). Does not return."""
         comm, rank, size = self._comm, self._comm.Get_rank(), self._comm.Get_size()
+        note_stalled()
         notice = np.array([self.epoch, self.step], dtype=np.int64)
         sends = [comm.Isend(notice, dest=other, tag=NOTICE_TAG)
                  for other in range(size) if other != rank]
