@@ -2,13 +2,7 @@
 
 import pytest
 
-from helpers import train_params
-
-SPIRAL = ["--samples-per-class", "100", "--dtype", "float64", "--lr", "0.5", "--eval-every", "5"]
-WORKLOADS = {
-    "shuffled": [*SPIRAL, "--epochs", "12", "--batch-size", "37"],   # 37 does not divide 300
-    "full": [*SPIRAL, "--epochs", "30", "--batch-size", "full"],
-}
+from helpers import WORKLOADS, train_params
 
 
 @pytest.fixture(scope="session")

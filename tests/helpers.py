@@ -9,6 +9,13 @@ from pathlib import Path
 import numpy as np
 
 MPI_TIMEOUT_S = 60
+
+# The equivalence tests' workloads: float64 spiral, an uneven batch and a full one.
+SPIRAL = ["--samples-per-class", "100", "--dtype", "float64", "--lr", "0.5", "--eval-every", "5"]
+WORKLOADS = {
+    "shuffled": [*SPIRAL, "--epochs", "12", "--batch-size", "37"],   # 37 does not divide 300
+    "full": [*SPIRAL, "--epochs", "30", "--batch-size", "full"],
+}
 HERE = Path(__file__).parent
 
 

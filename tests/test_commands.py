@@ -84,7 +84,7 @@ def test_config_file_sets_values_and_flags_override_it(tmp_path):
     assert done.returncode == 0, done.stderr
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert (config["lr"], config["hidden"], config["batch_size"], config["epochs"],
-            config["init"], config["preset"]) == (0.5, [16, 8], None, 3, "nnfs", "seed")
+            config["init"], config["preset"]) == (0.5, [16, 8], None, 3, "uniform", "seed")
 
 
 def test_image_dataset_from_idx_files_trains(tmp_path):

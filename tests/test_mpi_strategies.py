@@ -6,8 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import WORKLOADS
-from helpers import distnn, max_relative_difference, mpi_script, read_result, train_params
+from helpers import WORKLOADS, distnn, max_relative_difference, mpi_script, read_result, train_params
 
 
 @pytest.mark.parametrize("procs", [1, 2, 3, 4])

@@ -5,9 +5,8 @@ import time
 import numpy as np
 import pytest
 
-from conftest import WORKLOADS
 from distnn.launch import binding_args
-from helpers import distnn, max_relative_difference, mpi_script, read_result, train_params
+from helpers import WORKLOADS, distnn, max_relative_difference, mpi_script, read_result, train_params
 
 
 @pytest.mark.parametrize("procs", [2, 3, 4])

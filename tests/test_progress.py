@@ -11,6 +11,7 @@ import subprocess
 import sys
 import termios
 import time
+from pathlib import Path
 
 import pytest
 
@@ -157,10 +158,13 @@ class FakeJob:
 
     started: list[dict] = []
 
+    pid = 2**22 + 1      # no such process: killing its group after the job does nothing
+
     def __init__(self, command, env, **kwargs):
         FakeJob.started.append(env)
+        (Path(env[launch.JOB_DIR_VAR]) / launch.STARTED_NOTE).touch()   # as rank 0 does
 
-    def wait(self) -> int:
+    def wait(self, timeout=None) -> int:
         return 0
 
     def poll(self) -> int:

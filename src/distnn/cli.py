@@ -351,7 +351,7 @@ def _costmodel(args) -> int:
     measured = _bench_rows(args.bench) if args.bench else None
     out = Path(args.out) if args.out else Path("bench-out") / time.strftime("costmodel-%Y%m%d-%H%M%S")
     new_output_directory(out, "--out")
-    out.mkdir(parents=True)
+    out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     pin_blas_threads(env)
     network_run = subprocess.run([find_mpiexec(), "-n", "2", sys.executable, "-m",
