@@ -93,12 +93,25 @@ def binding_args(mpiexec: str) -> list[str]:
     the workers sleep. Other launchers spell binding differently, so they are left to
     their defaults.
     """
+    return ["-bind-to", "core"] if "HYDRA" in _version(mpiexec) else []
+
+
+def _version(mpiexec: str, timeout_s: float = 10) -> str:
+    """What ``mpiexec --version`` prints, or '' if it fails or hangs. It runs in a process
+    group of its own that dies with the launcher, so a hung launcher leaves nothing."""
     try:
-        version = subprocess.run([mpiexec, "--version"], capture_output=True, text=True,
-                                 timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    return ["-bind-to", "core"] if "HYDRA" in version else []
+        probe = subprocess.Popen([mpiexec, "--version"], stdout=subprocess.PIPE,
+                                 stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True,
+                                 start_new_session=True, preexec_fn=_die_with_parent)
+    except OSError:
+        return ""
+    try:
+        return probe.communicate(timeout=timeout_s)[0]
+    except subprocess.TimeoutExpired:
+        return ""
+    finally:
+        _kill_group(probe.pid)
+        probe.wait()
 
 
 def oversubscription_note(procs: int) -> str | None:
@@ -141,25 +154,29 @@ def relaunch(procs: int, argv: list[str], program: tuple[str, ...] = ("-m", "dis
             env["COLUMNS"] = str(os.get_terminal_size(sys.stderr.fileno()).columns)
         except OSError:
             pass
-    command = [mpiexec, *binding_args(mpiexec), "-n", str(procs), sys.executable, "-m",
-               "mpi4py", *program, *argv]
+    # Until mpiexec runs, a stop request simply stops the launcher (KeyboardInterrupt),
+    # which ends its probe of mpiexec too; from then on, requests are forwarded.
+    previous = {signum: signal.signal(signum, _interrupt) for signum in FORWARDED_SIGNALS}
     try:
-        job = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL,
-                               start_new_session=True, preexec_fn=_die_with_parent)
-    except OSError as exc:
-        shutil.rmtree(job_dir, ignore_errors=True)
-        raise UsageError(f"cannot start {mpiexec}: {exc.strerror}") from exc
-    stopping = _Stopping(job, Path(job_dir) / STALLED_NOTE)
-    previous = {signum: signal.signal(signum, lambda signum, frame: stopping.escalate())
-                for signum in FORWARDED_SIGNALS}
-    try:
-        code = stopping.wait()
+        command = [mpiexec, *binding_args(mpiexec), "-n", str(procs), sys.executable, "-m",
+                   "mpi4py", *program, *argv]
+        try:
+            job = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL,
+                                   start_new_session=True, preexec_fn=_die_with_parent)
+        except OSError as exc:
+            raise UsageError(f"cannot start {mpiexec}: {exc.strerror}") from exc
+        stopping = _Stopping(job, Path(job_dir) / STALLED_NOTE)
+        for signum in FORWARDED_SIGNALS:
+            signal.signal(signum, lambda signum, frame: stopping.escalate())
+        try:
+            code = stopping.wait()
+        finally:
+            _kill_group(job.pid)
+        started = (Path(job_dir) / STARTED_NOTE).exists()
+        stalled = (Path(job_dir) / STALLED_NOTE).exists()
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-        _kill_group(job.pid)
-        started = (Path(job_dir) / STARTED_NOTE).exists()
-        stalled = (Path(job_dir) / STALLED_NOTE).exists()
         clean_up_after(job_dir)
     # A stall ends the job with MPI_Abort(4), but Hydra reports whichever rank it saw end
     # (9 for one it killed): the status is the stall's, whatever mpiexec says.
@@ -169,6 +186,10 @@ def relaunch(procs: int, argv: list[str], program: tuple[str, ...] = ("-m", "dis
         raise UsageError(f"{mpiexec} {what} without starting distnn's processes; is it the "
                          "mpiexec of the MPI that mpi4py uses? (set DISTNN_MPIEXEC, or unset it)")
     return code
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 class _Stopping:
