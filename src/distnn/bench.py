@@ -19,8 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from distnn.config import SERVER_STRATEGIES, STRATEGIES
 from distnn.errors import UsageError
-from distnn.parallel import STRATEGIES
 
 COLUMNS = ("strategy", "processes", "workers", "threads", "time_s_median", "time_s_min",
            "time_s_max", "samples_per_s", "speedup", "speedup_vs_all_cores",
@@ -40,7 +40,7 @@ def configurations(strategies: list[str], procs: list[int]) -> list[tuple[str, i
     for strategy in strategies:
         if strategy == "serial":
             continue
-        minimum = 2 if STRATEGIES[strategy].has_server else 1
+        minimum = 2 if strategy in SERVER_STRATEGIES else 1
         configs += [(strategy, p) for p in procs if p >= minimum]
     return configs
 
@@ -201,7 +201,7 @@ def run_bench(strategies: list[str], procs: list[int], train_args: list[str], sc
     out.mkdir(parents=True, exist_ok=True)
     rows, baseline_rate = [], None
     for strategy, p, threads in configs:
-        workers = STRATEGIES[strategy].n_workers(p)
+        workers = p - 1 if strategy in SERVER_STRATEGIES else p
         args = workload_args(train_args, workers, scaling)
         started = time.monotonic()
         name = f"{strategy}-p{p}" + (f"-t{threads}" if threads > 1 else "")

@@ -18,7 +18,17 @@ import traceback
 from pathlib import Path
 
 from distnn import __version__, recipes, threads
-from distnn.config import COMBINES, DTYPES, INITS, PRESETS, SPIRAL_DRAWS, STRATEGIES, TIMINGS, make_config
+from distnn.config import (
+    COMBINES,
+    DTYPES,
+    INITS,
+    PRESETS,
+    SERVER_STRATEGIES,
+    SPIRAL_DRAWS,
+    STRATEGIES,
+    TIMINGS,
+    make_config,
+)
 from distnn.errors import UsageError
 from distnn.interrupt import EXIT_INTERRUPTED
 from distnn.launch import (
@@ -379,10 +389,6 @@ def _costmodel(args) -> int:
 ABORT_GRACE_S = 0.5       # lets mpiexec forward a failing rank's message before MPI_Abort
 FINALIZE_TIMEOUT_S = 10   # a rank whose peers never reach MPI_Finalize exits anyway
 MAX_PROCS = 4096
-# Strategies whose rank 0 is a parameter server. Named here, not taken from
-# distnn.parallel, so that the launcher never imports mpi4py.MPI: initialising MPI in the
-# launcher would leave a shared-memory segment in /dev/shm if the launcher were killed.
-SERVER_STRATEGIES = ("ps-sync", "ps-async")
 
 
 def _report(message: str, rank: int | None = None, size: int | None = None) -> None:

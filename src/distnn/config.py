@@ -15,6 +15,10 @@ from distnn.errors import UsageError
 from distnn.guards import regular_file
 
 STRATEGIES = ("serial", "ps-sync", "ps-async", "allreduce")
+# Strategies whose rank 0 is a parameter server (p processes = 1 server + p - 1 workers).
+# Named here, not taken from distnn.parallel, so that the launcher and bench never import
+# mpi4py.MPI: a process that initialised MPI and is then killed leaves a segment in /dev/shm.
+SERVER_STRATEGIES = ("ps-sync", "ps-async")
 DTYPES = ("float32", "float64")
 INITS = ("he", "nnfs", "uniform")
 SPIRAL_DRAWS = ("separate", "original")
