@@ -126,3 +126,65 @@ def test_resume_keeps_the_strategy_and_process_count(tmp_path):
     assert more.returncode == 0, more.stderr
     result = read_result(out)
     assert (result["strategy"], result["processes"], result["epochs"]) == ("ps-sync", 3, 5)
+
+
+@pytest.fixture(scope="module")
+def wine(tmp_path_factory):
+    """scikit-learn's wine data (178 rows, 13 features) as CSVs with a header."""
+    x, y = sklearn_datasets.load_wine(return_X_y=True)
+    folder = tmp_path_factory.mktemp("wine")
+    names = [f"f{i}" for i in range(x.shape[1])]
+    np.savetxt(folder / "last.csv", np.c_[x, y], delimiter=",", header=",".join([*names, "target"]),
+               comments="", fmt="%g")
+    np.savetxt(folder / "first.csv", np.c_[y, x], delimiter=",", header=",".join(["target", *names]),
+               comments="", fmt="%g")
+    text = [",".join([*names, "target"])] + [",".join([*map("{:g}".format, row), f"class_{int(k)}"])
+                                             for row, k in zip(x, y)]
+    (folder / "text_labels.csv").write_text("\n".join(text) + "\n")
+    return folder
+
+
+def test_a_header_named_target_is_the_label_wherever_it_stands(tmp_path, wine):
+    for name in ("first", "last"):
+        done = distnn(["train", "--dataset", str(wine / f"{name}.csv"), "--quiet", "--out",
+                       str(tmp_path / name)])
+        assert done.returncode == 0, done.stderr
+        assert read_result(tmp_path / name)["final"]["test_accuracy"] > 0.9
+
+
+def test_a_feature_taken_for_the_label_is_refused(tmp_path, wine):
+    done = distnn(["train", "--dataset", str(wine / "first.csv"), "--label-column", "last",
+                   "--out", str(tmp_path / "run")])
+    assert done.returncode == 2 and "is the label column right?" in done.stderr
+
+
+def test_text_labels_are_answered_with_the_remedy(tmp_path, wine):
+    done = distnn(["train", "--dataset", str(wine / "text_labels.csv"), "--out", str(tmp_path / "r")])
+    assert done.returncode == 2 and "labels as integers 0..K-1" in done.stderr
+    assert "MLPClassifier" in done.stderr
+
+
+def test_labels_that_start_at_one_are_warned_about(tmp_path):
+    data = tmp_path / "one.csv"
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(90, 3))
+    np.savetxt(data, np.c_[x, 1 + (x[:, 0] > 0)], delimiter=",", header="a,b,c,label", comments="")
+    done = distnn(["train", "--dataset", str(data), "--quiet", "--out", str(tmp_path / "r")])
+    assert done.returncode == 0 and "classes 0 have no training rows" in done.stderr
+
+
+def test_evaluate_warns_when_a_flag_moves_the_held_out_rows(digits_run):
+    out, _ = digits_run
+    done = distnn(["evaluate", str(out), "--seed", "3"])
+    assert done.returncode == 0
+    assert "--seed differs from the run's" in done.stderr
+
+
+def test_output_cut_short_by_the_reader_is_no_error(digits_run):
+    import subprocess
+    import sys
+
+    out, _ = digits_run
+    done = subprocess.run(f"{sys.executable} -m distnn evaluate {out} | head -1", shell=True,
+                          capture_output=True, text=True, timeout=60)
+    assert done.stdout.count("\n") == 1 and done.stderr == ""

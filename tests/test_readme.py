@@ -30,7 +30,7 @@ EXAMPLES = {
     "mpiexec -n 3 python -m mpi4py -m distnn train --strategy ps-sync": None,
     "distnn train --preset seed --procs 3 --strategy ps-sync": ["--epochs", "300"],
     "distnn train --preset seed-10 --epochs 2000": ["--epochs", "100", "--samples-per-class", "1000"],
-    "distnn train --procs 4 --strategy allreduce --batch-size 100 --lr 0.1 --epochs 100":
+    "distnn train --procs 2 --strategy allreduce --batch-size 100 --lr 0.1 --epochs 100":
         ["--epochs", "20"],
     "distnn train --procs 4 --strategy ps-async --max-staleness 2 --batch-size 100 --lr 0.1":
         ["--epochs", "40"],

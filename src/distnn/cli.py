@@ -129,7 +129,7 @@ def _add_data_flags(add) -> None:
     add("--data-dir", help="folder of the IDX files (default for fashion-mnist: "
         "/usr/share/datasets/fashion-mnist)")
     add("--label-column", help="one-file CSV: first, last, a 0-based index or a header name "
-        "(default: last)")
+        "(default: the one header column named label, target, class or y, else the last)")
     add("--samples-per-class", type=int, help="spiral: points per class (default: 1000)")
     add("--classes", type=int, help="spiral: number of classes (default: 3)")
     add("--test-samples-per-class", type=int, help="spiral: test points per class (default: "
@@ -421,6 +421,10 @@ def main(argv: list[str] | None = None) -> int:
         if env_rank() == 0:
             _report(str(exc))
         return exc.exit_code
+    except BrokenPipeError:        # the reader went away (`distnn ... | head`): stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except OSError as exc:         # a path the user named that the system refuses
         if env_rank() == 0:
             _report(_os_error(exc))
@@ -436,6 +440,23 @@ def _os_error(exc: OSError) -> str:
     """One line for an operating-system refusal of a path (too long, not a directory...)."""
     where = f"{exc.filename}: " if exc.filename else ""
     return f"{where}{exc.strerror or exc}"
+
+
+def _epochs_run(result: dict, epochs: int) -> str:
+    """'500 epochs', or 'epochs 1000 to 1500' for a resumed run (the time covers those)."""
+    first = result.get("resumed_from_epoch")
+    if first is None:
+        return f"{epochs} epoch{'s' if epochs != 1 else ''}"
+    return f"epochs {first} to {epochs}"
+
+
+def _classes_without_rows(dataset) -> str:
+    """'0' or '0, 3, ...' for the classes below the largest label with no training row."""
+    import numpy as np
+
+    counts = np.bincount(np.asarray(dataset.y_train), minlength=dataset.n_classes)
+    empty = np.flatnonzero(counts == 0)
+    return ", ".join(map(str, empty[:5])) + (", ..." if empty.size > 5 else "")
 
 
 def check_process_count(strategy: str, size: int) -> None:
@@ -507,6 +528,13 @@ def _single_process_command(args) -> int:
         raise UsageError(f"{exc} (from {run_dir / 'config.json'}; give the data flags to "
                          "override it)") from None
     dataset = load_dataset(config)
+    overridden = [name for name in ("seed", "test_fraction", "label_column")
+                  if name in given and name in saved and given[name] != saved[name]]
+    if overridden and args.split == "test":
+        flags = ", ".join("--" + name.replace("_", "-") for name in overridden)
+        verb = "differs" if len(overridden) == 1 else "differ"
+        sys.stderr.write(f"distnn: warning: {flags} {verb} from the run's: these test rows are "
+                         "not the ones it held out, and may include rows it trained on\n")
     x, y = ((dataset.x_test, dataset.y_test) if args.split == "test"
             else (dataset.x_train, dataset.y_train))
     check_features(model, x, f"--dataset {dataset.name}")
@@ -533,7 +561,8 @@ def _resumed_config(resume_dir: str, settings: dict):
     changed = sorted(set(settings) - RESUMABLE_CHANGES)
     if changed:
         flags = ", ".join("--" + name.replace("_", "-") for name in changed)
-        raise UsageError(f"--resume continues the saved configuration; only --epochs may change "
+        raise UsageError(f"--resume continues the saved configuration; only --epochs, --procs, "
+                         f"--threads, --stall-timeout and --quiet may be given "
                          f"(got {flags})")
     checkpoint = load_checkpoint(Path(resume_dir))
     saved = dict(checkpoint["config"])
@@ -579,7 +608,7 @@ def _check_data_flags_apply(config, given: dict) -> None:
     """Refuse data flags the chosen data set would silently ignore."""
     spiral = config.dataset == "spiral"
     images = config.dataset in ("fashion-mnist", "mnist")
-    one_csv = config.dataset.endswith(".csv")
+    one_csv = config.dataset.lower().endswith((".csv", ".txt"))
     ignored = {"samples_per_class": not spiral, "classes": not spiral,
                "data_dir": not images, "label_column": not one_csv,
                "test_fraction": spiral or images}
@@ -711,6 +740,11 @@ def _run(settings: dict, procs: int | None, comm, stop, blas_threads: int) -> in
         if run is not None:
             run.write_config(config)
             progress.message(recipes.describe(config))
+            empty = _classes_without_rows(dataset)
+            if empty:
+                progress.warn(f"classes {empty} have no training rows (do the labels start at "
+                              "1? they are taken as 0..K-1); the model still has an output for "
+                              "each")
         model, result = train(config, comm, dataset, run=run, progress=progress,
                               checkpoints=True, resume=checkpoint, stop=stop)
         if run is not None:
@@ -719,7 +753,7 @@ def _run(settings: dict, procs: int | None, comm, stop, blas_threads: int) -> in
             final = result["final"]
             summary = (f"{config.strategy} on {size} process{'es' if size > 1 else ''} "
                        f"({result['workers']} worker{'s' if result['workers'] > 1 else ''}): "
-                       f"{config.epochs} epochs in {result['train_time_s']:.2f} s, "
+                       f"{_epochs_run(result, config.epochs)} in {result['train_time_s']:.2f} s, "
                        f"test accuracy {final['test_accuracy']:.4f}; ")
             print(("" if quiet else summary) + f"run saved in {run.path}", flush=True)
         return _agreed_exit(0) if size > 1 else 0

@@ -31,7 +31,7 @@ class TrainConfig:
     preset: str = "default"          # which preset the values started from
     dataset: str = "spiral"          # spiral, fashion-mnist, mnist, an .npz, or a directory
     data_dir: str | None = None      # IDX files of fashion-mnist / mnist
-    label_column: str = "last"       # one-file CSV: first, last, an index or a header name
+    label_column: str = "auto"       # one-file CSV: auto, first, last, an index or a header name
     samples_per_class: int = 1000    # spiral: points per arm
     classes: int = 3                 # spiral: number of arms (= classes)
     test_samples_per_class: int | None = None  # spiral test set; None = samples_per_class

@@ -23,7 +23,8 @@ class Interrupted(Exception):
     """Every rank stopped at the same step boundary on a user's request."""
 
     def __init__(self, epoch: int, epoch_step: int):
-        super().__init__(f"interrupted at epoch {epoch} step {epoch_step}")
+        super().__init__(f"interrupted after {epoch} epoch{'s' if epoch != 1 else ''}"
+                         + (f" and {epoch_step} steps of epoch {epoch + 1}" if epoch_step else ""))
         self.epoch, self.epoch_step = epoch, epoch_step
 
 

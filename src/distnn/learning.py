@@ -56,4 +56,7 @@ class LearningMonitor:
             return "the inputs may be on very different scales: try --standardize"
         if config.lr < 1e-3:
             return f"--lr {config.lr:g} is likely too low: try --lr 0.05"
+        if 0.01 <= config.lr <= 0.1:
+            return ("train longer (--epochs), try a larger model (--hidden), or check that the "
+                    "labels match the rows")
         return "try another --lr (0.01 to 0.1 suits most data), or check that labels match rows"

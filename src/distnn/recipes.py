@@ -79,5 +79,6 @@ def describe(config) -> str:
     origin = ("the original's, for the spiral at full batch" if config.recipe == "original"
               else "mini-batch, for data from files and images")
     return (f"recipe: {origin}: {batch}, SGD lr {config.lr:g} (decay {config.lr_decay:g}, "
-            f"momentum {config.momentum:g}), {config.epochs} epochs{standardized}; "
+            f"momentum {config.momentum:g}), {config.epochs} epoch{'s' if config.epochs != 1 else ''}"
+            f"{standardized}; "
             "any flag overrides it")

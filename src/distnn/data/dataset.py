@@ -13,6 +13,7 @@ from distnn.data.spiral import spiral_data
 from distnn.errors import UsageError
 from distnn.guards import check_memory, local_processes
 
+MANY_CLASSES = 100   # above this and above half the rows, the "labels" are likely a feature
 CHECK_ROWS = 4096   # rows per chunk of the NaN check: no full-size temporary
 
 SPLITS = ("X_train", "y_train", "X_test", "y_test")
@@ -75,12 +76,12 @@ def load_dataset(config, share: tuple[int, int] | None = (0, 1)) -> Dataset:
     if not path_exists(path, "--dataset"):
         raise UsageError(
             f"--dataset {config.dataset!r}: no such file or directory "
-            "(use spiral, fashion-mnist, mnist, an .npz file, or a directory with "
+            "(use spiral, fashion-mnist, mnist, a .csv or .npz file, or a directory with "
             "X_train.csv and y_train.csv)"
         )
     if path.is_dir():
         arrays = _read_directory(path)
-    elif path.suffix == ".csv":
+    elif path.suffix.lower() in (".csv", ".txt"):
         arrays = split_label_column(path, config.label_column, "--dataset")
     else:
         arrays = read_npz(path, role="--dataset")
@@ -239,4 +240,8 @@ def _validated(source: str, arrays: dict, config, share) -> Dataset:
     n_classes = int(max(y_train.max(), y_test.max())) + 1
     if n_classes < 2:
         raise UsageError(f"{source}: labels hold a single class; classification needs at least 2")
+    if n_classes > MANY_CLASSES and n_classes > x_train.shape[0] // 2:
+        raise UsageError(f"{source}: the labels go up to {n_classes - 1} for {x_train.shape[0]} "
+                         "training rows, more classes than half the rows: is the label column "
+                         "right? (--label-column first, last, an index or a header name)")
     return Dataset(source, x_train, y_train, x_test, y_test, n_classes)

@@ -88,7 +88,11 @@ def read_csv_with_header(path: Path, role: str = "file") -> tuple[np.ndarray, li
         try:
             values[number] = [float(field) for field in fields]
         except ValueError as exc:
-            raise UsageError(f"{path}: data row {number + 1} is not numeric: {row[:80]!r}") from exc
+            raise UsageError(f"{path}: data row {number + 1} is not numeric: {row[:80]!r}; distnn "
+                             "reads comma-separated numbers, with labels as integers 0..K-1 "
+                             "(encode text labels first, e.g. with numpy.unique(y, "
+                             "return_inverse=True), or use distnn.estimator.MLPClassifier, "
+                             "which takes any labels)") from exc
     return values, header
 
 
@@ -99,15 +103,23 @@ def _is_index(text: str) -> bool:
     return digits.isascii() and digits.isdigit()
 
 
+LABEL_NAMES = ("label", "labels", "target", "class", "y")
+
+
 def split_label_column(path: Path, label_column: str, role: str = "--dataset") -> dict[str, np.ndarray]:
     """``X_train``/``y_train`` from one CSV whose ``label_column`` holds the labels.
 
-    ``label_column`` is ``first``, ``last``, a 0-based index, or a header name.
+    ``label_column`` is ``first``, ``last``, a 0-based index, a header name, or ``auto``:
+    the one header column named like a label (``LABEL_NAMES``), else the last column, so a
+    file whose header says ``target`` first is not trained on its last feature.
     """
     values, header = read_csv_with_header(path, role)
     width = values.shape[1]
     if width < 2:
         raise UsageError(f"{path} has {width} column; a label column needs at least one feature")
+    if label_column == "auto":
+        named = [name for name in (header or []) if name.strip().lower() in LABEL_NAMES]
+        label_column = named[0] if len(named) == 1 else "last"
     if label_column in ("first", "last"):
         column = 0 if label_column == "first" else width - 1
     elif _is_index(label_column):
