@@ -157,6 +157,10 @@ def fit(X, y, comm=None, *, validation_data=None, **options) -> tuple[MLP, list[
     from mpi4py import MPI
 
     comm = MPI.COMM_WORLD if comm is None else comm
+    if comm.Get_size() == MPI.COMM_WORLD.Get_size():
+        from distnn.parallel.shared_memory import unlink_job_segments
+
+        unlink_job_segments(comm)     # an aborted job then leaves no segment in /dev/shm
     config, dataset, has_validation = _agreed_setup(comm, X, y, validation_data, options)
     history, progress = _History(), _HeldWarnings()
     try:
