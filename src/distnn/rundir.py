@@ -116,9 +116,11 @@ class RunDirectory:
             self._take_lock()
             self._prepare_contents()
         except BaseException:
-            self.release()
-            if created:
+            # Only a run that holds the lock may take back a directory it created: without
+            # the lock, another run owns it now (and may not have written into it yet).
+            if created and self._lock is not None:
                 _remove_empty(self.path)
+            self.release()
             raise
         note_run_directory(self.path)
         return self.path
@@ -140,12 +142,14 @@ class RunDirectory:
     def _take_lock(self) -> None:
         """An exclusive lock on the directory itself, held until the process ends, so no
         file is left behind to mark it."""
-        self._lock = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+        descriptor = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            os.close(descriptor)
             raise UsageError(f"--out {self.path} is in use by another distnn run; wait for it to "
                              "end or choose another --out") from None
+        self._lock = descriptor
 
     def _prepare_contents(self) -> None:
         remove_temporary_files(self.path)
