@@ -261,3 +261,23 @@ def test_an_aborted_launched_job_leaves_no_temporary_file(tmp_path):
     assert code != 0
     assert (segments(), job_dirs(), hydra_files()) == before
     assert not list((tmp_path / "run").glob(".*.tmp"))
+
+
+def test_a_refused_claim_never_removes_a_directory_another_run_holds(tmp_path):
+    from distnn.errors import UsageError
+    from distnn.rundir import RunDirectory
+
+    path = tmp_path / "run"
+    first, second = RunDirectory(path, "serial"), RunDirectory(path, "serial")
+    lock = first._take_lock
+
+    def second_run_locks_first():      # the other run takes the lock between mkdir and flock,
+        second.path = path               # and has written nothing yet
+        second._take_lock()
+        lock()
+
+    first._take_lock = second_run_locks_first
+    with pytest.raises(UsageError, match="is in use by another distnn run"):
+        first.claim()
+    assert path.is_dir()
+    second.release()
