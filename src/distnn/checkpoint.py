@@ -20,7 +20,7 @@ from distnn.atomic import atomic_write
 from distnn.config import FIELD_TYPES, TrainConfig
 from distnn.data.files import read_npz
 from distnn.errors import UsageError
-from distnn.guards import check_memory, model_memory_bytes, npz_unpacked_bytes, regular_file
+from distnn.guards import check_memory, model_memory_bytes, regular_file
 from distnn.model_file import FLOAT_DTYPES, check_sizes, parameter_count, shown
 
 CHECKPOINT_NAME = "checkpoint.npz"
@@ -67,10 +67,8 @@ def load_checkpoint(path: Path) -> dict:
         raise UsageError(f"--resume: no checkpoint at {path}")
     regular_file(path, "--resume")
     where = f"--resume: {path}"
-    unpacked = npz_unpacked_bytes(path)
-    if unpacked is not None:
-        check_memory(unpacked, f"reading {path}", "is it really a distnn checkpoint?")
-    arrays = read_npz(path, "--resume: {path} is corrupt or not a checkpoint ({exc})")
+    arrays = read_npz(path, "--resume: {path} is corrupt or not a checkpoint ({exc})",
+                      role="--resume")
     _check_format_and_names(arrays, where)
     config = _config(arrays["config"], where)
     sizes = check_sizes(arrays["sizes"], where, DAMAGED)

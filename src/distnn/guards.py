@@ -9,7 +9,6 @@ Output paths are checked the same way before any work, and written atomically.
 
 import os
 import stat
-import zipfile
 from pathlib import Path
 
 from distnn.atomic import atomic_write
@@ -116,20 +115,6 @@ def write_output(path: Path, role: str, write) -> None:
         atomic_write(Path(path), write)
     except OSError as exc:
         raise UsageError(f"{role} {path}: cannot write it ({exc.strerror or exc})") from None
-
-
-def npz_unpacked_bytes(path) -> int | None:
-    """The bytes the members of the ``.npz`` at ``path`` unpack to, as its zip directory
-    declares them (reading never goes past that), or None if it is not a readable zip.
-
-    A few kilobytes of compressed zeros can declare gigabytes: checking this sum before
-    ``np.load`` reads anything refuses such a file instead of filling the memory.
-    """
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return sum(info.file_size for info in archive.infolist())
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError):
-        return None
 
 
 LOCAL_SIZE_VARIABLES = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE")   # MPICH, Open MPI

@@ -14,7 +14,7 @@ from distnn.atomic import atomic_write
 from distnn.config import MAX_WIDTH  # far above any real layer; fan_in * fan_out stays exact
 from distnn.data.files import read_npz
 from distnn.errors import UsageError
-from distnn.guards import check_memory, model_memory_bytes, npz_unpacked_bytes, regular_file
+from distnn.guards import check_memory, model_memory_bytes, regular_file
 from distnn.nn import MLP
 from distnn.nn.mlp import CHUNK_ROWS
 
@@ -84,10 +84,7 @@ def load_model(path) -> MLP:
     """
     path = regular_file(path, "model")
     where = f"model {path}"
-    unpacked = npz_unpacked_bytes(path)
-    if unpacked is not None:
-        check_memory(unpacked, f"reading {where}", "is it really a model written by distnn?")
-    arrays = read_npz(path, "model {path} is not a readable distnn model: {exc}")
+    arrays = read_npz(path, "model {path} is not a readable distnn model: {exc}", role="model")
     _check_format(arrays, where)
     sizes = check_sizes(arrays["sizes"], where)
     _check_names(arrays, sizes, where)
