@@ -239,35 +239,32 @@ def _kill_group(pgid: int) -> None:
         pass
 
 
-def note_stalled() -> None:
-    """A rank on the launcher's machine: the job is ending for a stall (see STALL_GRACE_S)."""
+def _leave_note(name: str, text: str = "") -> None:
+    """Write ``text`` into the launcher's job directory as ``name``; nothing without a
+    launcher on this machine (plain mpiexec, or a rank on another host). Best effort: a
+    note that cannot be written only costs the launcher its cleaning."""
     job_dir = os.environ.get(JOB_DIR_VAR)
     if job_dir and Path(job_dir).is_dir():
         try:
-            (Path(job_dir) / STALLED_NOTE).touch()
+            (Path(job_dir) / name).write_text(text)
         except OSError:
             pass
+
+
+def note_stalled() -> None:
+    """A rank on the launcher's machine: the job is ending for a stall (see STALL_GRACE_S)."""
+    _leave_note(STALLED_NOTE)
 
 
 def note_started() -> None:
     """Rank 0: tell the launcher that distnn's ranks are running (a launcher that exits
     without starting them is named, not taken for a finished run)."""
-    job_dir = os.environ.get(JOB_DIR_VAR)
-    if job_dir and Path(job_dir).is_dir():
-        try:
-            (Path(job_dir) / STARTED_NOTE).touch()
-        except OSError:
-            pass
+    _leave_note(STARTED_NOTE)
 
 
 def note_run_directory(path: Path) -> None:
     """Rank 0: tell the launcher, if there is one, where this run writes."""
-    job_dir = os.environ.get(JOB_DIR_VAR)
-    if job_dir and Path(job_dir).is_dir():
-        try:
-            (Path(job_dir) / RUN_DIR_NOTE).write_text(str(Path(path).resolve()))
-        except OSError:
-            pass
+    _leave_note(RUN_DIR_NOTE, str(Path(path).resolve()))
 
 
 def note_launcher_residue() -> None:
@@ -277,8 +274,7 @@ def note_launcher_residue() -> None:
     removes it when the job ends normally, but not when the job is aborted or killed; the
     distnn launcher removes it then. Other launchers leave nothing that is known here.
     """
-    job_dir = os.environ.get(JOB_DIR_VAR)
-    if not job_dir or not Path(job_dir).is_dir():
+    if not os.environ.get(JOB_DIR_VAR):
         return
     found = []
     try:
@@ -290,10 +286,7 @@ def note_launcher_residue() -> None:
     except OSError:
         return
     if found:
-        try:
-            (Path(job_dir) / RESIDUE_NOTE).write_text("\n".join(found))
-        except OSError:
-            pass
+        _leave_note(RESIDUE_NOTE, "\n".join(found))
 
 
 def remove_temporary_files(run_dir: Path) -> None:
