@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -68,3 +69,11 @@ def read_result(out: Path) -> dict:
 
 def max_relative_difference(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
+
+
+def wait_for(path: Path, timeout: float = 60) -> None:
+    """Until ``path`` exists (a run's first checkpoint, say); fails the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} did not appear"
+        time.sleep(0.05)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import child_env, distnn
+from helpers import child_env, distnn, wait_for
 
 TINY = ["--samples-per-class", "50", "--epochs", "2"]
 
@@ -176,10 +176,7 @@ def test_a_deleted_run_directory_ends_the_run_with_one_message(tmp_path):
                             "--quiet", "--out", str(run)], env=child_env(),
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 60
-        while not (run / "checkpoint.npz").exists():
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_for(run / "checkpoint.npz")
         subprocess.run(["rm", "-rf", str(run)], check=True)
         _, stderr = job.communicate(timeout=60)
     finally:

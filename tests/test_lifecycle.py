@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import child_env, distnn, read_result, train_params
+from helpers import child_env, distnn, read_result, train_params, wait_for
 
 SHM = Path("/dev/shm")
 LONG = ["--samples-per-class", "2000", "--batch-size", "50", "--epochs", "3000",
@@ -31,13 +31,6 @@ def start(args: list[str], cwd: Path | None = None) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "distnn", *args], env=child_env(), cwd=cwd,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
-
-
-def wait_for(path: Path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert time.monotonic() < deadline, f"{path} did not appear"
-        time.sleep(0.05)
 
 
 def processes_naming(text: str) -> list[int]:

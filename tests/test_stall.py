@@ -7,23 +7,15 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from helpers import child_env, distnn
+from helpers import child_env, distnn, wait_for
 
 STALL_TIMEOUT_S = 5
 LONG = ["--samples-per-class", "2000", "--batch-size", "50", "--epochs", "3000",
         "--eval-every", "20", "--dtype", "float64", "--quiet"]
-
-
-def wait_for(path: Path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert time.monotonic() < deadline, f"{path} did not appear"
-        time.sleep(0.05)
 
 
 def children(pid: int) -> list[int]:

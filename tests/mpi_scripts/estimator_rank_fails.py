@@ -4,21 +4,9 @@ worker's place through a ``DISTNN_MPIEXEC`` wrapper)."""
 
 import sys
 
-from mpi4py import MPI
+from injection import fail_in_update
 
 from distnn import estimator_worker
-from distnn.optim import SGD
 
-original = SGD.apply
-calls = {"n": 0}
-
-
-def apply(self, *args, **kwargs):
-    calls["n"] += 1
-    if MPI.COMM_WORLD.Get_rank() == 1 and calls["n"] == 2:
-        raise RuntimeError("injected failure in the estimator's job")
-    return original(self, *args, **kwargs)
-
-
-SGD.apply = apply
+fail_in_update(rank=1, call=2, message="injected failure in the estimator's job")
 sys.exit(estimator_worker.main(sys.argv[1:]))
