@@ -149,28 +149,41 @@ def model_memory_bytes(sizes, batch_rows: int, itemsize: int) -> int:
 SPECIAL_ROOTS = (Path("/proc"), Path("/sys"), Path("/dev"))
 
 
+def refuse_virtual_directory(path: Path, flag: str) -> None:
+    """Refuse a directory under /proc, /sys or /dev: they hold no real files."""
+    resolved = path.resolve()
+    for root in SPECIAL_ROOTS:
+        if resolved == root or root in resolved.parents:
+            raise UsageError(f"{flag} {path} is under {root}, which holds no real files; give "
+                             "a directory on a disk")
+
+
+def check_creatable(path: Path, flag: str, what: str = "the directory") -> None:
+    """The nearest existing ancestor of ``path`` must be a directory this user may write."""
+    ancestor = path.absolute()
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UsageError(f"{flag} {path}: cannot create {what}, {ancestor} is a file; "
+                         f"give another {flag}")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} {path}: cannot create {what}, {ancestor} is not "
+                         f"writable by this user; give another {flag}")
+
+
 def new_output_directory(path, flag: str) -> Path:
     """``path`` if it can become a new output folder: absent (its nearest existing parent a
     writable directory) or an empty directory, on a real file system; a UsageError naming
     ``flag`` otherwise. Creates nothing: the caller creates it once all else is checked."""
     path = Path(path)
     try:
-        resolved = path.resolve()
-        for root in SPECIAL_ROOTS:
-            if resolved == root or root in resolved.parents:
-                raise UsageError(f"{flag} {path} is under {root}, which holds no real files; "
-                                 "give a folder on a disk")
-        if path.exists():
-            if not path.is_dir():
-                raise UsageError(f"{flag} {path} exists and is not a folder; give a new folder")
-            if any(path.iterdir()):
-                raise UsageError(f"{flag} {path} is not empty; give a new or empty folder")
-            return path
-        ancestor = path.absolute()
-        while not ancestor.exists():
-            ancestor = ancestor.parent
+        refuse_virtual_directory(path, flag)
+        if not path.exists():
+            check_creatable(path, flag)
+        elif not path.is_dir():
+            raise UsageError(f"{flag} {path} exists and is not a folder; give a new folder")
+        elif any(path.iterdir()):
+            raise UsageError(f"{flag} {path} is not empty; give a new or empty folder")
     except OSError as exc:
         raise UsageError(f"{flag} {path}: {exc.strerror}") from None
-    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
-        raise UsageError(f"{flag} {path}: cannot create it, {ancestor} is not a writable folder")
     return path

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from distnn.atomic import write_json
 from distnn.errors import UsageError
+from distnn.guards import check_creatable, refuse_virtual_directory
 from distnn.launch import note_run_directory, remove_temporary_files
 from distnn.metrics_log import METRICS_NAME, keep_through_epoch
 from distnn.model_file import save_model
@@ -24,7 +25,6 @@ from distnn.nn import MLP
 # What distnn itself writes into a run directory: the only files --overwrite replaces.
 RUN_FILES = frozenset({"config.json", METRICS_NAME, "model.npz", "result.json", "checkpoint.npz",
                        "loss.png", "accuracy.png", "model.onnx"})
-SPECIAL_ROOTS = (Path("/proc"), Path("/sys"), Path("/dev"))
 
 
 def _is_temporary(name: str) -> bool:
@@ -34,16 +34,12 @@ def _is_temporary(name: str) -> bool:
 def check_target(path: Path | None, *, resume: bool, overwrite: bool) -> None:
     """Refuse an ``--out`` that cannot become this run's directory; creates nothing."""
     if path is None:
-        _check_creatable(Path("runs"))
+        check_creatable(Path("runs"), "--out", "the run directory")
         return
     path = Path(path)
-    resolved = path.resolve()
-    for root in SPECIAL_ROOTS:
-        if resolved == root or root in resolved.parents:
-            raise UsageError(f"--out {path} is under {root}, which holds no real files; give a "
-                             "directory on a disk")
+    refuse_virtual_directory(path, "--out")
     if not path.exists():
-        _check_creatable(path)
+        check_creatable(path, "--out", "the run directory")
         return
     if not path.is_dir():
         raise UsageError(f"--out {path} exists and is not a directory; give a new directory")
@@ -63,19 +59,6 @@ def check_target(path: Path | None, *, resume: bool, overwrite: bool) -> None:
     if "config.json" not in entries:
         raise UsageError(f"--overwrite replaces a distnn run directory only, and {path} holds no "
                          "config.json, so it is not one; choose another --out")
-
-
-def _check_creatable(path: Path) -> None:
-    """The nearest existing ancestor of ``path`` must be a writable directory."""
-    ancestor = path.absolute()
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise UsageError(f"--out {path}: cannot create the run directory, {ancestor} is a file; "
-                         "give another --out")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise UsageError(f"--out {path}: cannot create the run directory, {ancestor} is not "
-                         "writable by this user; give another --out")
 
 
 def default_path(strategy: str) -> Path:
