@@ -29,7 +29,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--epochs", type=int, default=6)
     args = parser.parse_args()
-    data = load_dataset(make_config(dataset="fashion-mnist"))
+    data = load_dataset(make_config(dataset="fashion-mnist").data)
     runs = {}
     for flush in (True, False):
         model = MLP([784, 256, 10], seed=0)

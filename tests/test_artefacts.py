@@ -35,7 +35,7 @@ def tiny_run(out: Path, **overrides) -> Path:
     run = RunDirectory(out, config.strategy)
     run.claim()
     try:
-        model, _ = train(config, MPI.COMM_SELF, load_dataset(config), run=run, checkpoints=True)
+        model, _ = train(config, MPI.COMM_SELF, load_dataset(config.data), run=run, checkpoints=True)
         run.save_model(model)
     finally:
         run.release()

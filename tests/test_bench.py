@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from distnn.bench import configurations, markdown, summarize, workload_args
+from distnn.bench import Workload, configurations, markdown, summarize
 from distnn.errors import UsageError
 from helpers import distnn
 
@@ -20,12 +20,25 @@ def test_configurations_put_the_serial_baseline_first_and_skip_impossible_ones()
 
 
 def test_weak_scaling_keeps_each_workers_share():
-    args = ["--batch-size", "64", "--epochs", "2"]
-    assert workload_args(args, 3, "weak") == ["--batch-size", "192", "--epochs", "2"]
-    assert workload_args(args, 3, "strong") == args
-    assert workload_args(["--samples-per-class", "100"], 2, "weak") == ["--samples-per-class", "200"]
+    workload = Workload(overrides={"batch_size": 64, "epochs": 2})
+    assert workload.for_run("allreduce", 3, "weak") == {"batch_size": 192, "epochs": 2}
+    assert workload.argv(workload.for_run("allreduce", 3, "weak")) == [
+        "--batch-size", "192", "--epochs", "2"]
+    assert workload.for_run("allreduce", 3, "strong") == {"batch_size": 64, "epochs": 2}
+    spiral = Workload(overrides={"samples_per_class": 100})
+    assert spiral.for_run("allreduce", 2, "weak") == {"samples_per_class": 200}
+    assert Workload(preset="seed").for_run("ps-sync", 2, "weak") == {"samples_per_class": 20_000}
     with pytest.raises(UsageError, match="--scaling weak needs --batch-size N"):
-        workload_args(["--epochs", "2"], 2, "weak")
+        Workload(overrides={"dataset": "fashion-mnist"}).for_run("allreduce", 2, "weak")
+
+
+def test_each_strategy_gets_only_the_fields_it_takes():
+    workload = Workload(overrides={"max_staleness": 2, "shared_memory": False, "epochs": 2})
+    assert workload.for_run("serial", 1, "strong") == {"epochs": 2}
+    assert workload.for_run("ps-async", 2, "strong") == {
+        "max_staleness": 2, "shared_memory": False, "epochs": 2}
+    assert workload.argv(workload.for_run("allreduce", 2, "strong")) == [
+        "--no-shared-memory", "--epochs", "2"]
 
 
 def _result(time_s, rate, workers=2, acc=0.9):

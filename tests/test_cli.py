@@ -54,7 +54,7 @@ def test_seed_preset_resolves_to_the_original_workload_and_flags_override(tmp_pa
     (["--strategy", "magic"], "argument --strategy: invalid choice: 'magic'"),
     (["--preset", "nope"], "argument --preset: invalid choice: 'nope'"),
     (["--strategy", "ps-sync"], "--strategy ps-sync needs at least 2 processes"),
-    (["--classes", "1"], "--classes must be an integer >= 2, got 1"),
+    (["--classes", "1"], "--classes must be in [2, 1000000], got 1"),
     (["--dataset", "/no/such/file.npz"], "--dataset '/no/such/file.npz': no such file or directory"),
 ])
 def test_bad_input_gives_one_clear_message_and_exit_2(tmp_path, args, message):

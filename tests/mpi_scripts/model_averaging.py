@@ -48,7 +48,7 @@ def main() -> None:
         name, value = flag.split("=")
         overrides[name] = int(value) if value.isdigit() else value
     config = make_config(**overrides)
-    dataset = load_dataset(config)
+    dataset = load_dataset(config.data)
     model, optimizer, strategy, stats = train(config, comm, dataset)
     worker = strategy.worker_index
     velocity = optimizer.velocity if worker is not None else np.zeros_like(optimizer.velocity)
