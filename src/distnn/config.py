@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from distnn import recipes
 from distnn.errors import UsageError
 from distnn.guards import regular_file
+from distnn.optim import REGISTRY
 
 STRATEGIES = ("serial", "ps-sync", "ps-async", "allreduce")
 # Strategies whose rank 0 is a parameter server (p processes = 1 server + p - 1 workers).
@@ -32,7 +33,7 @@ INITS = ("he", "nnfs", "uniform")
 SPIRAL_DRAWS = ("separate", "original")
 COMBINES = ("gradients", "models")
 TIMINGS = ("training", "original")
-OPTIMIZERS = ("sgd", "adam", "adamw")
+OPTIMIZERS = tuple(REGISTRY)
 SCHEDULES = ("inverse-decay", "constant", "step", "cosine")
 LR_SCALINGS = ("none", "linear")
 ACTIVATIONS = ("relu", "tanh", "gelu")

@@ -35,12 +35,12 @@ class MLP:
         ``srand`` for "uniform" (0 and 1 give the original's unseeded stream).
     """
 
-    def __init__(self, sizes, dtype="float32", init="he", seed=0):
+    def __init__(self, sizes, dtype="float32", init="he", seed=0, params=None, grads=None):
         self.sizes = [int(s) for s in sizes]
         self.dtype = np.dtype(dtype)
-        self.n_params = sum(Dense.size(a, b) for a, b in zip(self.sizes, self.sizes[1:]))
-        self.params = np.zeros(self.n_params, dtype=self.dtype)
-        self.grads = np.zeros(self.n_params, dtype=self.dtype)
+        self.n_params = self.parameter_count(self.sizes)
+        self.params = self._buffer("params", params)
+        self.grads = self._buffer("grads", grads)
         self._chunk_grads = np.zeros(self.n_params, dtype=self.dtype)
         self.layers: list[Dense] = []
         self._chunk_views = []
@@ -56,6 +56,20 @@ class MLP:
         self.input_shift: np.ndarray | None = None   # standardisation: (x - shift) * scale
         self.input_scale: np.ndarray | None = None
         self._input = np.empty((0, self.sizes[0]), dtype=self.dtype)
+
+    @staticmethod
+    def parameter_count(sizes) -> int:
+        return sum(Dense.size(a, b) for a, b in zip(sizes, sizes[1:]))
+
+    def _buffer(self, name: str, given: np.ndarray | None) -> np.ndarray:
+        """A flat buffer of ``n_params``: ``given`` (placed by a strategy, e.g. in shared
+        memory) or a new one."""
+        if given is None:
+            return np.zeros(self.n_params, dtype=self.dtype)
+        if given.shape != (self.n_params,) or given.dtype != self.dtype:
+            raise ValueError(f"{name} buffer must be ({self.n_params},) {self.dtype}, "
+                             f"got {given.shape} {given.dtype}")
+        return given
 
     def set_input_transform(self, shift: np.ndarray | None, scale: np.ndarray | None) -> None:
         """Standardise every input, in training and in inference alike: ``(x - shift) * scale``
@@ -81,8 +95,9 @@ class MLP:
         return out
 
     def rebind(self, params: np.ndarray | None = None, grads: np.ndarray | None = None) -> None:
-        """Move the parameters and/or gradients into other flat buffers (e.g. shared memory),
-        copying the current values; the layers' views follow."""
+        """Move the parameters and/or gradients into other flat buffers, copying the current
+        values; the layers' views follow. For the end of a run whose buffers lived in
+        shared memory that is about to be freed."""
         for name, buffer in (("params", params), ("grads", grads)):
             if buffer is None:
                 continue
