@@ -1,5 +1,6 @@
-"""Every optimizer, schedule and option on every strategy: equal to serial, and resumed
-bit-identical, at several communicator sizes (one MPI job per size runs every case)."""
+"""Every optimizer, schedule, activation and dropout on every strategy: equal to serial,
+and resumed bit-identical, at several communicator sizes (one MPI job per size runs every
+case)."""
 
 import json
 
@@ -7,7 +8,7 @@ import pytest
 
 from helpers import mpi_script
 
-OPTIMIZER_CASES = 4
+OPTIMIZER_CASES = 6
 
 
 @pytest.mark.parametrize("procs", [1, 2, 3])

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from distnn import recipes
 from distnn.errors import UsageError
 from distnn.guards import regular_file
+from distnn.nn.layers import ACTIVATIONS as LAYER_ACTIVATIONS
 from distnn.optim import REGISTRY
 
 STRATEGIES = ("serial", "ps-sync", "ps-async", "allreduce")
@@ -36,7 +37,7 @@ TIMINGS = ("training", "original")
 OPTIMIZERS = tuple(REGISTRY)
 SCHEDULES = ("inverse-decay", "constant", "step", "cosine")
 LR_SCALINGS = ("none", "linear")
-ACTIVATIONS = ("relu", "tanh", "gelu")
+ACTIVATIONS = tuple(LAYER_ACTIVATIONS)
 
 MAX_CONFIG_BYTES = 1 << 20   # a config file is a few lines; more is a wrong file given
 MAX_COUNT = 10**9            # epochs, sizes: checkpoints store them as int64
@@ -120,7 +121,7 @@ class TrainConfig:
                        high=MAX_SEED)
     standardize: bool = option(
         False, "scale every input feature to zero mean and unit variance over the training rows; "
-        "the statistics are stored in model.npz", "data",
+        "the statistics are stored in model.npz", "model",
         default_text="on for data from files, off for images and the spiral at full batch")
     # -- model ------------------------------------------------------------------------------
     hidden: tuple[int, ...] = option((64,), "hidden layer widths, e.g. 64 or 256,128", "model",

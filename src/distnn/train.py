@@ -137,7 +137,8 @@ def setup(config: TrainConfig, comm: MPI.Comm, dataset: Dataset) -> Job:
     placement = strategy_class.place(comm, roles, MLP.parameter_count(sizes), config.dtype,
                                      optimizer_class.state_names, config)
     model = MLP(sizes, dtype=config.dtype, init=config.init, seed=config.seed,
-                params=placement.params, grads=placement.grads)
+                params=placement.params, grads=placement.grads, activation=config.activation,
+                dropout=config.dropout)
     if placement.shared is not None:
         # Every rank initialises the shared parameters alike; all those writes must land
         # before any rank restores a checkpoint into them or broadcasts them.

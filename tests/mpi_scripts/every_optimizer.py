@@ -1,7 +1,9 @@
-"""Every optimizer on every strategy this communicator's size allows, in one MPI job.
+"""Every optimizer and layer option on every strategy this communicator's size allows, in
+one MPI job.
 
 Written for any communicator size (run it at several): for each optimizer (with its
-schedules and options) and each strategy and transport,
+schedules and options; two cases add tanh or GELU and dropout) and each strategy and
+transport,
 - the final parameters against serial's (synchronous strategies: equal to rounding;
   ps-async with one worker: bit for bit);
 - a run stopped mid-way (as Ctrl-C stops one: at a step all ranks agree on, with a
@@ -36,6 +38,9 @@ OPTIMIZERS = {
     "adam": dict(optimizer="adam", lr=0.01),
     "adamw-step-linear-scaling": dict(optimizer="adamw", lr=0.01, schedule="step",
                                       lr_step_epochs=2, lr_scaling="linear", lr_base_batch=64),
+    "sgd-tanh-dropout": dict(optimizer="sgd", lr=0.5, momentum=0.9, activation="tanh",
+                             dropout=0.2),
+    "adam-gelu-dropout": dict(optimizer="adam", lr=0.01, activation="gelu", dropout=0.3),
 }
 TRANSPORTS = {"shared": dict(shared_memory=True), "messages": dict(shared_memory=False)}
 

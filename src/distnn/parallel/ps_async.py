@@ -82,9 +82,10 @@ class PSAsync(Strategy):
         if self.rank == 0:
             self._serve(batch_sizes_per_worker(sampler, self.roles.n_workers), should_stop)
         else:
-            for batch in sampler.batches(epoch):
+            for index, batch in enumerate(sampler.batches(epoch)):
                 start, stop = self.roles.rows(batch_length(batch), self.rank)
                 if stop > start:
+                    self.batch_number = epoch * sampler.steps_per_epoch + index
                     self._work(batch)
         return None
 

@@ -55,6 +55,7 @@ class Strategy:
         self.averagings = 0          # --combine models: models averaged so far
         self.model_bytes_sent = 0    # --combine models: model bytes this rank gave to MPI
         self._pending = 0            # --combine models: local steps since the last averaging
+        self.batch_number = 0        # global batches so far: the dropout masks' step
 
     @classmethod
     def place(cls, comm: MPI.Comm, roles: Roles, n_params: int, dtype, state_names,
@@ -84,14 +85,18 @@ class Strategy:
             self._y = np.empty(rows, dtype=np.intp)
         x = take(self.data.x_train, part, self._x)
         y = take(self.data.y_train, part, self._y)
+        samples = None
+        if self.model.dropout:
+            indices = np.arange(part.start, part.stop) if isinstance(part, slice) else part
+            samples = (self.batch_number, indices)
         if self.measure_loss:
             # The same gradient (the loss only reads what the gradient computes), plus one
             # log per row: asked for only on steps where rank 0's live line redraws.
-            loss_sum, _ = self.model.loss_and_gradient_sum(x, y)
+            loss_sum, _ = self.model.loss_and_gradient_sum(x, y, samples)
             self.recent_loss = loss_sum / max(rows, 1)
             self.measure_loss = False
         else:
-            self.model.gradient_sum(x, y)
+            self.model.gradient_sum(x, y, samples)
         return rows
 
     def local_model_step(self, batch) -> None:
@@ -123,6 +128,7 @@ class Strategy:
         for index, batch in enumerate(batches, start=first_step):
             if should_stop is not None and should_stop(index):
                 return index
+            self.batch_number = epoch * sampler.steps_per_epoch + index
             self.step(batch)
         return None
 
