@@ -9,6 +9,21 @@ def _loss_sum(model, x, y):
     return model.evaluate_sum(x, y)[0]
 
 
+def _central_differences(model, loss) -> np.ndarray:
+    """d loss() / d params, by central differences on every parameter."""
+    numeric = np.empty_like(model.params)
+    eps = 1e-6
+    for i in range(model.n_params):
+        saved = model.params[i]
+        model.params[i] = saved + eps
+        plus = loss()
+        model.params[i] = saved - eps
+        minus = loss()
+        model.params[i] = saved
+        numeric[i] = (plus - minus) / (2 * eps)
+    return numeric
+
+
 @pytest.mark.parametrize("hidden", [(7,), (6, 5)])
 def test_gradient_matches_central_differences(hidden):
     rng = np.random.default_rng(0)
@@ -17,16 +32,7 @@ def test_gradient_matches_central_differences(hidden):
     model = MLP([4, *hidden, 3], dtype="float64", init="he", seed=1)
     model.loss_and_gradient_sum(x, y)
     analytic = model.grads.copy()
-    numeric = np.empty_like(analytic)
-    eps = 1e-6
-    for i in range(model.n_params):
-        saved = model.params[i]
-        model.params[i] = saved + eps
-        plus = _loss_sum(model, x, y)
-        model.params[i] = saved - eps
-        minus = _loss_sum(model, x, y)
-        model.params[i] = saved
-        numeric[i] = (plus - minus) / (2 * eps)
+    numeric = _central_differences(model, lambda: _loss_sum(model, x, y))
     np.testing.assert_allclose(analytic, numeric, rtol=1e-5, atol=1e-7)
 
 
@@ -115,16 +121,7 @@ def test_every_activation_with_and_without_dropout_matches_central_differences(a
     model = MLP([5, 7, 6, 3], dtype="float64", seed=1, activation=activation, dropout=dropout)
     model.loss_and_gradient_sum(x, y, samples)
     analytic = model.grads.copy()
-    numeric = np.empty_like(analytic)
-    eps = 1e-6
-    for i in range(model.n_params):
-        saved = model.params[i]
-        model.params[i] = saved + eps
-        plus = model.loss_and_gradient_sum(x, y, samples)[0]
-        model.params[i] = saved - eps
-        minus = model.loss_and_gradient_sum(x, y, samples)[0]
-        model.params[i] = saved
-        numeric[i] = (plus - minus) / (2 * eps)
+    numeric = _central_differences(model, lambda: model.loss_and_gradient_sum(x, y, samples)[0])
     np.testing.assert_allclose(analytic, numeric, rtol=1e-5, atol=1e-7)
 
 

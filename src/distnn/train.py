@@ -24,6 +24,7 @@ from distnn.interrupt import CHECK_EVERY, Interrupted, NoStop, StopRequest
 from distnn.learning import LearningMonitor
 from distnn.memory import mapped_npy_rss_mb, peak_rss_mb
 from distnn.nn import MLP
+from distnn.nn.layers import ACTIVATIONS
 from distnn.optim import REGISTRY, Optimizer, Schedule
 from distnn.parallel import STRATEGIES
 from distnn.parallel.comm import allreduce_sum, mpi_type, wait_politely
@@ -68,8 +69,11 @@ def check_fits(config: TrainConfig, dataset: Dataset, size: int) -> None:
 
     sizes = (dataset.n_features, *config.hidden, dataset.n_classes)
     rows = config.batch_size or n_train
+    itemsize = np.dtype(config.dtype).itemsize
     vectors = REGISTRY[config.optimizer].memory_vectors
-    check_memory(model_memory_bytes(sizes, rows, np.dtype(config.dtype).itemsize, vectors),
+    # An activation's own buffers; dropout's factors and its 8-byte hashes.
+    layer_buffers = ACTIVATIONS[config.activation].buffers + (1 + 8 // itemsize) * (config.dropout > 0)
+    check_memory(model_memory_bytes(sizes, rows, itemsize, vectors, layer_buffers),
                  f"the model {'-'.join(map(str, sizes))} ({config.dtype}, batches of {rows})",
                  "use smaller --hidden widths, fewer classes, or fewer processes per machine",
                  processes=local_processes(size))
