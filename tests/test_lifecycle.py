@@ -176,16 +176,16 @@ def interrupt_and_resume(tmp_path, signum, args, procs):
 ])
 def test_an_interrupted_run_resumes_bit_identical(tmp_path, strategy, procs, signum):
     args = ["--strategy", strategy, "--samples-per-class", "300", "--batch-size", "40",
-            "--epochs", "400", "--eval-every", "20", "--dtype", "float64"]
+            "--epochs", "120", "--eval-every", "20", "--dtype", "float64"]
     out, stopped_at = interrupt_and_resume(tmp_path, signum, args, procs)
-    assert 0 < stopped_at[0] < 400
+    assert 0 < stopped_at[0] < 120
     reference = tmp_path / "reference"
     launched = ["--procs", str(procs)] if procs > 1 else []
     done = distnn(["train", *args, *launched, "--quiet", "--out", str(reference)], timeout=180)
     assert done.returncode == 0, done.stderr
     resumed, whole = model_vector(out), model_vector(reference)
     assert np.array_equal(resumed, whole)
-    assert read_result(out)["epochs"] == 400
+    assert read_result(out)["epochs"] == 120
 
 
 def test_a_killed_launcher_ends_its_job_and_leaves_nothing(tmp_path):

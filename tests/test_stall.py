@@ -14,8 +14,9 @@ import pytest
 from helpers import child_env, distnn, wait_for
 
 STALL_TIMEOUT_S = 5
+# A first checkpoint within 2 epochs (120 steps): 3 ranks that all compute crowd 2 cores.
 LONG = ["--samples-per-class", "2000", "--batch-size", "50", "--epochs", "3000",
-        "--eval-every", "20", "--dtype", "float64", "--quiet"]
+        "--eval-every", "2", "--dtype", "float64", "--quiet"]
 
 
 def children(pid: int) -> list[int]:
