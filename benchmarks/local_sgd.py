@@ -21,7 +21,7 @@ WORKLOADS = {
     # The original's intermediate workload, shortened: 2,000 full-batch epochs.
     "seed": ["--preset", "seed", "--epochs", "2000", "--eval-every", "500"],
     # Fashion-MNIST, 784-256-10, mini-batches of 128: 469 steps per epoch.
-    "fmnist": ["--preset", "fmnist", "--epochs", "3", "--eval-every", "1"],
+    "fmnist": ["--preset", "fmnist-sgd", "--epochs", "3", "--eval-every", "1"],
 }
 
 

@@ -149,3 +149,20 @@ def test_dropout_is_for_training_only():
     plain.gradient_sum(x, y)
     dropped.gradient_sum(x, y)
     assert not np.allclose(plain.grads, dropped.grads)
+
+
+def test_label_smoothing_trains_against_smoothed_targets_and_evaluates_plainly():
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(9, 5)), rng.integers(0, 3, size=9)
+    model = MLP([5, 7, 3], dtype="float64", seed=1, label_smoothing=0.1)
+    loss, _ = model.loss_and_gradient_sum(x, y)
+    logits = model.logits(x)
+    log_p = logits - logits.max(axis=1, keepdims=True)
+    log_p -= np.log(np.exp(log_p).sum(axis=1, keepdims=True))
+    target = np.full((9, 3), 0.1 / 3)
+    target[np.arange(9), y] += 0.9
+    assert loss == pytest.approx(-(target * log_p).sum(), rel=1e-12)
+    assert model.evaluate_sum(x, y)[0] == pytest.approx(-log_p[np.arange(9), y].sum(), rel=1e-12)
+    analytic = model.grads.copy()
+    numeric = _central_differences(model, lambda: model.loss_and_gradient_sum(x, y)[0])
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-5, atol=1e-7)

@@ -142,7 +142,7 @@ def setup(config: TrainConfig, comm: MPI.Comm, dataset: Dataset) -> Job:
                                      optimizer_class.state_names, config)
     model = MLP(sizes, dtype=config.dtype, init=config.init, seed=config.seed,
                 params=placement.params, grads=placement.grads, activation=config.activation,
-                dropout=config.dropout)
+                dropout=config.dropout, label_smoothing=config.label_smoothing)
     if placement.shared is not None:
         # Every rank initialises the shared parameters alike; all those writes must land
         # before any rank restores a checkpoint into them or broadcasts them.

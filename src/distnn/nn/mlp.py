@@ -41,17 +41,22 @@ class MLP:
         others scaled by ``1 / (1 - dropout)``; the mask is a function of (seed, global
         batch number, layer, sample index, unit) only, so the ranks that split a batch draw
         serial's masks. Inference uses every unit.
+    label_smoothing : float in [0, 1)
+        Training's targets are ``(1 - s) onehot + s / K`` (Szegedy et al.); evaluations
+        report the plain cross-entropy, so that runs stay comparable.
     params, grads : flat arrays of ``n_params``, optional
         Buffers placed by a strategy (e.g. in shared memory); new ones otherwise.
     """
 
     def __init__(self, sizes, dtype="float32", init="he", seed=0, params=None, grads=None,
-                 activation="relu", dropout=0.0):
+                 activation="relu", dropout=0.0, label_smoothing=0.0):
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got "
                              f"{activation!r}.")
-        if not 0 <= dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}.")
+        if not 0 <= dropout < 1 or not 0 <= label_smoothing < 1:
+            raise ValueError(f"dropout and label_smoothing must be in [0, 1), got {dropout}, "
+                             f"{label_smoothing}.")
+        self.label_smoothing = float(label_smoothing)
         self.activation, self._activation = activation, ACTIVATIONS[activation]
         self.dropout, self.seed = float(dropout), int(seed)
         self.sizes = [int(s) for s in sizes]
@@ -227,9 +232,9 @@ class MLP:
         grads = [g[:n] for g in self._grad]
         loss_sum, correct = 0.0, 0
         if with_loss:
-            loss_sum, correct = softmax_cross_entropy(acts[-1], y, grads[-1])
+            loss_sum, correct = softmax_cross_entropy(acts[-1], y, grads[-1], self.label_smoothing)
         else:
-            softmax_cross_entropy_grad(acts[-1], y, grads[-1])
+            softmax_cross_entropy_grad(acts[-1], y, grads[-1], self.label_smoothing)
         for i in range(len(self.layers) - 1, -1, -1):
             layer_input = x if i == 0 else acts[i - 1]
             grad_in = None if i == 0 else grads[i - 1]
