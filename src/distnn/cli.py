@@ -22,6 +22,7 @@ from distnn.config import (
     COMBINES,
     DTYPES,
     INITS,
+    KERNELS,
     PRESETS,
     SERVER_STRATEGIES,
     SPIRAL_DRAWS,
@@ -188,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--drop-remainder", action="store_true", help="--combine models: every worker takes "
         "floor(B/n) rows and the last B mod n rows of a batch go unused, as in the original "
         "(default: as-even-as-possible slices of every row)")
+    add("--kernels", choices=KERNELS, help="compute path: numpy (one NumPy call per "
+        "operation), fused (numba kernels, pip install 'distnn[fused]'), or auto (fused where "
+        "numba is installed) (default: auto)")
     add("--timing", choices=TIMINGS, help="'original' times as the original did: every step "
         "also computes its training loss and accuracy, and evaluations count as training "
         "time (default: training, evaluations excluded)")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from distnn import recipes
 from distnn.errors import UsageError
 from distnn.guards import regular_file
+from distnn.nn.kernels import KERNELS
 
 STRATEGIES = ("serial", "ps-sync", "ps-async", "allreduce")
 # Strategies whose rank 0 is a parameter server (p processes = 1 server + p - 1 workers).
@@ -61,6 +62,7 @@ class TrainConfig:
     out: str | None = None           # run directory; None = runs/<timestamp>
     procs: int | None = None         # MPI processes (--procs launches them); None = this job's
     standardize: bool = False        # inputs (x - mean) / std per feature, stats in model.npz
+    kernels: str = "auto"            # compute path: "numpy", "fused" (numba), "auto"
     recipe: str = "original"         # which recipe filled the values not set (recipes.py)
     auto: tuple[str, ...] = ()       # fields the recipe will fit to the data size (not saved)
 
@@ -111,7 +113,7 @@ FIELD_TYPES = {
     "seed": int, "shuffle": bool, "data_shards": int, "max_staleness": int, "shared_memory": bool,
     "eval_every": int,
     "checkpoint_every": int, "out": str, "procs": int, "standardize": bool, "recipe": str,
-    "stall_timeout": float,
+    "stall_timeout": float, "kernels": str,
 }
 
 
@@ -211,7 +213,8 @@ INT_FIELDS = ("samples_per_class", "classes", "epochs", "eval_every", "checkpoin
               "data_shards", "seed", "local_steps")
 OPTIONAL_INT_FIELDS = ("batch_size", "max_staleness", "procs", "test_samples_per_class")
 FLOAT_FIELDS = ("lr", "lr_decay", "momentum", "test_fraction", "stall_timeout")
-STR_FIELDS = ("dataset", "data_dir", "label_column", "out", "spiral_draw", "combine", "timing")
+STR_FIELDS = ("dataset", "data_dir", "label_column", "out", "spiral_draw", "combine", "timing",
+              "kernels")
 
 
 def validate(config: TrainConfig) -> None:
@@ -219,7 +222,7 @@ def validate(config: TrainConfig) -> None:
     _check_kinds(config)
     choices = {"strategy": STRATEGIES, "dtype": DTYPES, "init": INITS,
                "recipe": tuple(recipes.RECIPES), "spiral_draw": SPIRAL_DRAWS,
-               "combine": COMBINES, "timing": TIMINGS}
+               "combine": COMBINES, "timing": TIMINGS, "kernels": KERNELS}
     for name, allowed in choices.items():
         value = getattr(config, name)
         if value not in allowed:

@@ -58,6 +58,9 @@ class SGD:
         self.lr, self.lr_decay, self.momentum = float(lr), float(lr_decay), float(momentum)
         self.iterations = 0
         self.velocity = np.zeros_like(params)
+        # sgd_step fused with the direction's scaling, over whole flat arrays in one pass
+        # (distnn.nn.fused.sgd_momentum_step); ``step`` uses it when set. Bit-identical.
+        self.fused_update = None
 
     @property
     def current_lr(self) -> float:
@@ -72,14 +75,23 @@ class SGD:
         """
         return np.multiply(grads, -self.current_lr / batch_size, out=grads)
 
-    def apply(self, *directions: np.ndarray, part: slice = slice(None)) -> None:
+    def apply(self, *directions: np.ndarray, part: slice = slice(None),
+              scale: float | None = None) -> None:
         """Apply one step whose direction is the sum of ``directions``; count one update.
 
         With ``part``, each direction holds only that slice and only that slice of the
-        parameters moves: ranks sharing one parameter vector each update a shard.
+        parameters moves: ranks sharing one parameter vector each update a shard. With
+        ``scale``, the one direction is a gradient sum that ``fused_update`` scales as it
+        updates (``step``).
         """
         velocity = self.velocity[part]
-        sgd_step(self.params[part], directions, velocity, momentum=self.momentum)
+        if scale is None:
+            sgd_step(self.params[part], directions, velocity, momentum=self.momentum)
+        else:
+            (grads,) = directions
+            value = self.params.dtype.type   # rounds as NumPy's scalar operations do
+            self.fused_update(self.params[part], grads, velocity, value(scale),
+                              value(self.momentum))
         self.advance()
         if self.momentum and self.iterations % FLUSH_EVERY == 0:
             flush_subnormals(velocity)
@@ -92,8 +104,11 @@ class SGD:
     def step(self, grads: np.ndarray, batch_size: int = 1, part: slice = slice(None)) -> None:
         """One update from the gradient *sum* ``grads`` over ``batch_size`` samples.
 
-        ``grads`` is consumed: it is overwritten with the step direction.
+        ``grads`` is consumed: it may be overwritten with the step direction.
         """
+        if self.fused_update is not None and part == slice(None):
+            self.apply(grads, scale=-self.current_lr / batch_size)
+            return
         self.apply(self.direction(grads, batch_size), part=part)
 
     def rebind(self, params: np.ndarray, velocity: np.ndarray) -> None:

@@ -21,6 +21,7 @@ from distnn.interrupt import CHECK_EVERY, Interrupted, NoStop, StopRequest
 from distnn.learning import LearningMonitor
 from distnn.memory import mapped_npy_rss_mb, peak_rss_mb
 from distnn.nn import MLP
+from distnn.nn import kernels as kernel_choice
 from distnn.optim import SGD
 from distnn.parallel import STRATEGIES
 from distnn.parallel.comm import allreduce_sum, mpi_type, wait_politely
@@ -36,7 +37,13 @@ class TrainingDiverged(UsageError):
 
 
 def check_fits(config: TrainConfig, dataset: Dataset, size: int) -> None:
-    """Errors that need the data and the process count; identical on every rank."""
+    """Errors that need the data and the process count; identical on every rank, but for
+    ``--kernels fused`` where a rank cannot import numba (the callers agree on the first
+    rank's refusal before anything is created)."""
+    if config.kernels == "fused" and kernel_choice.fused_error() is not None:
+        raise UsageError(f"--kernels fused needs numba, and {kernel_choice.fused_error()}: "
+                         f"install it with {kernel_choice.INSTALL}, or use --kernels numpy "
+                         "or auto")
     strategy = STRATEGIES[config.strategy]
     if strategy.has_server and size < 2:
         raise UsageError(
@@ -115,10 +122,17 @@ def _train(config: TrainConfig, comm: MPI.Comm, dataset: Dataset, run=None,
     """
     config = recipes.fit_to_data(config, dataset.x_train.shape[0])
     check_fits(config, dataset, comm.Get_size())
-    model = MLP([dataset.n_features, *config.hidden, dataset.n_classes], dtype=config.dtype,
-                init=config.init, seed=config.seed)
+    sizes = [dataset.n_features, *config.hidden, dataset.n_classes]
+    kernels_s = time.perf_counter()    # importing numba and loading the kernels: not training
+    model = MLP(sizes, dtype=config.dtype, init=config.init, seed=config.seed,
+                kernels=agreed_kernels(comm, config.kernels, sizes))
     optimizer = SGD(model.params, lr=config.lr, lr_decay=config.lr_decay,
                     momentum=config.momentum)
+    if model.kernels != "numpy":
+        from distnn.nn.fused import sgd_momentum_step
+
+        optimizer.fused_update = sgd_momentum_step
+    kernels_s = time.perf_counter() - kernels_s
     n_train = dataset.x_train.shape[0]
     batch_size = config.batch_size if config.batch_size and config.batch_size < n_train else None
     sampler = BatchSampler(n_train, batch_size, config.seed,
@@ -134,6 +148,9 @@ def _train(config: TrainConfig, comm: MPI.Comm, dataset: Dataset, run=None,
     if config.standardize:
         model.set_input_transform(*feature_statistics(
             comm, dataset.x_train, strategy.worker_index, strategy.n_workers(comm.Get_size())))
+    warm_up = time.perf_counter()
+    model.warm_up(dataset.x_train, dataset.y_train)   # compiles, or loads numba's cache
+    kernels_s = comm.allreduce(kernels_s + time.perf_counter() - warm_up, op=MPI.MAX)
     first_epoch, first_step = 0, 0
     if resume is not None:
         first_epoch, first_step = restore(resume, model, optimizer, strategy)
@@ -275,10 +292,29 @@ def _train(config: TrainConfig, comm: MPI.Comm, dataset: Dataset, run=None,
         "final": records[-1],
         "ranks": times,
         "params_sha256": digest,
+        "kernels": {"requested": config.kernels, "used": model.kernels,
+                    "numba": kernel_choice.numba_version() if model.kernels != "numpy" else None,
+                    "setup_s": kernels_s},
         "warnings": learning.warnings,
         **stats,
     }
     return model, result
+
+
+def agreed_kernels(comm: MPI.Comm, requested: str, sizes) -> str:
+    """The compute path every rank will take (collective): the same on all of them, or
+    the synchronous strategies would no longer equal serial. ``auto`` falls back to NumPy
+    unless every rank can import numba; ``fused`` is refused if any rank cannot."""
+    if requested == "numpy":
+        return "numpy"
+    errors = comm.allgather(kernel_choice.fused_error())
+    missing = [rank for rank, error in enumerate(errors) if error is not None]
+    if missing and requested == "fused":
+        ranks = ", ".join(map(str, missing))
+        raise UsageError(f"--kernels fused needs numba on every rank; rank(s) {ranks} cannot "
+                         f"use it ({errors[missing[0]]}): install it with "
+                         f"{kernel_choice.INSTALL}, or use --kernels numpy or auto")
+    return kernel_choice.resolve(requested, sizes, available=not missing)
 
 
 def restore(checkpoint: dict, model: MLP, optimizer: SGD, strategy) -> tuple[int, int]:
