@@ -282,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
 BENCH_WORKLOAD_FLAGS = ("--preset", "--config", "--dataset", "--data-dir", "--samples-per-class",
                         "--classes", "--hidden", "--batch-size", "--epochs", "--lr",
                         "--lr-decay", "--momentum", "--dtype", "--seed", "--eval-every",
-                        "--max-staleness")
+                        "--max-staleness", "--kernels")
 
 
 def _int_list(flag: str, text: str) -> list[int]:
