@@ -105,22 +105,66 @@ def gemm_ceiling(arrays, steps: int) -> float:
     return steps * arrays["x"].shape[0] / (time.perf_counter() - start)
 
 
+def _serial(x, y, sizes, dtype, kernels, lr):
+    """The Serial strategy of ``distnn train`` on in-process data: its ``step`` is a
+    training step as the command runs it (gather, gradient, update, phase timer)."""
+    from types import SimpleNamespace
+
+    from mpi4py import MPI
+
+    from distnn.nn import MLP
+    from distnn.nn.fused import sgd_momentum_step
+    from distnn.optim import SGD
+    from distnn.parallel.serial import Serial
+    from distnn.parallel.timing import PhaseTimer
+
+    model = MLP(sizes, dtype=dtype, kernels=kernels, init="uniform")
+    optimizer = SGD(model.params, lr=lr, lr_decay=1e-3, momentum=0.9)
+    if model.kernels != "numpy":
+        optimizer.fused_update = sgd_momentum_step
+    model.warm_up(x, y)
+    data = SimpleNamespace(x_train=x, y_train=y)
+    return Serial(MPI.COMM_SELF, model, optimizer, data, PhaseTimer())
+
+
+def interleaved_steps(x, y, sizes, dtype, batch, steps: int, lr: float,
+                      arrays=None) -> dict:
+    """Per-step seconds of the serial training step with NumPy and with fused kernels
+    (and of the GEMMs alone, with ``arrays``), interleaved step by step on the same
+    batches so that load from other processes falls on all of them alike."""
+    from distnn.data import BatchSampler
+
+    strategies = {kernels: _serial(x, y, sizes, dtype, kernels, lr)
+                  for kernels in ("numpy", "fused")}
+    sampler = BatchSampler(x.shape[0], batch if batch < x.shape[0] else None, seed=0,
+                           shuffle=batch < x.shape[0])
+    times = {"numpy": [], "fused": [], **({"gemms": []} if arrays else {})}
+    epoch = 0
+    while len(times["numpy"]) < steps:
+        for batch_rows in sampler.batches(epoch):
+            for kernels, strategy in strategies.items():
+                start = time.perf_counter()
+                strategy.step(batch_rows)
+                times[kernels].append(time.perf_counter() - start)
+            if arrays:
+                start = time.perf_counter()
+                gemms(arrays)
+                times["gemms"].append(time.perf_counter() - start)
+            if len(times["numpy"]) == steps:
+                break
+        epoch += 1
+    return {name: (statistics.median(values), min(values)) for name, values in times.items()}
+
+
 def step_breakdown(x, y, batch: int, steps: int = 400) -> dict:
     """Where a fused 784-256-10 float32 step's time goes, in this process (minimum over
     steps of each part, microseconds): the gather of the batch, the GEMMs alone, the whole
     fused gradient, the fused update."""
-    from distnn.nn import MLP
-    from distnn.optim import SGD
-
-    model = MLP([x.shape[1], 256, 10], dtype="float32", kernels="fused")
-    optimizer = SGD(model.params, lr=0.05, lr_decay=5e-4, momentum=0.9)
-    from distnn.nn.fused import sgd_momentum_step
-
-    optimizer.fused_update = sgd_momentum_step
+    strategy = _serial(x, y, [x.shape[1], 256, 10], "float32", "fused", 0.05)
+    model, optimizer = strategy.model, strategy.optimizer
     order = np.random.default_rng(0).permutation(x.shape[0])
     xb, yb = np.empty((batch, x.shape[1]), np.float32), np.empty(batch, np.intp)
     arrays = gemm_arrays(x, (x.shape[1], 256, 10), batch, np.float32)
-    model.warm_up(x, y)
     parts = {"gather": [], "gemms": [], "gradient": [], "update": []}
     for step in range(steps):
         rows = order[(step * batch) % (x.shape[0] - batch):][:batch]
@@ -145,6 +189,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--seed-epochs", type=int, default=100)
+    parser.add_argument("--steps", type=int, default=1000,
+                        help="interleaved in-process steps per kernels path")
     parser.add_argument("--preset-runs", type=int, default=1,
                         help="runs of the whole --preset seed workload (0: none)")
     args = parser.parse_args()
@@ -199,7 +245,7 @@ def main():
               "with NumPy kernels and to the fastest serial run)")
         for label, values in rates.items():
             share = (f"   {medians[label] / medians[ceiling]:4.0%} of the ceiling"
-                     if ceiling in group and label != ceiling else "")
+                     if ceiling in group and "serial" in label else "")
             print(f"  {label:46s} {medians[label]:12,.0f}   {medians[label] / base:5.2f}x numpy"
                   f"   {medians[label] / fastest:5.2f}x fastest serial"
                   f"   (min {min(values):,.0f}, max {max(values):,.0f}){share}")
@@ -215,6 +261,25 @@ def main():
               f"(min {min(walls):.1f}), training {statistics.median(trains):.1f} s, "
               f"kernels set-up {result['kernels']['setup_s']:.2f} s, "
               f"test accuracy {result['final']['test_accuracy']:.4f}")
+    print("\nThe serial training step in this process (the Serial strategy's step: gather, "
+          "gradient, update), NumPy and fused kernels interleaved step by step, per-step "
+          "median (min) in ms:")
+    fmnist = interleaved_steps(x, y, [784, 256, 10], "float32", 128, args.steps, 0.05,
+                               arrays)
+    print(f"  784-256-10, batch 128:  GEMMs alone {1e3 * fmnist['gemms'][0]:.3f} "
+          f"({1e3 * fmnist['gemms'][1]:.3f}), numpy {1e3 * fmnist['numpy'][0]:.3f} "
+          f"({1e3 * fmnist['numpy'][1]:.3f}), fused {1e3 * fmnist['fused'][0]:.3f} "
+          f"({1e3 * fmnist['fused'][1]:.3f}): of the GEMM-bound ceiling numpy "
+          f"{fmnist['gemms'][0] / fmnist['numpy'][0]:.1%}, fused "
+          f"{fmnist['gemms'][0] / fmnist['fused'][0]:.1%} (minima: "
+          f"{fmnist['gemms'][1] / fmnist['numpy'][1]:.1%}, "
+          f"{fmnist['gemms'][1] / fmnist['fused'][1]:.1%})")
+    seed = interleaved_steps(sx.astype(np.float64), sy.astype(np.intp), [2, 64, 3], "float64",
+                             30_000, max(args.steps // 10, 20), 1.0)
+    print(f"  2-64-3 seed, full batch: numpy {1e3 * seed['numpy'][0]:.3f} "
+          f"({1e3 * seed['numpy'][1]:.3f}), fused {1e3 * seed['fused'][0]:.3f} "
+          f"({1e3 * seed['fused'][1]:.3f}): fused is {seed['numpy'][0] / seed['fused'][0]:.2f}x "
+          f"numpy (minima: {seed['numpy'][1] / seed['fused'][1]:.2f}x)")
     parts = step_breakdown(x, y, 128)
     print("\nwhere a fused 784-256-10 step goes (this process, minimum over 400 steps, us): "
           + ", ".join(f"{name} {value:.0f}" for name, value in parts.items())

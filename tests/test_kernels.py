@@ -207,7 +207,11 @@ def _without_numba(tmp_path) -> dict:
 
 
 def _train(tmp_path, env, *flags):
-    command = [sys.executable, "-m", "distnn", "train", "--quiet", "--epochs", "3",
+    """``distnn train`` in a fresh process, with auto's minimum run length set to 0 so
+    that auto would take the fused kernels if numba imported."""
+    program = ("import sys; from distnn.nn import kernels; kernels.AUTO_MIN_FLOPS = 0; "
+               "from distnn import cli; sys.exit(cli.main(sys.argv[1:]))")
+    command = [sys.executable, "-c", program, "train", "--quiet", "--epochs", "3",
                "--out", str(tmp_path / "run"), *flags]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
 
@@ -223,6 +227,9 @@ def test_kernels_auto_without_numba_trains_with_numpy(tmp_path):
     done = _train(tmp_path, _without_numba(tmp_path))
     assert done.returncode == 0, done.stderr
     assert read_result(tmp_path / "run")["kernels"]["used"] == "numpy"
+    done = _train(tmp_path, child_env(), "--overwrite")    # with numba: fused
+    assert done.returncode == 0, done.stderr
+    assert read_result(tmp_path / "run")["kernels"]["used"] == "fused-rows"
 
 
 def test_result_records_the_kernels(tmp_path):
@@ -257,7 +264,15 @@ def test_sync_strategies_equal_serial_with_either_kernels(tmp_path, kernels_flag
             tmp_path / "serial")["kernels"]["used"]
 
 
-def test_the_default_equality_workloads_take_the_fused_path(tmp_path):
+def test_the_suites_equality_workloads_take_the_fused_path(tmp_path):
     train_params(tmp_path, WORKLOADS["full"])
-    assert read_result(tmp_path)["kernels"] == {**read_result(tmp_path)["kernels"],
-                                                "requested": "auto", "used": "fused-rows"}
+    assert read_result(tmp_path)["kernels"]["used"] == "fused-rows"
+
+
+def test_auto_keeps_runs_too_short_to_repay_numba_on_numpy(tmp_path):
+    seed = [2, 64, 3]
+    assert kernels.resolve("auto", seed, True, samples=300 * 12) == "numpy"
+    assert kernels.resolve("auto", seed, True, samples=30_000 * 10_000) == "fused-rows"
+    assert kernels.resolve("fused", seed, True, samples=300 * 12) == "fused-rows"
+    train_params(tmp_path, ["--epochs", "3"])
+    assert read_result(tmp_path)["kernels"]["used"] == "numpy"

@@ -125,7 +125,8 @@ def _train(config: TrainConfig, comm: MPI.Comm, dataset: Dataset, run=None,
     sizes = [dataset.n_features, *config.hidden, dataset.n_classes]
     kernels_s = time.perf_counter()    # importing numba and loading the kernels: not training
     model = MLP(sizes, dtype=config.dtype, init=config.init, seed=config.seed,
-                kernels=agreed_kernels(comm, config.kernels, sizes))
+                kernels=agreed_kernels(comm, config.kernels, sizes,
+                                       config.epochs * dataset.x_train.shape[0]))
     optimizer = SGD(model.params, lr=config.lr, lr_decay=config.lr_decay,
                     momentum=config.momentum)
     if model.kernels != "numpy":
@@ -301,11 +302,12 @@ def _train(config: TrainConfig, comm: MPI.Comm, dataset: Dataset, run=None,
     return model, result
 
 
-def agreed_kernels(comm: MPI.Comm, requested: str, sizes) -> str:
+def agreed_kernels(comm: MPI.Comm, requested: str, sizes, samples: float | None = None) -> str:
     """The compute path every rank will take (collective): the same on all of them, or
     the synchronous strategies would no longer equal serial. ``auto`` falls back to NumPy
-    unless every rank can import numba; ``fused`` is refused if any rank cannot."""
-    if requested == "numpy":
+    unless every rank can import numba (and for runs of few ``samples``, see
+    ``kernels.resolve``); ``fused`` is refused if any rank cannot."""
+    if requested == "numpy" or kernel_choice.resolve(requested, sizes, True, samples) == "numpy":
         return "numpy"
     errors = comm.allgather(kernel_choice.fused_error())
     missing = [rank for rank, error in enumerate(errors) if error is not None]
@@ -314,7 +316,7 @@ def agreed_kernels(comm: MPI.Comm, requested: str, sizes) -> str:
         raise UsageError(f"--kernels fused needs numba on every rank; rank(s) {ranks} cannot "
                          f"use it ({errors[missing[0]]}): install it with "
                          f"{kernel_choice.INSTALL}, or use --kernels numpy or auto")
-    return kernel_choice.resolve(requested, sizes, available=not missing)
+    return kernel_choice.resolve(requested, sizes, available=not missing, samples=samples)
 
 
 def restore(checkpoint: dict, model: MLP, optimizer: SGD, strategy) -> tuple[int, int]:

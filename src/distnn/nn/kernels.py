@@ -7,7 +7,8 @@
            and backward with a block of rows in registers (``nn/rows.py``);
            ``fused-blas`` for every other shape, the GEMMs left to NumPy's BLAS and
            everything around them fused (``nn/fused.py``).
-``auto``   ``fused`` where numba imports, ``numpy`` otherwise.
+``auto``   ``fused`` where numba imports and the run is long enough to repay numba's
+           start-up (``AUTO_MIN_FLOPS``), ``numpy`` otherwise.
 
 The choice by shape comes from ``benchmarks/kernels.py`` (the README gives its table).
 Nothing here imports numba: a NumPy-only install never pays for it.
@@ -26,6 +27,10 @@ INSTALL = 'pip install "distnn[fused]" (numba >= 0.64)'
 # the BLAS path is faster (benchmarks/kernels.py).
 ROWS_MAX_INPUTS = 8
 ROWS_MAX_CLASSES = 10
+# Importing numba and loading the compiled kernels costs about a second per process
+# (benchmarks/kernels.py); a run of fewer flops than this (about 2 s of NumPy compute)
+# would not win it back, and auto leaves it on NumPy.
+AUTO_MIN_FLOPS = 1e10
 
 _fused_error: str | None = None
 
@@ -63,12 +68,23 @@ def fused_path(sizes) -> str:
     return "fused-blas"
 
 
-def resolve(requested: str, sizes, available: bool | None = None) -> str:
+def training_flops(sizes, samples: int) -> float:
+    """Forward and backward over ``samples`` rows: about 6 flops per weight per row."""
+    return 6.0 * sum(a * b for a, b in zip(sizes, sizes[1:])) * samples
+
+
+def resolve(requested: str, sizes, available: bool | None = None,
+            samples: float | None = None) -> str:
     """The path (one of ``PATHS``) that ``requested`` (one of ``KERNELS``) gives for
-    ``sizes``. ``available`` overrides the local check (all ranks must agree on it)."""
+    ``sizes``. ``available`` overrides the local check (all ranks must agree on it);
+    ``samples``, the rows the whole run will train on, lets ``auto`` keep a short run on
+    NumPy (None: no such limit)."""
     if requested not in KERNELS:
         raise ValueError(f"kernels must be one of {', '.join(KERNELS)}, got {requested!r}")
     if requested == "numpy":
+        return "numpy"
+    if (requested == "auto" and samples is not None
+            and training_flops(sizes, samples) < AUTO_MIN_FLOPS):
         return "numpy"
     if available is None:
         available = fused_error() is None
