@@ -24,6 +24,7 @@ os.environ.update({name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREA
 import numpy as np  # noqa: E402
 
 from distnn.nn import MLP  # noqa: E402
+from distnn.nn.rows import MAX_UNROLLED  # noqa: E402
 
 # (sizes, rows per step, dtype)
 SHAPES = [
@@ -89,7 +90,8 @@ def main():
     print(f"  {'model':14s} {'rows':>6s} {'dtype':7s} {'numpy':>8s} {'fused-rows':>17s} "
           f"{'fused-blas':>17s}  auto")
     for sizes, rows, dtype in SHAPES:
-        paths = ["numpy", "fused-blas"] + (["fused-rows"] if len(sizes) == 3 else [])
+        rows_fits = len(sizes) == 3 and max(sizes[0], sizes[-1]) <= MAX_UNROLLED
+        paths = ["numpy", "fused-blas"] + (["fused-rows"] if rows_fits else [])
         best = step_times(list(sizes), rows, dtype, paths, args.rounds)
         cells = []
         for path in ("fused-rows", "fused-blas"):

@@ -195,6 +195,10 @@ def main():
                         help="runs of the whole --preset seed workload (0: none)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="distnn-speed-"))
+    # The launcher's job notes and the doorbell pipes go here, where no other program's
+    # clean-up of the shared temporary folder can reach them mid-run.
+    (work / "tmp").mkdir()
+    os.environ["TMPDIR"] = str(work / "tmp")
     dataset, name, x, y = fashion_mnist_or_synthetic(work)
     common = [*dataset, "--hidden", "256", "--lr", "0.05", "--lr-decay", "5e-4",
               "--epochs", str(args.epochs), "--eval-every", str(args.epochs)]

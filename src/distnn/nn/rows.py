@@ -28,6 +28,7 @@ import tempfile
 from distnn.nn.kernels import cache_directory
 
 FLUSH_ROWS = 256   # rows summed in the model's dtype before adding into float64 totals
+MAX_UNROLLED = 64  # inputs or classes past this make source that numba takes minutes to compile
 _REGISTERS = 24    # block rows x (inputs + classes) scalars kept in registers (see block_rows)
 _loaded: dict = {}
 
@@ -154,6 +155,9 @@ def load(n_inputs: int, n_classes: int, dtype: str):
     are scratch. The source file is written once, by whichever process is first (a link
     never replaces a file), so MPI ranks starting together share one file and one cache.
     """
+    if max(n_inputs, n_classes) > MAX_UNROLLED:
+        raise ValueError(f"the rows kernel unrolls its inputs and classes: at most "
+                         f"{MAX_UNROLLED} each, got {n_inputs} and {n_classes}")
     key = (n_inputs, n_classes, dtype)
     if key in _loaded:
         return _loaded[key]
