@@ -106,25 +106,20 @@ def gemm_ceiling(arrays, steps: int) -> float:
 
 
 def _serial(x, y, sizes, dtype, kernels, lr):
-    """The Serial strategy of ``distnn train`` on in-process data: its ``step`` is a
-    training step as the command runs it (gather, gradient, update, phase timer)."""
-    from types import SimpleNamespace
-
+    """One process's training objects as ``distnn train`` builds them (``train.setup``)
+    on in-process data: ``job.strategy.step`` is a training step exactly as the command
+    runs it (gather, gradient, update, phase timer)."""
     from mpi4py import MPI
 
-    from distnn.nn import MLP
-    from distnn.nn.fused import sgd_momentum_step
-    from distnn.optim import SGD
-    from distnn.parallel.serial import Serial
-    from distnn.parallel.timing import PhaseTimer
+    from distnn.config import make_config
+    from distnn.data import Dataset
+    from distnn.train import setup
 
-    model = MLP(sizes, dtype=dtype, kernels=kernels, init="uniform")
-    optimizer = SGD(model.params, lr=lr, lr_decay=1e-3, momentum=0.9)
-    if model.kernels != "numpy":
-        optimizer.fused_update = sgd_momentum_step
-    model.warm_up(x, y)
-    data = SimpleNamespace(x_train=x, y_train=y)
-    return Serial(MPI.COMM_SELF, model, optimizer, data, PhaseTimer())
+    config = make_config(dataset="arrays", hidden=tuple(sizes[1:-1]), dtype=dtype,
+                         kernels=kernels, init="uniform", lr=lr, lr_decay=1e-3, momentum=0.9,
+                         batch_size=None, standardize=False, epochs=10_000)
+    data = Dataset("arrays", x, y, x[:1], y[:1], sizes[-1])
+    return setup(config, MPI.COMM_SELF, data).strategy
 
 
 def interleaved_steps(x, y, sizes, dtype, batch, steps: int, lr: float,
@@ -159,13 +154,18 @@ def interleaved_steps(x, y, sizes, dtype, batch, steps: int, lr: float,
 def step_breakdown(x, y, batch: int, steps: int = 400) -> dict:
     """Where a fused 784-256-10 float32 step's time goes, in this process (minimum over
     steps of each part, microseconds): the gather of the batch, the GEMMs alone, the whole
-    fused gradient, the fused update."""
+    fused gradient, the optimizer's update (NumPy passes: prepare, then sgd_step) and the
+    one-pass ``fused.sgd_momentum_step`` that could replace it."""
+    from distnn.nn.fused import sgd_momentum_step
+
     strategy = _serial(x, y, [x.shape[1], 256, 10], "float32", "fused", 0.05)
     model, optimizer = strategy.model, strategy.optimizer
     order = np.random.default_rng(0).permutation(x.shape[0])
     xb, yb = np.empty((batch, x.shape[1]), np.float32), np.empty(batch, np.intp)
     arrays = gemm_arrays(x, (x.shape[1], 256, 10), batch, np.float32)
-    parts = {"gather": [], "gemms": [], "gradient": [], "update": []}
+    parts = {"gather": [], "gemms": [], "gradient": [], "update": [], "fused update": []}
+    params, velocity = model.params.copy(), np.zeros_like(model.params)
+    scale, momentum = np.float32(-0.05 / batch), np.float32(0.9)
     for step in range(steps):
         rows = order[(step * batch) % (x.shape[0] - batch):][:batch]
         start = time.perf_counter()
@@ -178,6 +178,9 @@ def step_breakdown(x, y, batch: int, steps: int = 400) -> dict:
         start = time.perf_counter()
         model.gradient_sum(xb, yb)
         parts["gradient"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        sgd_momentum_step(params, model.grads, velocity, scale, momentum)
+        parts["fused update"].append(time.perf_counter() - start)
         start = time.perf_counter()
         optimizer.step(model.grads, batch)
         parts["update"].append(time.perf_counter() - start)

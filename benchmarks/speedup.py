@@ -39,7 +39,7 @@ def fashion_mnist_or_synthetic(work: Path) -> tuple[list[str], str, np.ndarray, 
     if (FMNIST / "train-images-idx3-ubyte.gz").exists():
         from distnn.config import make_config
         from distnn.data import load_dataset
-        data = load_dataset(make_config(dataset="fashion-mnist"))
+        data = load_dataset(make_config(dataset="fashion-mnist").data)
         return ["--dataset", "fashion-mnist"], "Fashion-MNIST", data.x_train, data.y_train
     path = synthetic(work / "synthetic.npz", samples=60000)
     with np.load(path) as arrays:

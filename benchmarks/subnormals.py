@@ -15,6 +15,7 @@ from distnn import optim
 from distnn.config import make_config
 from distnn.data import load_dataset
 from distnn.nn import MLP
+from distnn.optim import sgd
 
 
 def epoch(model, optimizer, x, y) -> float:
@@ -29,7 +30,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--epochs", type=int, default=6)
     args = parser.parse_args()
-    data = load_dataset(make_config(dataset="fashion-mnist"))
+    data = load_dataset(make_config(dataset="fashion-mnist").data)
     runs = {}
     for flush in (True, False):
         model = MLP([784, 256, 10], seed=0)
@@ -38,7 +39,7 @@ def main():
     never = 1 << 62
     for e in range(args.epochs):
         for flush in (True, False):
-            optim.FLUSH_EVERY = 64 if flush else never
+            sgd.FLUSH_EVERY = 64 if flush else never
             times[flush].append(epoch(*runs[flush], data.x_train, data.y_train))
         tiny = np.finfo(np.float32).tiny
         velocity = runs[False][1].velocity

@@ -22,11 +22,9 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 from mpi4py import MPI  # noqa: E402
 
-from distnn.data import BatchSampler, Dataset  # noqa: E402
-from distnn.nn import MLP  # noqa: E402
-from distnn.optim import SGD  # noqa: E402
-from distnn.parallel import STRATEGIES  # noqa: E402
-from distnn.parallel.timing import PhaseTimer  # noqa: E402
+from distnn.config import make_config  # noqa: E402
+from distnn.data import Dataset  # noqa: E402
+from distnn.train import setup  # noqa: E402
 
 POLICIES = {
     "blocking (MPICH spins)": dict(polite=False, shared_memory=False),
@@ -36,11 +34,13 @@ POLICIES = {
 
 
 def measure(comm, data, args, policy: dict) -> tuple[float, float]:
-    model = MLP([args.features, args.hidden, 10], dtype="float32")
-    optimizer = SGD(model.params, lr=0.01, momentum=0.9)
-    strategy = STRATEGIES[args.strategy](comm, model, optimizer, data, PhaseTimer(), **policy)
-    sampler = BatchSampler(data.x_train.shape[0], args.batch, seed=0)
-    batches = list(sampler.batches(0))
+    config = make_config(strategy=args.strategy, hidden=(args.hidden,), batch_size=args.batch,
+                         lr=0.01, momentum=0.9, standardize=False,
+                         shared_memory=policy["shared_memory"])
+    job = setup(config, comm, data)
+    strategy = job.strategy
+    strategy.polite = policy.get("polite", strategy.polite)
+    batches = list(job.sampler.batches(0))
     for batch in batches[:5]:
         strategy.step(batch)
     comm.Barrier()

@@ -35,7 +35,7 @@ def tiny_run(out: Path, **overrides) -> Path:
     run = RunDirectory(out, config.strategy)
     run.claim()
     try:
-        model, _ = train(config, MPI.COMM_SELF, load_dataset(config), run=run, checkpoints=True)
+        model, _ = train(config, MPI.COMM_SELF, load_dataset(config.data), run=run, checkpoints=True)
         run.save_model(model)
     finally:
         run.release()
@@ -105,8 +105,8 @@ MODEL_DAMAGE = {
                                 "'layers.2.weight' is missing"),
     "missing bias": (lambda d: {"layers.1.bias": None}, "'layers.1.bias' is missing"),
     "unexpected array": (lambda d: {"mean": np.zeros(2)}, "unexpected array(s) 'mean'"),
-    "unknown activation": (lambda d: {"activation": np.asarray("tanh")},
-                           "'activation' must be one of relu, got 'tanh'"),
+    "unknown activation": (lambda d: {"activation": np.asarray("swish")},
+                           "'activation' must be one of relu, tanh, gelu, got 'swish'"),
     "activation not a string": (lambda d: {"output": np.zeros(3)}, "'output' must be one of softmax"),
     "unknown format": (lambda d: {"format": np.asarray(7)}, "'format' is 7 (int64), this version"),
     "no format": (lambda d: {"format": None}, "is not a distnn model (no 'format'"),
@@ -151,10 +151,14 @@ def test_a_model_that_unpacks_beyond_memory_is_refused(run_dir, tmp_path, monkey
 CHECKPOINT_DAMAGE = {
     "NaN params": (lambda a: {"params": with_nan(a["params"])}, "'params' holds NaN"),
     "integer params": (lambda a: {"params": a["params"].astype(np.int32)}, "'params' is int32"),
-    "velocity of another dtype": (lambda a: {"velocity": a["velocity"].astype(np.float64)},
-                                  "'velocity' is float64, 'params' is float32"),
-    "short velocity": (lambda a: {"velocity": a["velocity"][:-1]},
-                       "'velocity' has shape (26,), but sizes [2, 4, 3] need (27,)"),
+    "velocity of another dtype": (lambda a: {"optimizer.velocity":
+                                             a["optimizer.velocity"].astype(np.float64)},
+                                  "'optimizer.velocity' is float64, 'params' is float32"),
+    "short velocity": (lambda a: {"optimizer.velocity": a["optimizer.velocity"][:-1]},
+                       "'optimizer.velocity' has shape (26,), but sizes [2, 4, 3] need (27,)"),
+    "state of another optimizer": (lambda a: {"optimizer.velocity": None,
+                                              "optimizer.exp_avg": a["optimizer.velocity"]},
+                                   "keeps ['optimizer.velocity']"),
     "2-D params": (lambda a: {"params": a["params"].reshape(3, 9)}, "'params' has shape (3, 9)"),
     "sizes lie": (lambda a: {"sizes": np.array([2, 5, 3])}, "'params' has shape (27,), but sizes"),
     "negative epoch": (lambda a: {"epoch": np.asarray(-1)}, "'epoch' must be a non-negative integer"),
@@ -196,7 +200,16 @@ def test_an_intact_checkpoint_loads_with_its_counters(tmp_path, run_dir):
     np.testing.assert_array_equal(loaded["strategy"]["applied"], [3, 3])
     serial = load_checkpoint(run_dir)
     assert (serial["epoch"], serial["iterations"], serial["strategy"]) == (3, 3, {})
-    assert serial["params"].shape == serial["velocity"].shape == (27,)
+    assert serial["params"].shape == serial["optimizer"]["velocity"].shape == (27,)
+
+
+def test_a_checkpoint_of_the_first_format_still_loads(tmp_path):
+    source = ps_async_checkpoint(tmp_path / "source.npz")
+    arrays = arrays_of(source)
+    old = rewrite(source, tmp_path / "old.npz", format=np.asarray("distnn-checkpoint-1"),
+                  velocity=arrays["optimizer.velocity"], **{"optimizer.velocity": None})
+    loaded = load_checkpoint(old)
+    np.testing.assert_array_equal(loaded["optimizer"]["velocity"], arrays["optimizer.velocity"])
 
 
 def test_predict_refuses_bad_output_paths_before_writing(run_dir, tmp_path):

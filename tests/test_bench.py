@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from distnn.bench import configurations, markdown, serial_configurations, summarize, workload_args
+from distnn.bench import Workload, configurations, markdown, serial_configurations, summarize
 from distnn.errors import UsageError
 from distnn.nn.kernels import fused_error
 from helpers import distnn
@@ -21,12 +21,25 @@ def test_configurations_put_the_serial_baseline_first_and_skip_impossible_ones()
 
 
 def test_weak_scaling_keeps_each_workers_share():
-    args = ["--batch-size", "64", "--epochs", "2"]
-    assert workload_args(args, 3, "weak") == ["--batch-size", "192", "--epochs", "2"]
-    assert workload_args(args, 3, "strong") == args
-    assert workload_args(["--samples-per-class", "100"], 2, "weak") == ["--samples-per-class", "200"]
+    workload = Workload(overrides={"batch_size": 64, "epochs": 2})
+    assert workload.for_run("allreduce", 3, "weak") == {"batch_size": 192, "epochs": 2}
+    assert workload.argv(workload.for_run("allreduce", 3, "weak")) == [
+        "--batch-size", "192", "--epochs", "2"]
+    assert workload.for_run("allreduce", 3, "strong") == {"batch_size": 64, "epochs": 2}
+    spiral = Workload(overrides={"samples_per_class": 100})
+    assert spiral.for_run("allreduce", 2, "weak") == {"samples_per_class": 200}
+    assert Workload(preset="seed").for_run("ps-sync", 2, "weak") == {"samples_per_class": 20_000}
     with pytest.raises(UsageError, match="--scaling weak needs --batch-size N"):
-        workload_args(["--epochs", "2"], 2, "weak")
+        Workload(overrides={"dataset": "fashion-mnist"}).for_run("allreduce", 2, "weak")
+
+
+def test_each_strategy_gets_only_the_fields_it_takes():
+    workload = Workload(overrides={"max_staleness": 2, "shared_memory": False, "epochs": 2})
+    assert workload.for_run("serial", 1, "strong") == {"epochs": 2}
+    assert workload.for_run("ps-async", 2, "strong") == {
+        "max_staleness": 2, "shared_memory": False, "epochs": 2}
+    assert workload.argv(workload.for_run("allreduce", 2, "strong")) == [
+        "--no-shared-memory", "--epochs", "2"]
 
 
 def _result(time_s, rate, workers=2, acc=0.9):
@@ -63,10 +76,11 @@ def test_speedups_are_against_the_fastest_serial_and_say_what_it_costs():
 
 
 def test_serial_runs_include_the_numpy_kernels_only_when_the_default_is_fused():
-    assert serial_configurations([], 2, True) == [
+    assert serial_configurations(Workload(), 2, True) == [
         ("serial", 1, 1, None), ("serial", 1, 1, "numpy"), ("serial", 1, 2, None)]
-    assert serial_configurations([], 1, False) == [("serial", 1, 1, None)]
-    assert serial_configurations(["--kernels", "numpy"], 1, True) == [("serial", 1, 1, None)]
+    assert serial_configurations(Workload(), 1, False) == [("serial", 1, 1, None)]
+    pinned = Workload(overrides={"kernels": "numpy"})
+    assert serial_configurations(pinned, 1, True) == [("serial", 1, 1, None)]
 
 
 def test_bench_end_to_end_writes_tables_and_plots(tmp_path):
@@ -76,7 +90,7 @@ def test_bench_end_to_end_writes_tables_and_plots(tmp_path):
     assert done.returncode == 0, done.stderr
     rows = json.loads((tmp_path / "bench.json").read_text())["rows"]
     cores = len(os.sched_getaffinity(0))
-    serial = serial_configurations([], cores, fused_error() is None)
+    serial = serial_configurations(Workload(), cores, fused_error() is None)
     assert [(r["strategy"], r["processes"], r["threads"]) for r in rows] == [
         *((s, p, t) for s, p, t, _ in serial),
         ("allreduce", 1, 1), ("allreduce", 2, 1), ("ps-async", 2, 1)]

@@ -54,7 +54,7 @@ def test_seed_preset_resolves_to_the_original_workload_and_flags_override(tmp_pa
     (["--strategy", "magic"], "argument --strategy: invalid choice: 'magic'"),
     (["--preset", "nope"], "argument --preset: invalid choice: 'nope'"),
     (["--strategy", "ps-sync"], "--strategy ps-sync needs at least 2 processes"),
-    (["--classes", "1"], "--classes must be an integer >= 2, got 1"),
+    (["--classes", "1"], "--classes must be in [2, 1000000], got 1"),
     (["--dataset", "/no/such/file.npz"], "--dataset '/no/such/file.npz': no such file or directory"),
 ])
 def test_bad_input_gives_one_clear_message_and_exit_2(tmp_path, args, message):
@@ -119,3 +119,20 @@ def test_run_files_share_one_mode(tmp_path):
     assert distnn(["train", "--epochs", "2", "--quiet", "--out", str(tmp_path / "run")]).returncode == 0
     modes = {path.name: path.stat().st_mode & 0o777 for path in (tmp_path / "run").iterdir()}
     assert len(set(modes.values())) == 1, modes
+
+
+def test_the_readme_flags_table_names_every_training_flag():
+    """The table is written by hand from the declarations in config.py: a new field without
+    a row fails here."""
+    from pathlib import Path
+
+    from distnn.cli.parser import flag_fields
+    from distnn.config import FIELD_INFO
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    table = readme[readme.index("### Flags"):readme.index("Presets: `seed`")]
+    missing = [FIELD_INFO[name].flag for name in flag_fields()
+               if f"`{FIELD_INFO[name].flag}" not in table
+               and f"`--no-{FIELD_INFO[name].flag[2:]}" not in table
+               and f", `{FIELD_INFO[name].flag}" not in table]
+    assert missing == []

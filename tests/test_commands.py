@@ -76,6 +76,23 @@ def test_onnx_export_predicts_what_distnn_predicts(trained, tmp_path):
     np.testing.assert_array_equal(labels, model.predict_proba(x).argmax(axis=1))
 
 
+@pytest.mark.parametrize("activation", ["tanh", "gelu"])
+def test_onnx_export_of_tanh_and_gelu_models_predicts_what_distnn_predicts(tmp_path, activation):
+    ort = pytest.importorskip("onnxruntime")
+    from distnn.model_file import load_model
+
+    done = distnn(["train", "--hidden", "8,6", "--activation", activation, "--dropout", "0.2",
+                   "--epochs", "20", "--quiet", "--out", str(tmp_path / "run")])
+    assert done.returncode == 0, done.stderr
+    assert distnn(["export", str(tmp_path / "run")]).returncode == 0
+    model = load_model(tmp_path / "run" / "model.npz")
+    assert model.activation == activation
+    x = np.random.default_rng(0).normal(size=(50, 2)).astype(np.float32)
+    probabilities, _ = ort.InferenceSession(str(tmp_path / "run" / "model.onnx")).run(None,
+                                                                                   {"input": x})
+    np.testing.assert_allclose(probabilities, model.predict_proba(x), atol=1e-6)
+
+
 def test_config_file_sets_values_and_flags_override_it(tmp_path):
     (tmp_path / "c.toml").write_text('lr = 0.5\nhidden = [16, 8]\nbatch-size = "full"\n'
                                      'epochs = 40\npreset = "seed"\nsamples-per-class = 30\n')

@@ -45,7 +45,7 @@ def test_spiral_equals_nnfs_when_installed():
 
 
 def test_spiral_test_set_differs_from_training_set():
-    data = load_dataset(make_config(samples_per_class=50))
+    data = load_dataset(make_config(samples_per_class=50).data)
     assert data.x_train.shape == data.x_test.shape == (150, 2)
     assert not np.array_equal(data.x_train, data.x_test)
 
@@ -117,7 +117,7 @@ def _write(path, text):
 def test_csv_directory_with_header_and_held_out_split(tmp_path):
     _write(tmp_path / "X_train.csv", "a,b\n" + "\n".join(f"{i},{-i}" for i in range(10)) + "\n")
     _write(tmp_path / "y_train.csv", "\n".join(str(i % 2) for i in range(10)) + "\n")
-    data = load_dataset(make_config(dataset=str(tmp_path), test_fraction=0.2))
+    data = load_dataset(make_config(dataset=str(tmp_path), test_fraction=0.2).data)
     assert data.x_train.shape == (8, 2) and data.x_test.shape == (2, 2)
     assert data.n_classes == 2 and data.x_train.dtype == np.float32
 
@@ -126,7 +126,7 @@ def test_npz_with_explicit_test_split(tmp_path):
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "d.npz", X_train=rng.normal(size=(20, 3)), y_train=np.arange(20) % 4,
              X_test=rng.normal(size=(5, 3)), y_test=np.arange(5) % 4)
-    data = load_dataset(make_config(dataset=str(tmp_path / "d.npz"), dtype="float64"))
+    data = load_dataset(make_config(dataset=str(tmp_path / "d.npz"), dtype="float64").data)
     assert (data.n_features, data.n_classes, data.x_test.shape[0]) == (3, 4, 5)
 
 
@@ -149,25 +149,25 @@ def test_bad_csv_files_are_named_with_the_problem(tmp_path, case):
     _write(tmp_path / "X_test.csv", "1,2\n")
     _write(tmp_path / "y_test.csv", "1\n")
     with pytest.raises(UsageError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        load_dataset(make_config(dataset=str(tmp_path)))
+        load_dataset(make_config(dataset=str(tmp_path)).data)
 
 
 def test_missing_dataset_path_says_what_is_expected(tmp_path):
     with pytest.raises(UsageError, match="no such file or directory"):
-        load_dataset(make_config(dataset=str(tmp_path / "nope")))
+        load_dataset(make_config(dataset=str(tmp_path / "nope")).data)
 
 
 def test_npz_without_labels_is_rejected(tmp_path):
     np.savez(tmp_path / "d.npz", X_train=np.zeros((4, 2)))
     with pytest.raises(UsageError, match="missing y_train"):
-        load_dataset(make_config(dataset=str(tmp_path / "d.npz")))
+        load_dataset(make_config(dataset=str(tmp_path / "d.npz")).data)
 
 
 def test_one_csv_with_a_named_label_column_and_a_random_held_out_split(tmp_path):
     rows = "\n".join(f"{i},{i % 3},{-i}" for i in range(30))
     (tmp_path / "d.csv").write_text("f1,label,f2\n" + rows + "\n")
     data = load_dataset(make_config(dataset=str(tmp_path / "d.csv"), label_column="label",
-                                    test_fraction=0.3, dtype="float64"))
+                                    test_fraction=0.3, dtype="float64").data)
     assert data.x_train.shape == (21, 2) and data.x_test.shape == (9, 2)
     assert data.n_classes == 3 and len(set(data.y_test.tolist())) > 1
     np.testing.assert_array_equal(data.x_train[:, 0] % 3, data.y_train)
@@ -181,4 +181,4 @@ def test_one_csv_with_a_named_label_column_and_a_random_held_out_split(tmp_path)
 def test_bad_label_column_is_named(tmp_path, column, message):
     (tmp_path / "d.csv").write_text("1,2,0\n3,4,1\n")
     with pytest.raises(UsageError, match=message):
-        load_dataset(make_config(dataset=str(tmp_path / "d.csv"), label_column=column))
+        load_dataset(make_config(dataset=str(tmp_path / "d.csv"), label_column=column).data)

@@ -188,7 +188,7 @@ def test_the_fuzzed_model_strategies_reach_valid_models_too(artefacts):
 def check_valid_checkpoint(loaded: dict) -> None:
     """What ``train.restore`` and the CLI rely on: consistent shapes, one float dtype,
     finite values, counters that add up, and a config the CLI accepts or refuses cleanly."""
-    params, velocity, sizes = loaded["params"], loaded["velocity"], loaded["sizes"]
+    params, velocity, sizes = loaded["params"], loaded["optimizer"]["velocity"], loaded["sizes"]
     assert params.dtype in FLOAT_DTYPES and velocity.dtype == params.dtype
     assert params.shape == velocity.shape == (parameter_count(sizes),)
     assert np.all(np.isfinite(params)) and np.all(np.isfinite(velocity))
@@ -200,8 +200,7 @@ def check_valid_checkpoint(loaded: dict) -> None:
     model = MLP(sizes, dtype=params.dtype)
     model.params[...] = params
     optimizer = SGD(model.params, lr=0.1, lr_decay=0.0, momentum=0.9)
-    optimizer.load_state_dict({"lr": 0.1, "lr_decay": 0.0, "momentum": 0.9,
-                               "iterations": loaded["iterations"], "velocity": velocity})
+    optimizer.load_state_dict({"iterations": loaded["iterations"], "state": loaded["optimizer"]})
     saved = dict(loaded["config"])
     saved["hidden"] = tuple(saved.get("hidden", ()))
     with contextlib.suppress(UsageError):

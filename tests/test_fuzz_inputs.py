@@ -68,7 +68,7 @@ def damaged(draw, data: bytes) -> bytes:
 def check_loads(**settings):
     """Load; any outcome but a consistent data set or a UsageError fails the property."""
     try:
-        data = load_dataset(make_config(**settings))
+        data = load_dataset(make_config(**settings).data)
     except UsageError:
         event("refused")
         return None

@@ -11,6 +11,7 @@ import pytest
 
 from distnn.nn import MLP, kernels, mlp, rows
 from distnn.optim import SGD
+from distnn.optim.sgd import FLUSH_EVERY, flush_subnormals
 from helpers import WORKLOADS, child_env, max_relative_difference, mpi_script, read_result, train_params
 
 pytest.importorskip("numba", reason="the fused kernels need numba (pip install 'distnn[fused]')")
@@ -140,21 +141,35 @@ def test_exp_matches_numpy_to_a_few_ulp():
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
-def test_fused_sgd_update_is_bit_identical_to_the_numpy_update(dtype, momentum):
+def test_fused_sgd_update_is_bit_identical_to_the_optimizers_update(dtype, momentum):
+    """``sgd_momentum_step`` (one pass) against SGD.step (prepare, then sgd_step), past
+    a subnormal flush: the same bits, so an optimizer can take it as it is."""
     rng = np.random.default_rng(5)
     start = rng.normal(size=1000).astype(dtype)
-    plain, fast = SGD(start.copy(), lr=0.3, lr_decay=1e-2, momentum=momentum), \
-        SGD(start.copy(), lr=0.3, lr_decay=1e-2, momentum=momentum)
-    fast.fused_update = fused.sgd_momentum_step
-    for step in range(70):                     # past one subnormal flush (every 64)
+    optimizer = SGD(start.copy(), lr=0.3, lr_decay=1e-2, momentum=momentum)
+    params, velocity = start.copy(), np.zeros_like(start)
+    value = np.dtype(dtype).type
+    for step in range(70):
         grads = rng.normal(size=1000).astype(dtype)
         if step == 3:
             grads[:10] = 1e-42 if dtype == "float64" else 1e-41
-        plain.step(grads.copy(), 32)
-        fast.step(grads.copy(), 32)
-    np.testing.assert_array_equal(plain.params, fast.params)
-    np.testing.assert_array_equal(plain.velocity, fast.velocity)
-    assert fast.iterations == plain.iterations == 70
+        scale = value(-optimizer.current_lr / 32)
+        optimizer.step(grads.copy(), 32)
+        fused.sgd_momentum_step(params, grads, velocity, scale, value(momentum))
+        if momentum and (step + 1) % FLUSH_EVERY == 0:
+            flush_subnormals(velocity)
+    np.testing.assert_array_equal(optimizer.params, params)
+    if momentum:
+        np.testing.assert_array_equal(optimizer.velocity, velocity)
+
+
+def test_the_fused_kernels_compute_relu_without_dropout_only(tmp_path):
+    assert MLP([2, 8, 3], activation="tanh", kernels="auto").kernels == "numpy"
+    assert MLP([2, 8, 3], dropout=0.5, kernels="auto").kernels == "numpy"
+    with pytest.raises(ValueError, match="ReLU networks without dropout"):
+        MLP([2, 8, 3], activation="gelu", kernels="fused")
+    done = _train(tmp_path, child_env(), "--kernels", "fused", "--activation", "tanh")
+    assert done.returncode == 2 and "ReLU networks without dropout" in done.stderr
 
 
 def test_the_path_follows_the_shape():

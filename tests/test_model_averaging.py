@@ -91,7 +91,7 @@ def test_uniform_init_is_eigen_random_under_glibc_rand():
 
 def test_seed_final_is_the_originals_data_and_initial_accuracy():
     config = make_config("seed-final")
-    data = load_dataset(config)
+    data = load_dataset(config.data)
     assert data.x_train.shape == (40_000, 2) and data.x_test.shape == (4_000, 2)
     # The first rows of its committed X_train_large.csv (shuffled) and X_test_large.csv.
     assert data.x_train[0].tolist() == [-5.287875980138778687e-02, -3.255666494369506836e-01]

@@ -9,6 +9,21 @@ def _loss_sum(model, x, y):
     return model.evaluate_sum(x, y)[0]
 
 
+def _central_differences(model, loss) -> np.ndarray:
+    """d loss() / d params, by central differences on every parameter."""
+    numeric = np.empty_like(model.params)
+    eps = 1e-6
+    for i in range(model.n_params):
+        saved = model.params[i]
+        model.params[i] = saved + eps
+        plus = loss()
+        model.params[i] = saved - eps
+        minus = loss()
+        model.params[i] = saved
+        numeric[i] = (plus - minus) / (2 * eps)
+    return numeric
+
+
 @pytest.mark.parametrize("hidden", [(7,), (6, 5)])
 def test_gradient_matches_central_differences(hidden):
     rng = np.random.default_rng(0)
@@ -17,16 +32,7 @@ def test_gradient_matches_central_differences(hidden):
     model = MLP([4, *hidden, 3], dtype="float64", init="he", seed=1)
     model.loss_and_gradient_sum(x, y)
     analytic = model.grads.copy()
-    numeric = np.empty_like(analytic)
-    eps = 1e-6
-    for i in range(model.n_params):
-        saved = model.params[i]
-        model.params[i] = saved + eps
-        plus = _loss_sum(model, x, y)
-        model.params[i] = saved - eps
-        minus = _loss_sum(model, x, y)
-        model.params[i] = saved
-        numeric[i] = (plus - minus) / (2 * eps)
+    numeric = _central_differences(model, lambda: _loss_sum(model, x, y))
     np.testing.assert_allclose(analytic, numeric, rtol=1e-5, atol=1e-7)
 
 
@@ -100,3 +106,46 @@ def test_chunked_batches_give_the_unchunked_gradient(monkeypatch):
     loss, correct = model.loss_and_gradient_sum(x, y)
     np.testing.assert_allclose(model.grads, whole, rtol=1e-12)
     assert loss == pytest.approx(whole_loss, rel=1e-12) and correct == whole_correct
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "gelu"])
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_every_activation_with_and_without_dropout_matches_central_differences(activation,
+                                                                               dropout):
+    """With dropout the loss is a function of the masks, which are fixed by (batch number,
+    sample indices): the same masks in every evaluation of the difference quotient."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(9, 5))
+    y = rng.integers(0, 3, size=9)
+    samples = (4, np.arange(100, 109))
+    model = MLP([5, 7, 6, 3], dtype="float64", seed=1, activation=activation, dropout=dropout)
+    model.loss_and_gradient_sum(x, y, samples)
+    analytic = model.grads.copy()
+    numeric = _central_differences(model, lambda: model.loss_and_gradient_sum(x, y, samples)[0])
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-5, atol=1e-7)
+
+
+def test_dropout_masks_depend_on_batch_and_sample_not_on_how_rows_are_split():
+    from distnn.nn.functional import dropout_scale
+
+    def masks(batch, samples):
+        n = len(samples)
+        out = np.empty((n, 256))
+        return dropout_scale(7, batch, 0, samples, 0.25, np.empty((n, 256), dtype=np.uint64),
+                             np.empty((n, 256), dtype=bool), out)
+
+    whole = masks(3, np.arange(1000))
+    assert abs((whole == 0).mean() - 0.25) < 0.01 and set(np.unique(whole)) == {0, 1 / 0.75}
+    np.testing.assert_array_equal(masks(3, np.arange(500, 510)), whole[500:510])
+    assert not np.array_equal(masks(4, np.arange(1000)), whole)      # a new mask every batch
+
+
+def test_dropout_is_for_training_only():
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(50, 4)), rng.integers(0, 3, size=50)
+    plain = MLP([4, 16, 3], dtype="float64", seed=5)
+    dropped = MLP([4, 16, 3], dtype="float64", seed=5, dropout=0.5)
+    assert plain.evaluate_sum(x, y) == dropped.evaluate_sum(x, y)
+    plain.gradient_sum(x, y)
+    dropped.gradient_sum(x, y)
+    assert not np.allclose(plain.grads, dropped.grads)

@@ -36,6 +36,10 @@ EXAMPLES = {
         ["--epochs", "40"],
     "distnn train --hidden 256,128 --batch-size 128 --epochs 50 --dtype float64": None,
     "distnn train --dataset mydata/ --hidden 64 --epochs 100 --batch-size 32 --out runs/mydata": None,
+    "distnn train --dataset mydata/ --optimizer adamw --schedule cosine --warmup-epochs 2 "
+    "--dropout 0.1 --epochs 40": None,
+    "distnn train --dataset mydata/ --activation gelu --optimizer sgd --nesterov --weight-decay 1e-4 "
+    "--epochs 40": None,
     "distnn train --dataset big_npy/ --procs 4 --strategy allreduce --batch-size 512 --data-shards 4":
         ["--epochs", "3"],
     "distnn train --dataset fashion-mnist --procs 2 --strategy allreduce": ["--epochs", "2"],

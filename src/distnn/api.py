@@ -31,17 +31,17 @@ from contextlib import contextmanager
 import numpy as np
 
 from distnn import recipes
-from distnn.config import MAX_CLASSES, MAX_PROCS, TrainConfig, make_config
+from distnn.config import FIELD_INFO, MAX_CLASSES, MAX_PROCS, TrainConfig, check_given_apply, make_config
 from distnn.data import Dataset, worker_range
 from distnn.errors import UsageError
 from distnn.nn import MLP
 from distnn.progress import Progress
 
-# The TrainConfig fields that shape training; data sources, run directories and
-# checkpoints belong to the command line.
-TRAIN_OPTIONS = ("hidden", "epochs", "batch_size", "lr", "lr_decay", "momentum", "dtype", "init",
-                 "seed", "shuffle", "strategy", "standardize", "max_staleness", "eval_every",
-                 "shared_memory", "data_shards")
+# The TrainConfig fields that shape training (the model, the optimizer, the loop and the
+# strategy); data sources, run directories and checkpoints belong to the command line.
+TRAIN_OPTIONS = ("seed", *(name for name, info in FIELD_INFO.items()
+                           if info.spec.group in ("model", "optimizer", "training", "parallel")
+                           and name not in ("procs", "checkpoint_every", "timing")))
 TEST_KEYS = ("test_loss", "test_accuracy")
 ABORT_GRACE_S = 0.5       # lets mpiexec forward the failing rank's traceback before MPI_Abort
 EXIT_INTERRUPTED = 130
@@ -86,6 +86,7 @@ def train_config(options: dict, size: int) -> TrainConfig:
             options["hidden"] = tuple(hidden)
     try:
         config = make_config(dataset="arrays", procs=size, **options)
+        check_given_apply(config, options)
         check_process_count(config.strategy, size)
     except UsageError as exc:
         raise OptionError(python_names(str(exc))) from None

@@ -19,10 +19,12 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from distnn.config import SERVER_STRATEGIES, STRATEGIES
 from distnn.errors import UsageError
+from distnn.roles import Roles
 
 COLUMNS = ("strategy", "processes", "workers", "threads", "kernels", "time_s_median", "time_s_min",
            "time_s_max", "samples_per_s", "speedup", "speedup_vs_numpy_serial",
@@ -47,39 +49,70 @@ def configurations(strategies: list[str], procs: list[int]) -> list[tuple[str, i
     return configs
 
 
-def workload_args(train_args: list[str], workers: int, scaling: str) -> list[str]:
-    """``train_args`` for ``workers`` workers: weak scaling multiplies the global batch (or,
-    with a full batch, the spiral size) so that each worker's share stays fixed."""
-    args = list(train_args)
-    if scaling == "strong" or workers == 1:
-        return args
-    for flag in ("--batch-size", "--samples-per-class"):
-        if flag in args and args[args.index(flag) + 1].isdigit():
-            position = args.index(flag) + 1
-            args[position] = str(int(args[position]) * workers)
-            return args
-    raise UsageError("--scaling weak needs --batch-size N (or --samples-per-class N with a full "
-                     "batch) to grow with the workers")
+# Fields that only some strategies take: the serial baseline (one process) and the other
+# strategies would refuse them, so each configuration gets only those that apply to it.
+STRATEGY_FIELDS = {
+    "max_staleness": ("ps-async",),
+    "combine": ("ps-sync", "allreduce"),
+    "local_steps": ("ps-sync", "allreduce"),
+    "drop_remainder": ("ps-sync", "allreduce"),
+    "shared_memory": ("ps-sync", "ps-async", "allreduce"),
+}
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What every configuration trains: a preset, a config file and field values on top,
+    as ``distnn train`` takes them (the fields a recipe fills stay to ``distnn train``)."""
+
+    preset: str | None = None
+    config_file: str | None = None
+    overrides: dict = field(default_factory=dict)
+
+    def config(self):
+        """The config these settings resolve to, before the data is known."""
+        from distnn.config import make_config, read_config_file
+
+        from_file = read_config_file(self.config_file) if self.config_file else {}
+        preset = self.preset or from_file.pop("preset", "default")
+        return make_config(preset, **{**from_file, **self.overrides})
+
+    def for_run(self, strategy: str, workers: int, scaling: str) -> dict:
+        """The field values of one configuration: weak scaling multiplies the global batch
+        (or, with a full batch of the spiral, its size) so that each worker's share stays
+        fixed."""
+        values = {name: value for name, value in self.overrides.items()
+                  if strategy in STRATEGY_FIELDS.get(name, (strategy,))}
+        if scaling == "strong" or workers == 1:
+            return values
+        config = self.config()
+        if config.batch_size is not None and "batch_size" not in config.auto:
+            values["batch_size"] = config.batch_size * workers
+        elif config.batch_size is None and config.dataset == "spiral":
+            values["samples_per_class"] = config.samples_per_class * workers
+        else:
+            raise UsageError("--scaling weak needs --batch-size N (or a full batch of the "
+                             "spiral) to grow with the workers")
+        return values
+
+    def argv(self, values: dict) -> list[str]:
+        from distnn.cli.parser import to_argv
+
+        return ([*(["--preset", self.preset] if self.preset else []),
+                 *(["--config", self.config_file] if self.config_file else []), *to_argv(values)])
+
+    def describe(self) -> str:
+        return " ".join(self.argv(self.overrides)) or "default workload"
 
 
 class BenchFailed(Exception):
     """A run of the benchmark failed; the message says which and why."""
 
 
-def _for_strategy(train_args: list[str], strategy: str) -> list[str]:
-    """``train_args`` without the flags that only one strategy takes (``--max-staleness``
-    is ps-async's: the serial baseline and the other strategies would refuse it)."""
-    if strategy == "ps-async" or "--max-staleness" not in train_args:
-        return list(train_args)
-    at = train_args.index("--max-staleness")
-    return train_args[:at] + train_args[at + 2:]
-
-
 def run_once(train_args: list[str], strategy: str, procs: int, out: Path, timeout: float,
              threads: int = 1, kernels: str | None = None) -> dict:
     command = [sys.executable, "-m", "distnn", "train", "--quiet", "--out", str(out),
-               "--strategy", strategy, "--threads", str(threads),
-               *_for_strategy(train_args, strategy),
+               "--strategy", strategy, "--threads", str(threads), *train_args,
                *(["--kernels", kernels] if kernels else [])]
     if procs > 1:
         command += ["--procs", str(procs)]
@@ -218,32 +251,31 @@ def plot(rows: list[dict], out: Path, title: str = "distnn bench") -> list[Path]
     return [out / "speedup.png", out / "time_split.png"]
 
 
-def serial_configurations(train_args: list[str], cores: int,
+def serial_configurations(workload: Workload, cores: int,
                           fused_available: bool) -> list[tuple[str, int, int, str | None]]:
     """The serial runs: one BLAS thread; NumPy kernels too when the workload's default
     (auto) takes the fused ones; all cores' BLAS threads. The fastest is the baseline."""
     configs = [("serial", 1, 1, None)]
-    if fused_available and "--kernels" not in train_args:
+    if fused_available and "kernels" not in workload.overrides:
         configs.append(("serial", 1, 1, "numpy"))
     if cores > 1:
         configs.append(("serial", 1, cores, None))
     return configs
 
 
-def run_bench(strategies: list[str], procs: list[int], train_args: list[str], scaling: str,
+def run_bench(strategies: list[str], procs: list[int], workload: Workload, scaling: str,
               repeats: int, out: Path, timeout: float = 1800, log=print) -> list[dict]:
     from distnn.nn.kernels import fused_error
 
     if repeats < 1:
         raise UsageError(f"--repeats must be >= 1, got {repeats}")
     cores = len(os.sched_getaffinity(0))
-    configs = serial_configurations(train_args, cores, fused_error() is None) + [
+    configs = serial_configurations(workload, cores, fused_error() is None) + [
         (strategy, p, 1, None) for strategy, p in configurations(strategies, procs)[1:]]
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for strategy, p, threads, kernels in configs:
-        workers = p - 1 if strategy in SERVER_STRATEGIES else p
-        args = workload_args(train_args, workers, scaling)
+        args = workload.argv(workload.for_run(strategy, Roles.of(strategy, p).n_workers, scaling))
         started = time.monotonic()
         name = (f"{strategy}-p{p}" + (f"-t{threads}" if threads > 1 else "")
                 + (f"-{kernels}" if kernels else ""))
@@ -263,11 +295,11 @@ def run_bench(strategies: list[str], procs: list[int], train_args: list[str], sc
         row["efficiency_per_worker"] = row["speedup"] / row["workers"]
         if numpy_serial is not None:
             row["speedup_vs_numpy_serial"] = row["samples_per_s"] / numpy_serial["samples_per_s"]
-    title = f"distnn bench ({scaling} scaling): {' '.join(train_args) or 'default workload'}"
+    title = f"distnn bench ({scaling} scaling): {workload.describe()}"
     (out / "bench.md").write_text(markdown(rows, title, cores=cores))
-    (out / "bench.json").write_text(json.dumps({"title": title, "scaling": scaling,
-                                                "repeats": repeats, "train_args": train_args,
-                                                "rows": rows}, indent=2) + "\n")
+    record = {"title": title, "scaling": scaling, "repeats": repeats,
+              "train_args": workload.argv(workload.overrides), "rows": rows}
+    (out / "bench.json").write_text(json.dumps(record, indent=2) + "\n")
     with open(out / "bench.csv", "w", newline="") as stream:
         writer = csv.DictWriter(stream, fieldnames=COLUMNS)
         writer.writeheader()

@@ -1,6 +1,7 @@
 """Checkpoints: everything needed to continue a run as if it had never stopped.
 
-A checkpoint is one ``.npz`` (never unpickled): parameters, optimizer state, the epoch
+A checkpoint is one ``.npz`` (never unpickled): parameters, the optimizer's state buffers
+by name (``optimizer.<name>``, whatever the optimizer keeps) and update count, the epoch
 reached (the sampler's position: sample order is a function of seed and epoch), the
 strategy's counters and the config as JSON. Rank 0 writes it to a temporary file and
 renames it, so the file on disk is always a complete checkpoint; the other ranks wait at
@@ -10,27 +11,27 @@ Loading checks every field's type, shape and values, so a damaged checkpoint end
 UsageError naming the file and the field, never in a traceback or a silently wrong run.
 """
 
-import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
 
 from distnn.atomic import atomic_write
-from distnn.config import FIELD_TYPES, TrainConfig
+from distnn.config import FIELD_INFO, has_type
 from distnn.data.files import read_npz
 from distnn.errors import UsageError
 from distnn.guards import check_memory, model_memory_bytes, regular_file
 from distnn.model_file import FLOAT_DTYPES, check_sizes, parameter_count, shown
 
 CHECKPOINT_NAME = "checkpoint.npz"
-FORMAT = "distnn-checkpoint-1"
-REQUIRED = ("config", "epoch", "sizes", "params", "velocity", "iterations")
+FORMAT = "distnn-checkpoint-2"
+FORMAT_1 = "distnn-checkpoint-1"   # SGD's velocity as 'velocity': still read
+REQUIRED = ("config", "epoch", "sizes", "params", "iterations")
 OPTIONAL = ("epoch_step",)   # steps into the next epoch (an interrupted run); 0 if absent
+STATE_PREFIX = "optimizer."
 # ps-async's counters and their number of dimensions (the other strategies keep none).
 # They add up: every applied update is counted once per worker and once by staleness.
 STRATEGY_COUNTERS = {"updates": 0, "applied": 1, "staleness_counts": 1}
-NULLABLE = {field.name for field in dataclasses.fields(TrainConfig) if field.default is None}
 DAMAGED = "the checkpoint is damaged; resume from another copy or train from the start"
 
 
@@ -38,7 +39,7 @@ def save_checkpoint(path: Path, *, config, epoch: int, model, optimizer, strateg
                     epoch_step: int = 0) -> None:
     """``epoch`` epochs done, and ``epoch_step`` steps of the next (non-zero when a run
     was interrupted mid-epoch)."""
-    state = optimizer.state_dict()
+    saved = optimizer.state_dict()
     arrays = {
         "format": np.asarray(FORMAT),
         "config": np.asarray(json.dumps(config.to_dict())),
@@ -46,8 +47,8 @@ def save_checkpoint(path: Path, *, config, epoch: int, model, optimizer, strateg
         "epoch_step": np.asarray(epoch_step, dtype=np.int64),
         "sizes": np.asarray(model.sizes, dtype=np.int64),
         "params": model.params,
-        "velocity": state["velocity"],
-        "iterations": np.asarray(state["iterations"], dtype=np.int64),
+        **{STATE_PREFIX + name: buffer for name, buffer in saved["state"].items()},
+        "iterations": np.asarray(saved["iterations"], dtype=np.int64),
         **{f"strategy.{name}": np.asarray(value) for name, value in strategy_state.items()},
     }
     atomic_write(Path(path), lambda stream: np.savez(stream, **arrays))
@@ -56,9 +57,9 @@ def save_checkpoint(path: Path, *, config, epoch: int, model, optimizer, strateg
 def load_checkpoint(path: Path) -> dict:
     """The checkpoint's contents, validated; UsageError if it is missing, corrupt or foreign.
 
-    Returns ``path``, ``config`` (dict), ``epoch``, ``epoch_step``, ``sizes`` (list), ``params`` and
-    ``velocity`` (1-D arrays of one floating dtype), ``iterations`` and ``strategy`` (the
-    counters by name).
+    Returns ``path``, ``config`` (dict), ``epoch``, ``epoch_step``, ``sizes`` (list), ``params``
+    (a 1-D array of one floating dtype), ``optimizer`` (its state buffers by name, like
+    ``params``), ``iterations`` and ``strategy`` (the counters by name).
     """
     path = Path(path)
     if path.is_dir():
@@ -69,10 +70,11 @@ def load_checkpoint(path: Path) -> dict:
     where = f"--resume: {path}"
     arrays = read_npz(path, "--resume: {path} is corrupt or not a checkpoint ({exc})",
                       role="--resume")
-    _check_format_and_names(arrays, where)
+    arrays = _check_format_and_names(arrays, where)
     config = _config(arrays["config"], where)
     sizes = check_sizes(arrays["sizes"], where, DAMAGED)
-    params, velocity = _parameters(arrays, sizes, config, where)
+    state = _optimizer_state(arrays, config, where)
+    params = _flat_vectors(arrays, ["params", *state], sizes, config, where)
     if config.get("hidden") is not None and config["hidden"] != sizes[1:-1]:
         raise UsageError(f"{where}: 'sizes' {sizes} disagree with the config's hidden widths "
                          f"{config['hidden']}; {DAMAGED}")
@@ -83,7 +85,7 @@ def load_checkpoint(path: Path) -> dict:
         "epoch_step": _count(arrays.get("epoch_step", np.int64(0)), "epoch_step", where),
         "sizes": sizes,
         "params": params,
-        "velocity": velocity,
+        "optimizer": {name.removeprefix(STATE_PREFIX): arrays[name] for name in state},
         "iterations": _count(arrays["iterations"], "iterations", where),
         "strategy": _strategy_counters(arrays, where),
     }
@@ -93,20 +95,27 @@ def _refuse(where: str, field: str, problem: str) -> UsageError:
     return UsageError(f"{where}: {field!r} {problem}; {DAMAGED}")
 
 
-def _check_format_and_names(arrays: dict, where: str) -> None:
+def _check_format_and_names(arrays: dict, where: str) -> dict:
+    """The arrays of a checkpoint of a known format, a first-format one's velocity renamed
+    as the second format names optimizer state."""
     fmt = arrays.get("format")
-    if fmt is None or fmt.ndim != 0 or fmt.dtype.kind != "U" or str(fmt) != FORMAT:
+    if fmt is None or fmt.ndim != 0 or fmt.dtype.kind != "U" or str(fmt) not in (FORMAT, FORMAT_1):
         found = "missing" if fmt is None else shown(fmt)
         raise UsageError(f"{where} is not a distnn checkpoint (format {found}, expected "
                          f"{FORMAT!r})")
+    if str(fmt) == FORMAT_1 and "velocity" in arrays:
+        arrays = {STATE_PREFIX + "velocity" if name == "velocity" else name: array
+                  for name, array in arrays.items()}
     missing = [name for name in REQUIRED if name not in arrays]
     if missing:
         raise UsageError(f"{where} lacks {', '.join(missing)}; {DAMAGED}")
     allowed = {"format", *REQUIRED, *OPTIONAL, *(f"strategy.{name}" for name in STRATEGY_COUNTERS)}
-    unexpected = sorted(set(arrays) - allowed)
+    unexpected = sorted(name for name in set(arrays) - allowed
+                        if not name.startswith(STATE_PREFIX))
     if unexpected:
         raise UsageError(f"{where}: unexpected array(s) {', '.join(map(repr, unexpected))}; "
                          f"{DAMAGED}")
+    return arrays
 
 
 def _config(array: np.ndarray, where: str) -> dict:
@@ -120,24 +129,12 @@ def _config(array: np.ndarray, where: str) -> dict:
     if not isinstance(config, dict):
         raise _refuse(where, "config", f"must be a JSON object, got {type(config).__name__}")
     for name, value in config.items():
-        if name not in FIELD_TYPES:
+        if name not in FIELD_INFO:
             raise _refuse(where, "config", f"holds the unknown field {name!r}")
-        if not _has_type(name, value):
+        if not has_type(name, value):
             raise _refuse(where, "config", f"field {name!r} must be "
-                          f"{FIELD_TYPES[name].__name__}, got {value!r:.80}")
+                          f"{FIELD_INFO[name].kind.__name__}, got {value!r:.80}")
     return config
-
-
-def _has_type(name: str, value) -> bool:
-    """Whether a JSON ``value`` fits config field ``name`` (a tuple is a list of ints)."""
-    kind = FIELD_TYPES[name]
-    if value is None:
-        return name in NULLABLE
-    if kind is tuple:
-        return isinstance(value, list) and all(type(width) is int for width in value)
-    if kind is float:
-        return type(value) in (int, float)
-    return type(value) is kind
 
 
 def _count(array: np.ndarray, name: str, where: str) -> int:
@@ -146,16 +143,32 @@ def _count(array: np.ndarray, name: str, where: str) -> int:
     return int(array)
 
 
-def _parameters(arrays: dict, sizes: list[int], config: dict, where: str):
-    """``params`` and ``velocity``: 1-D, finite, of one floating dtype (the config's), with
-    as many elements as ``sizes`` implies."""
+def _optimizer_state(arrays: dict, config: dict, where: str) -> list[str]:
+    """The names of the state arrays, which must be those the config's optimizer keeps."""
+    from distnn.optim import REGISTRY
+
+    optimizer = config.get("optimizer", "sgd")
+    if optimizer not in REGISTRY:
+        raise _refuse(where, "config", f"names the unknown optimizer {optimizer!r:.40}")
+    expected = sorted(STATE_PREFIX + name for name in REGISTRY[optimizer].state_names)
+    found = sorted(name for name in arrays if name.startswith(STATE_PREFIX))
+    if found != expected:
+        raise _refuse(where, "optimizer", f"state holds {found or 'nothing'}, but {optimizer} "
+                      f"keeps {expected}")
+    return found
+
+
+def _flat_vectors(arrays: dict, names: list[str], sizes: list[int], config: dict,
+                  where: str) -> np.ndarray:
+    """``params`` and the optimizer state: 1-D, finite, of one floating dtype (the
+    config's), with as many elements as ``sizes`` implies. Returns ``params``."""
     n_params = parameter_count(sizes)
     dtype = arrays["params"].dtype
     if dtype not in FLOAT_DTYPES:
         raise _refuse(where, "params", f"is {dtype}; parameters are float32 or float64")
     if config.get("dtype") not in (None, str(dtype)):
         raise _refuse(where, "params", f"is {dtype}, but the config says {config['dtype']}")
-    for name in ("params", "velocity"):
+    for name in names:
         array = arrays[name]
         if array.dtype != dtype:
             raise _refuse(where, name, f"is {array.dtype}, 'params' is {dtype}")
@@ -164,9 +177,9 @@ def _parameters(arrays: dict, sizes: list[int], config: dict, where: str):
                           f"({n_params},)")
         if not np.all(np.isfinite(array)):
             raise _refuse(where, name, "holds NaN or infinite values")
-    check_memory(model_memory_bytes(sizes, 1, dtype.itemsize), f"resuming the {sizes} model of "
-                 f"{where}", DAMAGED)
-    return arrays["params"], arrays["velocity"]
+    check_memory(model_memory_bytes(sizes, 1, dtype.itemsize, len(names) - 1),
+                 f"resuming the {sizes} model of {where}", DAMAGED)
+    return arrays["params"]
 
 
 def _strategy_counters(arrays: dict, where: str) -> dict:

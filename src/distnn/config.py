@@ -1,5 +1,11 @@
 """One typed, validated training configuration, and the named presets.
 
+Every field of ``TrainConfig`` is declared once, here: its type (the annotation), its
+default, its range or choices and its help text (``option(...)``). The command line's
+flags (``cli/parser.py``), the keys of a ``--config`` TOML file, the checkpoint's config
+check and validation are all generated from these declarations, so a new field is one
+line here and nothing else.
+
 Precedence, lowest first: the recipe the data calls for (``recipes.py``), the preset
 named by ``--preset``, a ``--config`` file, then every flag the user gave.
 """
@@ -8,12 +14,16 @@ import dataclasses
 import json
 import math
 import numbers
+import types
+import typing
 from dataclasses import dataclass
 
 from distnn import recipes
 from distnn.errors import UsageError
 from distnn.guards import regular_file
 from distnn.nn.kernels import KERNELS
+from distnn.nn.layers import ACTIVATIONS as LAYER_ACTIVATIONS
+from distnn.optim import REGISTRY
 
 STRATEGIES = ("serial", "ps-sync", "ps-async", "allreduce")
 # Strategies whose rank 0 is a parameter server (p processes = 1 server + p - 1 workers).
@@ -25,46 +35,213 @@ INITS = ("he", "nnfs", "uniform")
 SPIRAL_DRAWS = ("separate", "original")
 COMBINES = ("gradients", "models")
 TIMINGS = ("training", "original")
+OPTIMIZERS = tuple(REGISTRY)
+SCHEDULES = ("inverse-decay", "constant", "step", "cosine")
+LR_SCALINGS = ("none", "linear")
+ACTIVATIONS = tuple(LAYER_ACTIVATIONS)
+
+MAX_CONFIG_BYTES = 1 << 20   # a config file is a few lines; more is a wrong file given
+MAX_COUNT = 10**9            # epochs, sizes: checkpoints store them as int64
+MAX_WIDTH = 1 << 24          # a layer's width: what model.npz accepts (model_file.MAX_WIDTH)
+MAX_SEED = 2**32 - 1         # NumPy's RandomState takes seeds in [0, 2**32 - 1]
+MAX_CLASSES = 10**6          # one model output per class; labels must be below this
+MAX_PROCS = 4096
+MAX_STALL_TIMEOUT_S = 7 * 24 * 3600   # a week: longer is a typo, and 0 turns it off
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What a field declares besides its type and default.
+
+    ``low``/``high`` bound numbers (``low_open``/``high_open`` exclude the bound);
+    ``none`` is the word that stands for None on the command line (``--batch-size full``);
+    ``default_text`` describes a default the recipe or another field decides;
+    ``applies`` says when a value the user gives means anything, so that a flag the run
+    would ignore is refused instead; ``group`` places the flag in ``--help``.
+    """
+
+    help: str
+    group: str
+    choices: tuple[str, ...] | None = None
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    none: str | None = None
+    metavar: str | None = None
+    default_text: str | None = None
+    flag: bool = True                       # False: TOML and API only, no command-line flag
+    applies: tuple | None = None            # (field, test of its value, what it applies to)
+
+
+def option(default, help: str, group: str, **spec):
+    return dataclasses.field(default=default, metadata={"spec": Spec(help, group, **spec)})
+
+
+# (field, test of its value, the values it applies to): when a flag means something.
+SPIRAL_ONLY = ("dataset", "spiral".__eq__, "spiral")
+SGD_ONLY = ("optimizer", "sgd".__eq__, "sgd")
+ADAM_ONLY = ("optimizer", ("adam", "adamw").__contains__, "adam and adamw")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    preset: str = "default"          # which preset the values started from
-    dataset: str = "spiral"          # spiral, fashion-mnist, mnist, an .npz, or a directory
-    data_dir: str | None = None      # IDX files of fashion-mnist / mnist
-    label_column: str = "auto"       # one-file CSV: auto, first, last, an index or a header name
-    samples_per_class: int = 1000    # spiral: points per arm
-    classes: int = 3                 # spiral: number of arms (= classes)
-    test_samples_per_class: int | None = None  # spiral test set; None = samples_per_class
-    spiral_draw: str = "separate"    # "separate": test from seed+1; "original": see dataset.py
-    test_fraction: float = 0.2       # held out when a data file has no test split
-    hidden: tuple[int, ...] = (64,)  # widths of the hidden layers
-    init: str = "he"                 # "he", "nnfs" (0.01 N(0,1)), "uniform" (the original's)
-    dtype: str = "float32"           # parameter and data precision
-    strategy: str = "serial"         # gradient path, see distnn.parallel
-    epochs: int = 1000               # passes over the training data
-    batch_size: int | None = None    # global batch; None = full batch (one step per epoch)
-    lr: float = 1.0                  # initial learning rate
-    lr_decay: float = 1e-3           # lr_t = lr / (1 + lr_decay * t)
-    momentum: float = 0.9            # v = momentum * v - lr_t * g
-    seed: int = 0                    # data, weights and sample order
-    shuffle: bool = True             # reshuffle the samples every epoch
-    data_shards: int = 1             # part k of every batch comes from shard k of the rows
-    max_staleness: int | None = None  # ps-async: bound on an applied gradient's staleness
-    combine: str = "gradients"       # ps-sync/allreduce: average "gradients" or "models"
-    local_steps: int = 1             # --combine models: local steps between averagings
-    drop_remainder: bool = False     # --combine models: equal slices, last B mod n rows unused
-    timing: str = "training"         # "original": per-step loss and evaluations are timed
-    shared_memory: bool = True       # MPI-3 shared memory when all ranks share one node
-    eval_every: int = 100            # epochs between evaluations (the last epoch always)
-    checkpoint_every: int = 0        # epochs between checkpoints; 0 = at every evaluation
-    stall_timeout: float = 120.0     # seconds a rank waits for a silent peer; 0 = forever
-    out: str | None = None           # run directory; None = runs/<timestamp>
-    procs: int | None = None         # MPI processes (--procs launches them); None = this job's
-    standardize: bool = False        # inputs (x - mean) / std per feature, stats in model.npz
-    kernels: str = "auto"            # compute path: "numpy", "fused" (numba), "auto"
-    recipe: str = "original"         # which recipe filled the values not set (recipes.py)
-    auto: tuple[str, ...] = ()       # fields the recipe will fit to the data size (not saved)
+    # -- where the values started ---------------------------------------------------------
+    preset: str = option("default", "start from a named workload", "run", flag=False)
+    recipe: str = option("original", "which recipe filled the values not set (recipes.py)",
+                         "run", choices=tuple(recipes.RECIPES), flag=False)
+    # -- data -------------------------------------------------------------------------------
+    dataset: str = option(
+        "spiral", "spiral, fashion-mnist, mnist, a .csv or .npz file, or a directory with "
+        "X_train.csv, y_train.csv", "data")
+    data_dir: str | None = option(
+        None, "folder of the IDX files", "data",
+        default_text="/usr/share/datasets/fashion-mnist for fashion-mnist",
+        applies=("dataset", lambda v: v in ("fashion-mnist", "mnist"), "fashion-mnist or mnist"))
+    label_column: str = option(
+        "auto", "one-file CSV: first, last, a 0-based index or a header name", "data",
+        default_text="the one header column named label, target, class or y, else the last",
+        applies=("dataset", lambda v: v.lower().endswith((".csv", ".txt")), "a one-file CSV"))
+    samples_per_class: int = option(1000, "spiral: points per class", "data", low=1,
+                                    applies=SPIRAL_ONLY)
+    classes: int = option(3, "spiral: number of classes", "data", low=2, high=MAX_CLASSES,
+                          applies=SPIRAL_ONLY)
+    test_samples_per_class: int | None = option(
+        None, "spiral: test points per class", "data", low=1, default_text="--samples-per-class",
+        applies=SPIRAL_ONLY)
+    spiral_draw: str = option(
+        "separate", "spiral: 'separate' draws the test set from seed+1; 'original' draws train "
+        "then test from one float32 stream and shuffles the training rows, as the original's "
+        "generate_data.py", "data", choices=SPIRAL_DRAWS, applies=SPIRAL_ONLY)
+    test_fraction: float = option(
+        0.2, "held-out share when a data file has no test split", "data", low=0, high=1,
+        low_open=True, high_open=True,
+        applies=("dataset", lambda v: v not in ("spiral", "fashion-mnist", "mnist"),
+                 "a data file without a test split"))
+    seed: int = option(0, "data split, weights, dropout and sample order", "data", low=0,
+                       high=MAX_SEED)
+    standardize: bool = option(
+        False, "scale every input feature to zero mean and unit variance over the training rows; "
+        "the statistics are stored in model.npz", "model",
+        default_text="on for data from files, off for images and the spiral at full batch")
+    # -- model ------------------------------------------------------------------------------
+    hidden: tuple[int, ...] = option((64,), "hidden layer widths, e.g. 64 or 256,128", "model",
+                                     low=1, high=MAX_WIDTH)
+    activation: str = option("relu", "hidden-layer activation", "model", choices=ACTIVATIONS)
+    dropout: float = option(
+        0.0, "drop each hidden unit with this probability in training (inverted dropout; "
+        "masks depend only on seed, step and sample, so synchronous strategies equal serial)",
+        "model", low=0, high=1, high_open=True)
+    init: str = option(
+        "he", "weight init: he (N(0, 2/fan_in)), nnfs (0.01 N(0,1)), or uniform (U(-0.01, 0.01) "
+        "from glibc rand(), the original's)", "model", choices=INITS)
+    dtype: str = option("float32", "parameters and data", "model", choices=DTYPES)
+    kernels: str = option(
+        "auto", "compute path: numpy (one NumPy call per operation), fused (numba's kernels, "
+        "pip install 'distnn[fused]'), or auto (fused where every rank has numba and the run "
+        "is long enough to repay its start-up)", "model", choices=KERNELS)
+    # -- optimizer --------------------------------------------------------------------------
+    optimizer: str = option("sgd", "sgd (momentum, the original's), adam, or adamw (Adam "
+                            "with decoupled weight decay)", "optimizer", choices=OPTIMIZERS)
+    lr: float = option(1.0, "initial (peak) learning rate", "optimizer", low=0, low_open=True,
+                       default_text="by the recipe: 1 for the spiral at full batch, 0.05 "
+                       "otherwise; 0.001 for adam and adamw")
+    schedule: str = option(
+        "inverse-decay", "learning rate over time: inverse-decay lr/(1 + lr_decay t) (the "
+        "original's), constant, step (x --lr-gamma every --lr-step-epochs), or cosine (to "
+        "--lr-min at the last step)", "optimizer", choices=SCHEDULES,
+        default_text="inverse-decay for sgd, constant for adam and adamw")
+    lr_decay: float = option(
+        1e-3, "inverse-decay: lr_t = lr / (1 + lr_decay * t), t = updates so far", "optimizer",
+        low=0, default_text="by the recipe: 0.001 for the spiral at full batch, 0.0005 otherwise",
+        applies=("schedule", "inverse-decay".__eq__, "inverse-decay"))
+    lr_step_epochs: int = option(10, "step: epochs between two multiplications by --lr-gamma",
+                                 "optimizer", low=1,
+                                 applies=("schedule", "step".__eq__, "step"))
+    lr_gamma: float = option(0.1, "step: factor applied every --lr-step-epochs", "optimizer",
+                             low=0, high=1, low_open=True,
+                             applies=("schedule", "step".__eq__, "step"))
+    lr_min: float = option(0.0, "cosine: learning rate at the last step", "optimizer", low=0,
+                           applies=("schedule", "cosine".__eq__, "cosine"))
+    warmup_epochs: float = option(0.0, "raise the learning rate linearly from 0 over this many "
+                                  "epochs, then follow --schedule", "optimizer", low=0,
+                                  high=MAX_COUNT)
+    lr_scaling: str = option(
+        "none", "linear: multiply --lr by global batch / --lr-base-batch (the linear scaling "
+        "rule of Goyal et al., for larger batches on more workers)", "optimizer",
+        choices=LR_SCALINGS)
+    lr_base_batch: int = option(256, "linear --lr-scaling: the batch size --lr was tuned for",
+                                "optimizer", low=1, applies=("lr_scaling", "linear".__eq__, "linear"))
+    momentum: float = option(0.9, "sgd: v = momentum * v - lr_t * g", "optimizer", low=0,
+                             high=1, high_open=True, applies=SGD_ONLY)
+    nesterov: bool = option(False, "sgd: Nesterov momentum (w += momentum * v - lr_t * g)",
+                            "optimizer", applies=SGD_ONLY)
+    weight_decay: float = option(
+        0.0, "sgd and adam: L2 penalty added to the gradient; adamw: decoupled decay "
+        "w -= lr_t * weight_decay * w", "optimizer", low=0,
+        default_text="0, 0.01 for adamw")
+    beta1: float = option(0.9, "adam/adamw: decay of the gradient's running mean", "optimizer",
+                          low=0, high=1, high_open=True, applies=ADAM_ONLY)
+    beta2: float = option(0.999, "adam/adamw: decay of the squared gradient's running mean",
+                          "optimizer", low=0, high=1, high_open=True, applies=ADAM_ONLY)
+    eps: float = option(1e-8, "adam/adamw: added to the root of the second moment",
+                        "optimizer", low=0, low_open=True, applies=ADAM_ONLY)
+    # -- training ---------------------------------------------------------------------------
+    strategy: str = option("serial", "gradient path", "training", choices=STRATEGIES)
+    epochs: int = option(
+        1000, "passes over the training data", "training", low=0,
+        default_text=f"by the recipe: {recipes.RECIPES['original']['epochs']} for the spiral at "
+        f"full batch; otherwise enough for {recipes.MIN_STEPS} updates, {recipes.MIN_EPOCHS} to "
+        f"{recipes.MAX_AUTO_EPOCHS}")
+    batch_size: int | None = option(
+        None, "global batch size, or 'full'", "training", low=1, none="full",
+        default_text=f"by the recipe: full for the spiral; otherwise "
+        f"{recipes.RECIPES['minibatch']['batch_size']}, or {recipes.SMALL_BATCH} below "
+        f"{recipes.SMALL_DATA_ROWS} training rows")
+    shuffle: bool = option(True, "reshuffle the samples every epoch (--no-shuffle keeps the "
+                           "stored order)", "training")
+    data_shards: int = option(
+        1, "draw worker k's part of every batch from shard k of the rows; set K to the number "
+        "of workers so that each reads only its share of a memory-mapped .npy", "training",
+        low=1, metavar="K")
+    eval_every: int = option(
+        100, "epochs between evaluations, and always the last", "training", low=1,
+        default_text=f"by the recipe: {recipes.RECIPES['original']['eval_every']} for the spiral "
+        f"at full batch, about {recipes.EVALUATIONS} evaluations per run otherwise")
+    checkpoint_every: int = option(0, "epochs between checkpoints; 0: at every evaluation "
+                                   "(always at the end)", "training", low=0)
+    timing: str = option(
+        "training", "'original' times as the original did: every step also computes its "
+        "training loss and accuracy, and evaluations count as training time", "training",
+        choices=TIMINGS)
+    # -- parallel ---------------------------------------------------------------------------
+    procs: int | None = option(None, "launch N MPI processes with mpiexec, unless already "
+                               "under MPI", "parallel", low=1, high=MAX_PROCS,
+                               default_text="1, or the resumed run's")
+    max_staleness: int | None = option(
+        None, "ps-async: no applied gradient staler than this", "parallel", low=0, high=MAX_COUNT,
+        default_text="unbounded")
+    combine: str = option(
+        "gradients", "ps-sync/allreduce: average the workers' gradients (== serial), or their "
+        "models after local SGD steps, each worker with its own velocity (the original's "
+        "algorithm; messages only)", "parallel", choices=COMBINES)
+    local_steps: int = option(1, "--combine models: local steps between averagings (K-fold "
+                              "less communication; 1 is the original)", "parallel", low=1,
+                              metavar="K")
+    drop_remainder: bool = option(
+        False, "--combine models: every worker takes floor(B/n) rows and the last B mod n rows "
+        "of a batch go unused, as in the original", "parallel")
+    shared_memory: bool = option(
+        True, "MPI-3 shared memory when all ranks share one node (--no-shared-memory moves "
+        "gradients and parameters by MPI messages)", "parallel")
+    stall_timeout: float = option(
+        120.0, "end the job (exit 4) when a rank has waited this long for a silent peer (a dead "
+        "host, a cut link, a stopped process), naming it; 0 waits forever", "parallel", low=0,
+        high=MAX_STALL_TIMEOUT_S, metavar="SECONDS")
+    # -- output -----------------------------------------------------------------------------
+    out: str | None = option(None, "run directory", "run",
+                             default_text="runs/<time>-<strategy>")
+    auto: tuple[str, ...] = dataclasses.field(default=(), metadata={})   # recipe-fitted, not saved
 
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)
@@ -77,6 +254,68 @@ class TrainConfig:
 
     def replace(self, **changes) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
+
+    @property
+    def data(self) -> "DataConfig":
+        """The fields that decide which rows the data set holds (``load_dataset``'s input)."""
+        return DataConfig(**{name: getattr(self, name) for name in DATA_FIELDS})
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """What ``load_dataset`` needs: the source, how a spiral is drawn, how rows are split."""
+
+    dataset: str = "spiral"
+    data_dir: str | None = None
+    label_column: str = "auto"
+    samples_per_class: int = 1000
+    classes: int = 3
+    test_samples_per_class: int | None = None
+    spiral_draw: str = "separate"
+    test_fraction: float = 0.2
+    seed: int = 0
+    dtype: str = "float32"
+
+
+DATA_FIELDS = tuple(field.name for field in dataclasses.fields(DataConfig))
+
+
+@dataclass(frozen=True)
+class FieldInfo:
+    """A declared field as the generators use it: name, spec, default and the value type
+    (``kind``: int, float, str, bool or tuple of ints; ``optional``: None allowed)."""
+
+    name: str
+    spec: Spec
+    default: object
+    kind: type
+    optional: bool
+
+    @property
+    def flag(self) -> str:
+        return flag_of(self.name)
+
+
+def _field_infos() -> dict[str, FieldInfo]:
+    hints = typing.get_type_hints(TrainConfig)
+    infos = {}
+    for field in dataclasses.fields(TrainConfig):
+        spec = field.metadata.get("spec")
+        if spec is None:
+            continue
+        hint, optional = hints[field.name], False
+        if isinstance(hint, types.UnionType):
+            args = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+            hint, optional = args[0], True
+        kind = tuple if typing.get_origin(hint) is tuple else hint
+        infos[field.name] = FieldInfo(field.name, spec, field.default, kind, optional)
+    return infos
+
+
+FIELD_INFO: dict[str, FieldInfo] = _field_infos()
+FIELDS = {field.name for field in dataclasses.fields(TrainConfig)}
+FIELD_TYPES = {name: info.kind for name, info in FIELD_INFO.items()}
+NULLABLE = {name for name, info in FIELD_INFO.items() if info.optional}
 
 
 PRESETS: dict[str, dict] = {
@@ -101,27 +340,9 @@ PRESETS: dict[str, dict] = {
                     lr=1.0, lr_decay=1e-3, momentum=0.9),
 }
 
-FIELDS = {field.name for field in dataclasses.fields(TrainConfig)}
 
-
-FIELD_TYPES = {
-    "preset": str, "dataset": str, "data_dir": str, "label_column": str, "samples_per_class": int,
-    "classes": int, "test_samples_per_class": int, "spiral_draw": str, "combine": str,
-    "local_steps": int, "drop_remainder": bool, "timing": str,
-    "test_fraction": float, "hidden": tuple, "init": str, "dtype": str, "strategy": str,
-    "epochs": int, "batch_size": int, "lr": float, "lr_decay": float, "momentum": float,
-    "seed": int, "shuffle": bool, "data_shards": int, "max_staleness": int, "shared_memory": bool,
-    "eval_every": int,
-    "checkpoint_every": int, "out": str, "procs": int, "standardize": bool, "recipe": str,
-    "stall_timeout": float, "kernels": str,
-}
-
-
-MAX_CONFIG_BYTES = 1 << 20   # a config file is a few lines; more is a wrong file given
-MAX_COUNT = 10**9            # epochs, sizes: checkpoints store them as int64
-MAX_WIDTH = 1 << 24          # a layer's width: what model.npz accepts (model_file.MAX_WIDTH)
-MAX_SEED = 2**32 - 1         # NumPy's RandomState takes seeds in [0, 2**32 - 1]
-MAX_CLASSES = 10**6          # one model output per class; labels must be below this
+def flag_of(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
 def read_config_file(path: str) -> dict:
@@ -157,37 +378,49 @@ def read_config_file(path: str) -> dict:
     values = {}
     for key, value in raw.items():
         name = key.replace("-", "_")
-        if name not in FIELD_TYPES:
-            raise UsageError(f"--config {path}: unknown key {_shown(key)}; known keys: "
-                             f"{', '.join(sorted(FIELD_TYPES))}")
-        values[name] = _typed(path, key, name, value)
+        if name not in FIELD_INFO:
+            raise UsageError(f"--config {path}: unknown key {shown(key)}; known keys: "
+                             f"{', '.join(sorted(FIELD_INFO))}")
+        values[name] = _typed(path, key, FIELD_INFO[name], value)
     return values
 
 
-def _shown(value, limit: int = 60) -> str:
+def shown(value, limit: int = 60) -> str:
     """``repr(value)``, shortened: a message must stay readable whatever a file holds."""
     text = repr(value)
     return text if len(text) <= limit else text[:limit] + "...(shortened)"
 
 
-def _typed(path: str, key: str, name: str, value):
-    kind = FIELD_TYPES[name]
-    if name == "batch_size" and value == "full":
+def _typed(path: str, key: str, info: FieldInfo, value):
+    kind = info.kind
+    if info.spec.none is not None and value == info.spec.none:
         return None
     if kind is tuple:
         if not isinstance(value, list) or not all(type(v) is int for v in value):
             raise UsageError(f"--config {path}: {key} must be a list of integers, "
-                             f"got {_shown(value)}")
+                             f"got {shown(value)}")
         return tuple(value)
     if kind is float and type(value) is int:
         try:
             return float(value)
         except OverflowError:
-            raise UsageError(f"--config {path}: {key} = {_shown(value)} is too large for a "
+            raise UsageError(f"--config {path}: {key} = {shown(value)} is too large for a "
                              "floating-point number") from None
     if type(value) is not kind:
-        raise UsageError(f"--config {path}: {key} must be {kind.__name__}, got {_shown(value)}")
+        raise UsageError(f"--config {path}: {key} must be {kind.__name__}, got {shown(value)}")
     return value
+
+
+def has_type(name: str, value) -> bool:
+    """Whether a JSON ``value`` fits field ``name`` (a tuple is a list of ints)."""
+    info = FIELD_INFO[name]
+    if value is None:
+        return info.optional
+    if info.kind is tuple:
+        return isinstance(value, list) and all(type(width) is int for width in value)
+    if info.kind is float:
+        return type(value) in (int, float)
+    return type(value) is info.kind
 
 
 def make_config(preset: str = "default", **overrides) -> TrainConfig:
@@ -203,110 +436,97 @@ def make_config(preset: str = "default", **overrides) -> TrainConfig:
     return config
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-MAX_PROCS = 4096
-MAX_STALL_TIMEOUT_S = 7 * 24 * 3600   # a week: longer is a typo, and 0 turns it off
-INT_FIELDS = ("samples_per_class", "classes", "epochs", "eval_every", "checkpoint_every",
-              "data_shards", "seed", "local_steps")
-OPTIONAL_INT_FIELDS = ("batch_size", "max_staleness", "procs", "test_samples_per_class")
-FLOAT_FIELDS = ("lr", "lr_decay", "momentum", "test_fraction", "stall_timeout")
-STR_FIELDS = ("dataset", "data_dir", "label_column", "out", "spiral_draw", "combine", "timing",
-              "kernels")
-
-
 def validate(config: TrainConfig) -> None:
     """Raise UsageError naming the flag, the value received and what is allowed."""
-    _check_kinds(config)
-    choices = {"strategy": STRATEGIES, "dtype": DTYPES, "init": INITS,
-               "recipe": tuple(recipes.RECIPES), "spiral_draw": SPIRAL_DRAWS,
-               "combine": COMBINES, "timing": TIMINGS, "kernels": KERNELS}
-    for name, allowed in choices.items():
-        value = getattr(config, name)
-        if value not in allowed:
-            raise UsageError(f"{_flag(name)} {value!r} is not one of {', '.join(allowed)}")
-    minimums = {"samples_per_class": 1, "classes": 2, "epochs": 0, "eval_every": 1,
-                "checkpoint_every": 0, "data_shards": 1, "local_steps": 1}
-    for name, low in minimums.items():
-        value = getattr(config, name)
-        if value < low:
-            raise UsageError(f"{_flag(name)} must be an integer >= {low}, got {value!r}")
-    maximums = {**dict.fromkeys(minimums, MAX_COUNT), "classes": MAX_CLASSES}
-    for name, high in maximums.items():
-        value = getattr(config, name)
-        if value > high:
-            raise UsageError(f"{_flag(name)} must be at most {high:,}, got {value}")
-    if config.batch_size is not None and not 1 <= config.batch_size <= MAX_COUNT:
-        raise UsageError(f"--batch-size must be a positive integer up to {MAX_COUNT:,} or 'full', "
-                         f"got {config.batch_size}")
-    if not config.hidden or any(not 1 <= width <= MAX_WIDTH for width in config.hidden):
-        raise UsageError(f"--hidden needs layer widths in [1, {MAX_WIDTH:,}], "
-                         f"got {_shown(list(config.hidden))}")
-    _check_optimizer(config)
-    if not 0 <= config.stall_timeout <= MAX_STALL_TIMEOUT_S:
-        raise UsageError(f"--stall-timeout must be in [0, {MAX_STALL_TIMEOUT_S:,}] seconds (0 "
-                         f"waits forever), got {config.stall_timeout}")
-    if not 0 < config.test_fraction < 1:
-        raise UsageError(f"--test-fraction must be in (0, 1), got {config.test_fraction}")
-    if config.max_staleness is not None:
-        if config.strategy != "ps-async":
-            raise UsageError(f"--max-staleness applies to --strategy ps-async only, "
-                             f"not {config.strategy}")
-        if not 0 <= config.max_staleness <= MAX_COUNT:
-            raise UsageError(f"--max-staleness must be in [0, {MAX_COUNT:,}], "
-                             f"got {config.max_staleness}")
+    for info in FIELD_INFO.values():
+        _check_field(info, getattr(config, info.name))
     _check_combine(config)
-    if config.test_samples_per_class is not None and not 1 <= config.test_samples_per_class <= MAX_COUNT:
-        raise UsageError(f"--test-samples-per-class must be in [1, {MAX_COUNT:,}], "
-                         f"got {config.test_samples_per_class}")
-    if config.procs is not None and not 1 <= config.procs <= MAX_PROCS:
-        raise UsageError(f"--procs must be in [1, {MAX_PROCS}], got {config.procs}")
-    if not 0 <= config.seed <= MAX_SEED:
-        raise UsageError(f"--seed must be in [0, {MAX_SEED}], got {config.seed}")
+    if config.max_staleness is not None and config.strategy != "ps-async":
+        raise UsageError(f"--max-staleness applies to --strategy ps-async only, "
+                         f"not {config.strategy}")
 
 
-def _check_kinds(config: TrainConfig) -> None:
-    """Every field has its type: values may come from argv, a TOML file or a checkpoint's
-    JSON, and a wrong type must not reach a comparison that would raise TypeError."""
-    for name in INT_FIELDS + OPTIONAL_INT_FIELDS:
-        value = getattr(config, name)
-        if name in OPTIONAL_INT_FIELDS and value is None:
+def check_given_apply(config: TrainConfig, given) -> None:
+    """Refuse values the user gave (flags, a config file, keyword options) that this run
+    would silently ignore: ``--classes`` with a CSV, ``--momentum`` with adam..."""
+    problems = []
+    for name, info in FIELD_INFO.items():
+        if name not in given or info.spec.applies is None:
             continue
+        depends, test, meaning = info.spec.applies
+        value = getattr(config, depends)
+        if not test(value):
+            problems.append(f"{info.flag} does not apply to {flag_of(depends)} {value} (only to "
+                            f"{meaning}); drop it")
+    if problems:
+        raise UsageError("; ".join(problems))
+
+
+def _check_field(info: FieldInfo, value) -> None:
+    """The field's type, then its choices or range. Values may come from argv, a TOML file,
+    a checkpoint's JSON or Python keywords: a wrong type must not reach a comparison."""
+    flag, spec = info.flag, info.spec
+    if value is None and info.optional:
+        return
+    if info.kind is int:
         if not _is_integer(value):
-            raise UsageError(f"{_flag(name)} must be an integer, got {_shown(value)}")
-    for name in FLOAT_FIELDS:
-        value = getattr(config, name)
+            raise UsageError(f"{flag} must be an integer, got {shown(value)}")
+    elif info.kind is float:
         if not isinstance(value, numbers.Real) or isinstance(value, bool):
-            raise UsageError(f"{_flag(name)} must be a number, got {_shown(value)}")
+            raise UsageError(f"{flag} must be a number, got {shown(value)}")
         if not math.isfinite(value):
-            raise UsageError(f"{_flag(name)} must be a finite number, got {value}")
-    if not isinstance(config.hidden, tuple) or not all(map(_is_integer, config.hidden)):
-        raise UsageError(f"--hidden must be integer layer widths, got {_shown(config.hidden)}")
-    for name in STR_FIELDS:
-        value = getattr(config, name)
-        if value is None:
-            continue
+            raise UsageError(f"{flag} must be a finite number, got {value}")
+    elif info.kind is bool:
+        if type(value) is not bool:
+            raise UsageError(f"{flag} must be true or false, got {shown(value)}")
+    elif info.kind is str:
         if not isinstance(value, str) or "\0" in value:
-            raise UsageError(f"{_flag(name)} must be text without NUL characters, got {_shown(value)}")
-    for name in ("shuffle", "shared_memory", "standardize", "drop_remainder"):
-        if type(getattr(config, name)) is not bool:
-            raise UsageError(f"{_flag(name)} must be true or false, got {_shown(getattr(config, name))}")
+            raise UsageError(f"{flag} must be text without NUL characters, got {shown(value)}")
+    elif info.kind is tuple:
+        if not isinstance(value, tuple) or not all(map(_is_integer, value)):
+            raise UsageError(f"{flag} must be integer layer widths, got {shown(value)}")
+        if not value or any(not spec.low <= width <= spec.high for width in value):
+            raise UsageError(f"{flag} needs layer widths in [{spec.low:,}, {spec.high:,}], "
+                             f"got {shown(list(value))}")
+        return
+    if spec.choices is not None and value not in spec.choices:
+        raise UsageError(f"{flag} {value!r} is not one of {', '.join(spec.choices)}")
+    if spec.low is not None or spec.high is not None:
+        _check_range(info, value)
+
+
+def _check_range(info: FieldInfo, value) -> None:
+    spec, flag = info.spec, info.flag
+    if info.kind is int and spec.none is not None:
+        if not spec.low <= value <= MAX_COUNT:
+            raise UsageError(f"{flag} must be a positive integer up to {MAX_COUNT:,} or "
+                             f"'{spec.none}', got {value}")
+        return
+    if info.kind is int and spec.high is None:
+        if value < spec.low:
+            raise UsageError(f"{flag} must be an integer >= {spec.low}, got {value!r}")
+        if value > MAX_COUNT:
+            raise UsageError(f"{flag} must be at most {MAX_COUNT:,}, got {value}")
+        return
+    low_ok = spec.low is None or (value > spec.low if spec.low_open else value >= spec.low)
+    high_ok = spec.high is None or (value < spec.high if spec.high_open else value <= spec.high)
+    if low_ok and high_ok:
+        return
+    if spec.high is None:
+        raise UsageError(f"{flag} must be {'>' if spec.low_open else '>='} {_number(spec.low)}, "
+                         f"got {value}")
+    interval = (f"{'(' if spec.low_open else '['}{_number(spec.low)}, {_number(spec.high)}"
+                f"{')' if spec.high_open else ']'}")
+    raise UsageError(f"{flag} must be in {interval}, got {value}")
+
+
+def _number(bound: float) -> str:
+    return f"{bound:g}" if isinstance(bound, float) and bound < 1e6 else str(bound)
 
 
 def _is_integer(value) -> bool:
     """An int or NumPy integer (scikit-learn parameter grids hold those), but not a bool."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _check_optimizer(config: TrainConfig) -> None:
-    if not config.lr > 0:
-        raise UsageError(f"--lr must be > 0, got {config.lr}")
-    if not config.lr_decay >= 0:
-        raise UsageError(f"--lr-decay must be >= 0, got {config.lr_decay}")
-    if not 0 <= config.momentum < 1:
-        raise UsageError(f"--momentum must be in [0, 1), got {config.momentum}")
 
 
 def _check_combine(config: TrainConfig) -> None:
@@ -315,6 +535,9 @@ def _check_combine(config: TrainConfig) -> None:
     if config.combine == "models" and config.strategy not in ("ps-sync", "allreduce"):
         raise UsageError(f"--combine models applies to --strategy ps-sync or allreduce, "
                          f"not {config.strategy}")
+    if config.combine == "models" and config.optimizer != "sgd":
+        raise UsageError(f"--combine models averages SGD models (the original's algorithm); "
+                         f"use --combine gradients with --optimizer {config.optimizer}")
     if config.combine != "models":
         if config.local_steps != 1:
             raise UsageError(f"--local-steps {config.local_steps} needs --combine models "

@@ -76,7 +76,7 @@ def measure_compute(sizes, batch: int = 256, dtype="float32", repeats: int = 20)
     from distnn.optim import SGD
 
     model = MLP(sizes, dtype=dtype)
-    optimizer = SGD(model.params, lr=0.01, momentum=0.9)
+    optimizer = SGD(model.params, lr=0.01, momentum=0.9)   # the update a parameter server makes
     rng = np.random.default_rng(0)
     x = rng.normal(size=(batch, sizes[0])).astype(dtype)
     y = rng.integers(0, sizes[-1], size=batch)

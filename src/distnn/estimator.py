@@ -100,6 +100,10 @@ class DistributedFitError(RuntimeError):
         self.returncode, self.output = returncode, output
 
 
+# The estimator's SGD, as it always was: its own defaults, not the command line's recipe.
+SGD_DEFAULTS = {"lr": 0.1, "lr_decay": 1e-3, "momentum": 0.9}
+
+
 class MLPClassifier(*_BASES):
     """A multilayer perceptron classifier trained by distnn, serially or on MPI processes.
 
@@ -111,8 +115,19 @@ class MLPClassifier(*_BASES):
         Passes over the training data.
     batch_size : int or None, default None
         Global batch size; None trains on the full batch (one step per epoch).
-    lr, lr_decay, momentum : float, default 0.1, 1e-3, 0.9
-        SGD: ``lr_t = lr / (1 + lr_decay t)``, ``v = momentum v - lr_t g``, ``w += v``.
+    optimizer : "sgd", "adam" or "adamw", default "sgd"
+        The update rule (``distnn.optim``).
+    lr, lr_decay, momentum : float or None, default None
+        None: the optimizer's defaults. SGD: 0.1, 1e-3, 0.9 (``lr_t = lr / (1 + lr_decay t)``,
+        ``v = momentum v - lr_t g``, ``w += v``); Adam and AdamW: lr 0.001, a constant rate.
+    schedule : None, "inverse-decay", "constant", "step" or "cosine", default None
+        The learning rate over the run; None: inverse-decay for SGD, constant otherwise.
+    weight_decay : float or None, default None
+        L2 penalty (SGD, Adam) or decoupled decay (AdamW); None: 0, and 0.01 for AdamW.
+    activation : "relu", "tanh" or "gelu", default "relu"
+        After every hidden layer.
+    dropout : float, default 0.0
+        Probability of dropping a hidden unit in training.
     dtype : "float32" or "float64", default "float32"
         Precision of the parameters and of the data.
     init : "he" or "nnfs", default "he"
@@ -159,16 +174,22 @@ class MLPClassifier(*_BASES):
     ``ValueError`` naming the parameter.
     """
 
-    def __init__(self, hidden=(64,), epochs=200, batch_size=None, lr=0.1, lr_decay=1e-3,
-                 momentum=0.9, dtype="float32", init="he", seed=0, shuffle=True, strategy=None,
-                 procs=1, standardize=True, max_staleness=None, eval_every=1,
-                 shared_memory=True, data_shards=1, validation_fraction=None):
+    def __init__(self, hidden=(64,), epochs=200, batch_size=None, optimizer="sgd", lr=None,
+                 lr_decay=None, momentum=None, schedule=None, weight_decay=None,
+                 activation="relu", dropout=0.0, dtype="float32", init="he", seed=0,
+                 shuffle=True, strategy=None, procs=1, standardize=True, max_staleness=None,
+                 eval_every=1, shared_memory=True, data_shards=1, validation_fraction=None):
         self.hidden = hidden
         self.epochs = epochs
         self.batch_size = batch_size
+        self.optimizer = optimizer
         self.lr = lr
         self.lr_decay = lr_decay
         self.momentum = momentum
+        self.schedule = schedule
+        self.weight_decay = weight_decay
+        self.activation = activation
+        self.dropout = dropout
         self.dtype = dtype
         self.init = init
         self.seed = seed
@@ -238,7 +259,7 @@ class MLPClassifier(*_BASES):
         if "model_" in state:
             model = state["model_"]
             state["model_"] = {"sizes": model.sizes, "dtype": str(model.dtype),
-                               "arrays": model.state_arrays()}
+                               "activation": model.activation, "arrays": model.state_arrays()}
         return state
 
     def __setstate__(self, state: dict) -> None:
@@ -247,7 +268,8 @@ class MLPClassifier(*_BASES):
             from distnn.nn import MLP
 
             saved = state["model_"]
-            state["model_"] = MLP(saved["sizes"], dtype=saved["dtype"])
+            state["model_"] = MLP(saved["sizes"], dtype=saved["dtype"],
+                                  activation=saved.get("activation", "relu"))
             state["model_"].load_state_arrays(saved["arrays"])
         parent = getattr(super(), "__setstate__", None)
         if parent is not None:
@@ -273,9 +295,14 @@ class MLPClassifier(*_BASES):
         """The training options of ``distnn.fit`` from this estimator's parameters."""
         params = self.get_params()
         options = {name: params[name] for name in
-                   ("hidden", "epochs", "batch_size", "lr", "lr_decay", "momentum", "dtype", "init",
-                    "seed", "shuffle", "standardize", "max_staleness", "eval_every",
-                    "shared_memory", "data_shards")}
+                   ("hidden", "epochs", "batch_size", "optimizer", "activation", "dropout",
+                    "dtype", "init", "seed", "shuffle", "standardize", "max_staleness",
+                    "eval_every", "shared_memory", "data_shards")}
+        defaults = SGD_DEFAULTS if self.optimizer == "sgd" else {}
+        for name in ("lr", "lr_decay", "momentum", "schedule", "weight_decay"):
+            value = params[name] if params[name] is not None else defaults.get(name)
+            if value is not None:
+                options[name] = value
         options["strategy"] = self.strategy or ("serial" if procs == 1 else "allreduce")
         return options
 

@@ -1,7 +1,9 @@
 """Export a trained model to ONNX (needs the ``onnx`` extra).
 
 The graph is ``input → [(Sub, Mul): standardisation, if the model has one] → (MatMul, Add,
-Relu)* → MatMul, Add → Softmax``, with two outputs:
+activation)* → MatMul, Add → Softmax``, with two outputs (the activation: Relu, Tanh, or
+GELU's tanh approximation spelt in Mul, Add and Tanh, which every opset has; dropout is
+training only):
 ``probabilities`` (n, classes) and ``label`` (n,), so any ONNX runtime reproduces
 ``distnn predict``.
 """
@@ -53,8 +55,9 @@ def export_onnx(model: MLP, path: Path, sources=()) -> Path:
                   helper.make_node("Add", [f"matmul{i}", f"layers.{i}.bias"], [f"dense{i}"])]
         current = f"dense{i}"
         if i < len(model.layers) - 1:
-            nodes.append(helper.make_node("Relu", [current], [f"relu{i}"]))
-            current = f"relu{i}"
+            activation_nodes, current = _activation(model.activation, current, i, elem,
+                                                   initializers, model.dtype)
+            nodes += activation_nodes
     nodes += [helper.make_node("Softmax", [current], ["probabilities"], axis=1),
               helper.make_node("ArgMax", [current], ["label"], axis=1, keepdims=0)]
     graph = helper.make_graph(
@@ -69,3 +72,33 @@ def export_onnx(model: MLP, path: Path, sources=()) -> Path:
     data = onnx_model.SerializeToString()
     write_output(path, "--output", lambda stream: stream.write(data))
     return path
+
+
+def _activation(name: str, x: str, layer: int, elem, initializers: list, dtype):
+    """The nodes of a hidden layer's activation on tensor ``x``; returns them and the
+    output's name."""
+    from onnx import helper, numpy_helper
+
+    out = f"{name}{layer}"
+    if name in ("relu", "tanh"):
+        return [helper.make_node(name.capitalize(), [x], [out])], out
+    from distnn.nn.functional import GELU_C, GELU_K
+
+    def constant(label: str, value: float) -> str:
+        initializers.append(numpy_helper.from_array(np.asarray(value, dtype=dtype),
+                                                    f"{out}.{label}"))
+        return f"{out}.{label}"
+
+    k, c, half, one = (constant("k", GELU_K), constant("c", GELU_C), constant("half", 0.5),
+                       constant("one", 1.0))
+    steps = [("Mul", [x, x], "square"), ("Mul", ["square", k], "k_square"),
+             ("Add", ["k_square", one], "inner"), ("Mul", ["inner", x], "cubic"),
+             ("Mul", ["cubic", c], "scaled"), ("Tanh", ["scaled"], "tanh"),
+             ("Add", ["tanh", one], "gate"), ("Mul", [x, half], "half_x"),
+             ("Mul", ["half_x", "gate"], None)]
+    given = (x, k, c, half, one)
+    nodes = []
+    for op, inputs, result in steps:
+        inputs = [tensor if tensor in given else f"{out}.{tensor}" for tensor in inputs]
+        nodes.append(helper.make_node(op, inputs, [out if result is None else f"{out}.{result}"]))
+    return nodes, out

@@ -118,7 +118,7 @@ def write_output(path: Path, role: str, write) -> None:
 
 
 LOCAL_SIZE_VARIABLES = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE")   # MPICH, Open MPI
-FLAT_VECTORS = 4         # parameters, gradients, the chunk-gradient sum, optimizer velocity
+FLAT_VECTORS = 3         # parameters, gradients, the chunk-gradient sum (+ the optimizer's)
 ACTIVATION_BUFFERS = 3   # per layer: activations, their gradients, the ReLU mask
 
 
@@ -132,18 +132,21 @@ def local_processes(default: int = 1) -> int:
     return default
 
 
-def model_memory_bytes(sizes, batch_rows: int, itemsize: int) -> int:
+def model_memory_bytes(sizes, batch_rows: int, itemsize: int, optimizer_vectors: int = 1,
+                       layer_buffers: int = 0) -> int:
     """Bytes one rank needs for an MLP with layer widths ``sizes`` (features, hidden...,
     classes) trained on batches of ``batch_rows``: ``FLAT_VECTORS`` flat vectors of all
-    parameters, and ``ACTIVATION_BUFFERS`` buffers of one chunk's rows per layer.
+    parameters plus the optimizer's (``Optimizer.memory_vectors``), and
+    ``ACTIVATION_BUFFERS`` buffers of one chunk's rows per layer, plus ``layer_buffers``
+    (an activation's derivative, dropout's masks).
 
     Python integers throughout, so that an absurd width gives an absurd estimate rather
     than an overflow."""
     sizes = [int(size) for size in sizes]
     n_params = sum((fan_in + 1) * fan_out for fan_in, fan_out in zip(sizes, sizes[1:]))
     rows = min(int(batch_rows), CHUNK_ROWS)
-    activations = rows * sum(sizes[1:]) * ACTIVATION_BUFFERS
-    return (FLAT_VECTORS * n_params + activations) * itemsize
+    activations = rows * sum(sizes[1:]) * (ACTIVATION_BUFFERS + layer_buffers)
+    return ((FLAT_VECTORS + optimizer_vectors) * n_params + activations) * itemsize
 
 
 SPECIAL_ROOTS = (Path("/proc"), Path("/sys"), Path("/dev"))

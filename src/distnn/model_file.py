@@ -16,10 +16,11 @@ from distnn.data.files import read_npz
 from distnn.errors import UsageError
 from distnn.guards import check_memory, model_memory_bytes, regular_file
 from distnn.nn import MLP
+from distnn.nn.layers import ACTIVATIONS as LAYER_ACTIVATIONS
 from distnn.nn.mlp import CHUNK_ROWS
 
 MODEL_FORMAT = 1
-ACTIVATIONS = ("relu",)
+ACTIVATIONS = tuple(LAYER_ACTIVATIONS)
 OUTPUTS = ("softmax",)
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 # Every array of a model file besides the layers' weights and biases; new metadata (e.g.
@@ -70,7 +71,7 @@ def save_model(path: Path, model: MLP) -> None:
     """Layer arrays plus metadata, loadable with ``np.load(path, allow_pickle=False)``."""
     arrays = model.state_arrays()
     arrays["sizes"] = np.asarray(model.sizes, dtype=np.int64)
-    arrays["activation"] = np.asarray(ACTIVATIONS[0])
+    arrays["activation"] = np.asarray(model.activation)
     arrays["output"] = np.asarray(OUTPUTS[0])
     arrays["format"] = np.asarray(MODEL_FORMAT, dtype=np.int64)
     atomic_write(Path(path), lambda stream: np.savez(stream, **arrays))
@@ -93,7 +94,7 @@ def load_model(path) -> MLP:
         _check_choice(arrays[name], name, allowed, where)
     check_memory(model_memory_bytes(sizes, CHUNK_ROWS, dtype.itemsize),
                  f"the {sizes} model in {path}", DAMAGED)
-    model = MLP(sizes, dtype=dtype)
+    model = MLP(sizes, dtype=dtype, activation=str(arrays["activation"]))
     model.load_state_arrays(arrays)
     return model
 

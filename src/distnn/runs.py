@@ -9,14 +9,12 @@ the rows it was *not* trained on; flags given on the command line still win.
 import json
 from pathlib import Path
 
+from distnn.config import DATA_FIELDS
 from distnn.errors import UsageError
 from distnn.guards import regular_file
 
 MODEL_NAME = "model.npz"
 CONFIG_NAME = "config.json"
-# The config fields that decide which rows a data set holds and how they are split.
-DATA_FIELDS = ("dataset", "data_dir", "label_column", "samples_per_class", "classes",
-               "test_fraction", "seed")
 MAX_CONFIG_BYTES = 1 << 20
 
 
@@ -55,4 +53,5 @@ def data_settings(run_dir: Path | None) -> dict:
     if not isinstance(config, dict):
         raise UsageError(f"run config {path} is not a JSON object; give the data flags and a "
                          "model file instead")
-    return {name: config[name] for name in DATA_FIELDS if config.get(name) is not None}
+    return {name: config[name] for name in DATA_FIELDS
+            if name != "dtype" and config.get(name) is not None}

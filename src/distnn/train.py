@@ -1,12 +1,15 @@
-"""The training loop every strategy shares.
+"""The training loop every strategy shares, in three parts: ``setup`` builds one rank's
+objects, ``Loop`` runs epochs (evaluation, metrics, checkpoints, stopping), ``summary``
+makes the result record.
 
-The distributed differences live entirely in ``strategy.step``; everything here is the
-same for one process or many: epochs, evaluation, metrics, timing, the result record.
+The distributed differences live entirely in the strategy; everything here is the same
+for one process or many.
 """
 
 import hashlib
 import math
 import time
+from dataclasses import dataclass
 
 import numpy as np
 from mpi4py import MPI
@@ -22,12 +25,15 @@ from distnn.learning import LearningMonitor
 from distnn.memory import mapped_npy_rss_mb, peak_rss_mb
 from distnn.nn import MLP
 from distnn.nn import kernels as kernel_choice
-from distnn.optim import SGD
+from distnn.nn.layers import ACTIVATIONS
+from distnn.optim import REGISTRY, Optimizer, Schedule
 from distnn.parallel import STRATEGIES
 from distnn.parallel.comm import allreduce_sum, mpi_type, wait_politely
 from distnn.parallel.stall import StallWatch, attach, detach, watch_of
+from distnn.parallel.strategy import Strategy
 from distnn.parallel.timing import PHASES, PhaseTimer
 from distnn.progress import Progress
+from distnn.roles import Roles
 
 
 class TrainingDiverged(UsageError):
@@ -40,17 +46,22 @@ def check_fits(config: TrainConfig, dataset: Dataset, size: int) -> None:
     """Errors that need the data and the process count; identical on every rank, but for
     ``--kernels fused`` where a rank cannot import numba (the callers agree on the first
     rank's refusal before anything is created)."""
-    if config.kernels == "fused" and kernel_choice.fused_error() is not None:
-        raise UsageError(f"--kernels fused needs numba, and {kernel_choice.fused_error()}: "
-                         f"install it with {kernel_choice.INSTALL}, or use --kernels numpy "
-                         "or auto")
-    strategy = STRATEGIES[config.strategy]
-    if strategy.has_server and size < 2:
+    if config.kernels == "fused":
+        if config.activation != "relu" or config.dropout:
+            raise UsageError(f"--kernels fused: {kernel_choice.NOT_PLAIN} (got --activation "
+                             f"{config.activation}, --dropout {config.dropout:g}); use "
+                             "--kernels numpy or auto")
+        if kernel_choice.fused_error() is not None:
+            raise UsageError(f"--kernels fused needs numba, and {kernel_choice.fused_error()}: "
+                             f"install it with {kernel_choice.INSTALL}, or use --kernels "
+                             "numpy or auto")
+    roles = Roles.of(config.strategy, size)
+    if config.strategy in ("ps-sync", "ps-async") and size < 2:
         raise UsageError(
             f"--strategy {config.strategy} needs at least 2 processes (1 server + 1 worker); "
             f"got {size}: use --procs 2 or more"
         )
-    workers = strategy.n_workers(size)
+    workers = roles.n_workers
     n_train = dataset.x_train.shape[0]
     if n_train < workers:
         raise UsageError(f"the training set has {n_train} samples, fewer than the {workers} workers")
@@ -70,7 +81,11 @@ def check_fits(config: TrainConfig, dataset: Dataset, size: int) -> None:
 
     sizes = (dataset.n_features, *config.hidden, dataset.n_classes)
     rows = config.batch_size or n_train
-    check_memory(model_memory_bytes(sizes, rows, np.dtype(config.dtype).itemsize),
+    itemsize = np.dtype(config.dtype).itemsize
+    vectors = REGISTRY[config.optimizer].memory_vectors
+    # An activation's own buffers; dropout's factors and its 8-byte hashes.
+    layer_buffers = ACTIVATIONS[config.activation].buffers + (1 + 8 // itemsize) * (config.dropout > 0)
+    check_memory(model_memory_bytes(sizes, rows, itemsize, vectors, layer_buffers),
                  f"the model {'-'.join(map(str, sizes))} ({config.dtype}, batches of {rows})",
                  "use smaller --hidden widths, fewer classes, or fewer processes per machine",
                  processes=local_processes(size))
@@ -99,15 +114,104 @@ def evaluate(comm: MPI.Comm, model: MLP, dataset: Dataset, worker: int | None = 
     }
 
 
-def train(config: TrainConfig, comm: MPI.Comm, dataset: Dataset, **options) -> tuple[MLP, dict]:
-    """Train on every rank of ``comm`` (see ``_train`` for ``options``). NumPy's overflow
-    and invalid-value warnings are silenced: a diverging run is detected from its loss
-    and parameters and reported once, not as a screenful of warnings from every rank."""
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        return _train(config, comm, dataset, **options)
+@dataclass
+class Job:
+    """One rank's objects for one run, built by ``setup``."""
+
+    config: TrainConfig
+    comm: MPI.Comm
+    dataset: Dataset
+    roles: Roles
+    model: MLP
+    optimizer: Optimizer
+    strategy: Strategy
+    sampler: BatchSampler
+    timer: PhaseTimer
+    watch: StallWatch
+    updates_per_epoch: int
+    kernels_s: float = 0.0   # importing numba, compiling or loading the kernels (max over ranks)
 
 
-def _train(config: TrainConfig, comm: MPI.Comm, dataset: Dataset, run=None,
+def setup(config: TrainConfig, comm: MPI.Comm, dataset: Dataset) -> Job:
+    """Build this rank's model, optimizer and strategy (collective).
+
+    The strategy first places the flat buffers (``Strategy.place``: shared memory on one
+    node, the optimizer state only where updates are applied), then the model and the
+    optimizer are built on them, so nothing is allocated twice or moved afterwards.
+    """
+    config = recipes.fit_to_data(config, dataset.x_train.shape[0])
+    check_fits(config, dataset, comm.Get_size())
+    roles = Roles.of(config.strategy, comm.Get_size())
+    n_train = dataset.x_train.shape[0]
+    batch_size = config.batch_size if config.batch_size and config.batch_size < n_train else None
+    sampler = BatchSampler(n_train, batch_size, config.seed,
+                           shuffle=config.shuffle and batch_size is not None,
+                           shards=config.data_shards)
+    strategy_class, optimizer_class = STRATEGIES[config.strategy], REGISTRY[config.optimizer]
+    watch = StallWatch(comm, config.stall_timeout)
+    attach(comm, watch)              # every wait of the strategy is bounded by it
+    sizes = [dataset.n_features, *config.hidden, dataset.n_classes]
+    placement = strategy_class.place(comm, roles, MLP.parameter_count(sizes), config.dtype,
+                                     optimizer_class.state_names, config)
+    kernels_s = time.perf_counter()
+    plain = config.activation == "relu" and not config.dropout
+    model = MLP(sizes, dtype=config.dtype, init=config.init, seed=config.seed,
+                params=placement.params, grads=placement.grads, activation=config.activation,
+                dropout=config.dropout,
+                kernels=agreed_kernels(comm, config.kernels, sizes, config.epochs * n_train,
+                                       plain))
+    kernels_s = time.perf_counter() - kernels_s
+    if placement.shared is not None:
+        # Every rank initialises the shared parameters alike; all those writes must land
+        # before any rank restores a checkpoint into them or broadcasts them.
+        placement.shared.fence()
+    updates_per_epoch = strategy_class.updates_per_epoch(sampler, roles)
+    schedule = Schedule.from_config(config, updates_per_epoch, sampler.batch_size)
+    optimizer = optimizer_class.from_config(config, placement.params, placement.state, schedule)
+    timer = PhaseTimer()
+    strategy = strategy_class(comm, roles, model, optimizer, dataset, timer, placement, config)
+    if config.standardize:
+        model.set_input_transform(*feature_statistics(
+            comm, dataset.x_train, strategy.worker_index, roles.n_workers))
+    warm_up = time.perf_counter()
+    model.warm_up(dataset.x_train, dataset.y_train)   # compiles, or loads numba's cache
+    kernels_s = comm.allreduce(kernels_s + time.perf_counter() - warm_up, op=MPI.MAX)
+    return Job(config, comm, dataset, roles, model, optimizer, strategy, sampler, timer, watch,
+               updates_per_epoch, kernels_s)
+
+
+def agreed_kernels(comm: MPI.Comm, requested: str, sizes, samples: float | None = None,
+                   plain: bool = True) -> str:
+    """The compute path every rank will take (collective): the same on all of them, or
+    the synchronous strategies would no longer equal serial. ``auto`` falls back to NumPy
+    unless every rank can import numba (and for short runs and models the fused kernels
+    do not compute, see ``kernels.resolve``); ``fused`` is refused if any rank cannot."""
+    if kernel_choice.resolve(requested, sizes, True, samples, plain) == "numpy":
+        return "numpy"
+    errors = comm.allgather(kernel_choice.fused_error())
+    missing = [rank for rank, error in enumerate(errors) if error is not None]
+    if missing and requested == "fused":
+        ranks = ", ".join(map(str, missing))
+        raise UsageError(f"--kernels fused needs numba on every rank; rank(s) {ranks} cannot "
+                         f"use it ({errors[missing[0]]}): install it with "
+                         f"{kernel_choice.INSTALL}, or use --kernels numpy or auto")
+    return kernel_choice.resolve(requested, sizes, not missing, samples, plain)
+
+
+def restore(checkpoint: dict, job: Job) -> tuple[int, int]:
+    """Load a checkpoint into this rank's objects; returns the epochs it completed and the
+    steps it took into the next one (non-zero after an interrupt)."""
+    if checkpoint["sizes"] != job.model.sizes:
+        raise UsageError(f"--resume: {checkpoint['path']} holds a {checkpoint['sizes']} model, "
+                         f"this data and config need {job.model.sizes}")
+    job.model.params[...] = checkpoint["params"]
+    job.optimizer.load_state_dict({"iterations": checkpoint["iterations"],
+                                   "state": checkpoint["optimizer"]})
+    job.strategy.load_state_dict(checkpoint["strategy"])
+    return checkpoint["epoch"], checkpoint.get("epoch_step", 0)
+
+
+def train(config: TrainConfig, comm: MPI.Comm, dataset: Dataset, run=None,
           progress: Progress | None = None, checkpoints: bool = False,
           resume: dict | None = None, stop: StopRequest | None = None) -> tuple[MLP, dict]:
     """Train on every rank of ``comm``; returns the model and (on rank 0) the result record.
@@ -119,220 +223,183 @@ def _train(config: TrainConfig, comm: MPI.Comm, dataset: Dataset, run=None,
     by the caller) ends training at a step boundary all ranks agree on: the strategy is
     finished, a checkpoint written (with ``checkpoints``) and ``Interrupted`` raised, carrying
     the model.
+
+    NumPy's overflow and invalid-value warnings are silenced: a diverging run is detected
+    from its loss and parameters and reported once, not as a screenful from every rank.
     """
-    config = recipes.fit_to_data(config, dataset.x_train.shape[0])
-    check_fits(config, dataset, comm.Get_size())
-    sizes = [dataset.n_features, *config.hidden, dataset.n_classes]
-    kernels_s = time.perf_counter()    # importing numba and loading the kernels: not training
-    model = MLP(sizes, dtype=config.dtype, init=config.init, seed=config.seed,
-                kernels=agreed_kernels(comm, config.kernels, sizes,
-                                       config.epochs * dataset.x_train.shape[0]))
-    optimizer = SGD(model.params, lr=config.lr, lr_decay=config.lr_decay,
-                    momentum=config.momentum)
-    if model.kernels != "numpy":
-        from distnn.nn.fused import sgd_momentum_step
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        built = setup(config, comm, dataset)
+        first_epoch, first_step = (0, 0) if resume is None else restore(resume, built)
+        comm.Bcast([built.model.params, mpi_type(built.model.dtype)], root=0)
+        loop = Loop(built, run, progress or Progress(enabled=False), checkpoints,
+                    stop or NoStop(), first_epoch, resumed=resume is not None)
+        train_time = loop.run(first_epoch, first_step)
+        return built.model, summary(built, loop, train_time, first_epoch, resume is not None)
 
-        optimizer.fused_update = sgd_momentum_step
-    kernels_s = time.perf_counter() - kernels_s
-    n_train = dataset.x_train.shape[0]
-    batch_size = config.batch_size if config.batch_size and config.batch_size < n_train else None
-    sampler = BatchSampler(n_train, batch_size, config.seed,
-                           shuffle=config.shuffle and batch_size is not None,
-                           shards=config.data_shards)
-    progress = progress or Progress(enabled=False)
-    progress.configure(config.epochs, sampler.steps_per_epoch, n_train)
-    timer = PhaseTimer()
-    watch = StallWatch(comm, config.stall_timeout)
-    attach(comm, watch)              # every wait of the strategy is bounded by it
-    strategy = STRATEGIES[config.strategy].from_config(config, comm, model, optimizer, dataset,
-                                                       timer)
-    if config.standardize:
-        model.set_input_transform(*feature_statistics(
-            comm, dataset.x_train, strategy.worker_index, strategy.n_workers(comm.Get_size())))
-    warm_up = time.perf_counter()
-    model.warm_up(dataset.x_train, dataset.y_train)   # compiles, or loads numba's cache
-    kernels_s = comm.allreduce(kernels_s + time.perf_counter() - warm_up, op=MPI.MAX)
-    first_epoch, first_step = 0, 0
-    if resume is not None:
-        first_epoch, first_step = restore(resume, model, optimizer, strategy)
-    comm.Bcast([model.params, mpi_type(model.dtype)], root=0)
 
-    records = []
-    updates_per_epoch = strategy.updates_per_epoch(sampler)
-    overhead_s = 0.0   # evaluation and checkpoints: not training time
-    checkpoint_every = config.checkpoint_every or config.eval_every
+class Loop:
+    """Epochs, and around them evaluations, checkpoints, progress and stop requests."""
 
-    saved = [first_epoch] if resume is not None else []   # epochs checkpointed
+    def __init__(self, job: Job, directory, progress: Progress, checkpoints: bool,
+                 stop: StopRequest, first_epoch: int, resumed: bool):
+        self.job, self.directory, self.progress = job, directory, progress
+        self.checkpoints, self.stop = checkpoints, stop
+        self.records: list[dict] = []
+        self.saved = [first_epoch] if resumed else []      # epochs checkpointed
+        self.learning = LearningMonitor(job.dataset.n_classes, job.config)
+        self.original_timing = job.config.timing == "original"
+        progress.configure(job.config.epochs, job.sampler.steps_per_epoch,
+                           job.dataset.x_train.shape[0])
 
-    def kept() -> str:
-        if not checkpoints:
+    def run(self, first_epoch: int, first_step: int) -> float:
+        """All epochs from ``first_epoch`` (and ``first_step`` into it); returns the training
+        time, evaluations and checkpoints excluded (``--timing original``: evaluations
+        included, as the original timed them)."""
+        job, comm, config = self.job, self.job.comm, self.job.config
+        strategy, timer = job.strategy, job.timer
+        checkpoint_every = config.checkpoint_every or config.eval_every
+        overhead_s = 0.0
+        comm.Barrier()
+        started = time.perf_counter()
+        timer.restart()
+        self.progress.start(first_epoch, first_step)
+        if config.epochs == first_epoch:
+            self.record_evaluation(first_epoch, 0.0)
+            if self.checkpoints:
+                self.write_checkpoint(first_epoch, first_step)
+        for epoch in range(first_epoch + 1, config.epochs + 1):
+            stopped_at = strategy.run_epoch(
+                job.sampler, epoch - 1, first_step if epoch == first_epoch + 1 else 0,
+                (lambda step, epoch=epoch: self.before_step(epoch - 1, step)))
+            if stopped_at is not None:
+                self.interrupt(epoch - 1, stopped_at)
+            if not strategy.stops_mid_epoch and epoch < config.epochs and self.stop.agreed(comm):
+                self.interrupt(epoch, 0)
+            evaluate_now = epoch % config.eval_every == 0 or epoch == config.epochs
+            checkpoint_now = self.checkpoints and (epoch % checkpoint_every == 0
+                                                   or epoch == config.epochs)
+            if evaluate_now or checkpoint_now:
+                pause = time.perf_counter()
+                strategy.synchronize()
+                if evaluate_now:
+                    self.record_evaluation(epoch, pause - started - overhead_s)
+                if self.original_timing:
+                    pause = time.perf_counter()    # the original timed its evaluations too
+                if checkpoint_now:
+                    self.write_checkpoint(epoch)
+                overhead_s += time.perf_counter() - pause
+                timer.restart()
+            training_s = time.perf_counter() - started - overhead_s
+            self.progress.epoch_done(epoch, (epoch - first_epoch) * job.dataset.x_train.shape[0]
+                                     / max(training_s, 1e-9))
+        train_time = time.perf_counter() - started - overhead_s
+        self.progress.close()
+        return train_time
+
+    def kept(self) -> str:
+        if not self.checkpoints:
             return "nothing was saved"
-        if not saved:
+        if not self.saved:
             return "no checkpoint was written before it"
-        return f"the last good checkpoint, from epoch {saved[-1]}, is kept"
+        return f"the last good checkpoint, from epoch {self.saved[-1]}, is kept"
 
-    def record_evaluation(epoch: int, elapsed: float) -> None:
+    def record_evaluation(self, epoch: int, elapsed: float) -> None:
+        job, comm = self.job, self.job.comm
         # Rank 0, the only rank that records, holds the optimizer that stepped.
-        record = {"epoch": epoch, "step": optimizer.iterations, "lr": optimizer.current_lr,
-                  **evaluate(comm, model, dataset, strategy.worker_index,
-                             strategy.n_workers(comm.Get_size())),
+        record = {"epoch": epoch, "step": job.optimizer.iterations, "lr": job.optimizer.current_lr,
+                  **evaluate(comm, job.model, job.dataset, job.strategy.worker_index,
+                             job.roles.n_workers),
                   "elapsed_s": elapsed,
                   "peak_rss_mb": comm.allreduce(peak_rss_mb(), op=MPI.MAX),
-                  **strategy.statistics()}
-        records.append(record)
-        if run is not None:
-            run.append_metrics(record)
-        progress.evaluation(record)
-        warning = learning.check(record)
+                  **job.strategy.statistics()}
+        self.records.append(record)
+        if self.directory is not None:
+            self.directory.append_metrics(record)
+        self.progress.evaluation(record)
+        warning = self.learning.check(record)
         if warning is not None and comm.Get_rank() == 0:
-            progress.warn(warning)
+            self.progress.warn(warning)
         if not math.isfinite(record["train_loss"]):
             raise TrainingDiverged(
                 f"training diverged at epoch {epoch}: the train loss is {record['train_loss']}; "
-                f"lower --lr or raise --lr-decay ({kept()})"
+                f"lower --lr or raise --lr-decay ({self.kept()})"
             )
 
-    def write_checkpoint(epoch: int, epoch_step: int = 0) -> None:
-        if not np.all(np.isfinite(model.params)):
+    def write_checkpoint(self, epoch: int, epoch_step: int = 0) -> None:
+        job = self.job
+        if not np.all(np.isfinite(job.model.params)):
             raise TrainingDiverged(f"training diverged before epoch {epoch}: the parameters "
-                                   f"hold NaN or infinity ({kept()})")
-        if run is not None:
-            save_checkpoint(run.path / CHECKPOINT_NAME, config=config, epoch=epoch, model=model,
-                            optimizer=optimizer, strategy_state=strategy.state_dict(),
-                            epoch_step=epoch_step)
-        saved.append(epoch)
-        wait_politely(comm.Ibarrier(), watch, "rank 0 to write the checkpoint")
+                                   f"hold NaN or infinity ({self.kept()})")
+        if self.directory is not None:
+            save_checkpoint(self.directory.path / CHECKPOINT_NAME, config=job.config, epoch=epoch,
+                            model=job.model, optimizer=job.optimizer,
+                            strategy_state=job.strategy.state_dict(), epoch_step=epoch_step)
+        self.saved.append(epoch)
+        wait_politely(job.comm.Ibarrier(), job.watch, "rank 0 to write the checkpoint")
 
-    stop = stop or NoStop()
-    steps_per_epoch = sampler.steps_per_epoch
-
-    def before_step(epoch: int, step: int) -> bool:
+    def before_step(self, epoch: int, step: int) -> bool:
         """Called before every step (ps-async: every update on the server): shows progress
         and, every ``CHECK_EVERY`` global steps, agrees whether to stop (collective)."""
-        progress.step(epoch, step)
-        watch.epoch, watch.step = epoch, step
+        job, strategy = self.job, self.job.strategy
+        self.progress.step(epoch, step)
+        job.watch.epoch, job.watch.step = epoch, step
         if strategy.recent_loss is not None:
-            progress.batch_loss(strategy.recent_loss)
+            self.progress.batch_loss(strategy.recent_loss)
             strategy.recent_loss = None
         # --timing original: every step's forward pass also yields its loss and accuracy,
         # as the original's serial loop computed them every epoch inside its timer.
-        strategy.measure_loss = progress.wants_loss or original_timing
+        strategy.measure_loss = self.progress.wants_loss or self.original_timing
         if not strategy.stops_mid_epoch:
             return False
-        global_step = epoch * steps_per_epoch + step
-        return global_step % CHECK_EVERY == 0 and stop.agreed(comm)
+        global_step = epoch * job.sampler.steps_per_epoch + step
+        return global_step % CHECK_EVERY == 0 and self.stop.agreed(job.comm)
 
-    def interrupt(epoch: int, epoch_step: int) -> None:
-        progress.close()
-        strategy.synchronize()
-        if checkpoints:
-            write_checkpoint(epoch, epoch_step)
-        strategy.finish()
-        detach(comm)
+    def interrupt(self, epoch: int, epoch_step: int) -> None:
+        job = self.job
+        self.progress.close()
+        job.strategy.synchronize()
+        if self.checkpoints:
+            self.write_checkpoint(epoch, epoch_step)
+        job.strategy.finish()
+        detach(job.comm)
         error = Interrupted(epoch, epoch_step)
-        error.model = model
+        error.model = job.model
         raise error
 
-    learning = LearningMonitor(dataset.n_classes, config)
-    original_timing = config.timing == "original"
-    comm.Barrier()
-    started = time.perf_counter()
-    timer.restart()
-    progress.start(first_epoch, first_step)
-    if config.epochs == first_epoch:
-        record_evaluation(first_epoch, 0.0)
-        if checkpoints:
-            write_checkpoint(first_epoch, first_step)
-    for epoch in range(first_epoch + 1, config.epochs + 1):
-        stopped_at = strategy.run_epoch(
-            sampler, epoch - 1, first_step if epoch == first_epoch + 1 else 0,
-            (lambda step, epoch=epoch: before_step(epoch - 1, step)))
-        if stopped_at is not None:
-            interrupt(epoch - 1, stopped_at)
-        if not strategy.stops_mid_epoch and epoch < config.epochs and stop.agreed(comm):
-            interrupt(epoch, 0)
-        evaluate_now = epoch % config.eval_every == 0 or epoch == config.epochs
-        checkpoint_now = checkpoints and (epoch % checkpoint_every == 0 or epoch == config.epochs)
-        if evaluate_now or checkpoint_now:
-            pause = time.perf_counter()
-            strategy.synchronize()
-            if evaluate_now:
-                record_evaluation(epoch, pause - started - overhead_s)
-            if original_timing:
-                pause = time.perf_counter()    # the original timed its evaluations too
-            if checkpoint_now:
-                write_checkpoint(epoch)
-            overhead_s += time.perf_counter() - pause
-            timer.restart()
-        training_s = time.perf_counter() - started - overhead_s
-        progress.epoch_done(epoch, (epoch - first_epoch) * n_train / max(training_s, 1e-9))
-    train_time = time.perf_counter() - started - overhead_s
-    progress.close()
-    stats = strategy.finish()
-    detach(comm)
-    digest = check_replicas_agree(comm, model)
 
+def summary(job: Job, loop: Loop, train_time: float, first_epoch: int, resumed: bool) -> dict:
+    """Finish the strategy and gather the result record (rank 0; ``{}`` elsewhere)."""
+    comm, config = job.comm, job.config
+    stats = job.strategy.finish()
+    detach(comm)
+    digest = check_replicas_agree(comm, job.model)
     times = comm.gather({"rank": comm.Get_rank(), "train_time_s": train_time,
-                         **{f"{phase}_s": timer.seconds[phase] for phase in PHASES},
+                         **{f"{phase}_s": job.timer.seconds[phase] for phase in PHASES},
                          "peak_rss_mb": peak_rss_mb(), "data_rss_mb": mapped_npy_rss_mb()},
-                         root=0)
+                        root=0)
     slowest = comm.allreduce(train_time, op=MPI.MAX)
     if comm.Get_rank() != 0:
-        return model, {}
+        return {}
     epochs_run = config.epochs - first_epoch
-    result = {
+    return {
         "strategy": config.strategy,
         "processes": comm.Get_size(),
-        "workers": strategy.n_workers(comm.Get_size()),
+        "workers": job.roles.n_workers,
         "epochs": config.epochs,
-        "resumed_from_epoch": first_epoch if resume is not None else None,
-        "steps": config.epochs * updates_per_epoch,
+        "resumed_from_epoch": first_epoch if resumed else None,
+        "steps": config.epochs * job.updates_per_epoch,
         "train_time_s": slowest,
         "timing": config.timing,
-        "samples_per_s": epochs_run * n_train / slowest if slowest > 0 else None,
-        "final": records[-1],
+        "samples_per_s": epochs_run * job.dataset.x_train.shape[0] / slowest if slowest > 0 else None,
+        "final": loop.records[-1],
         "ranks": times,
         "params_sha256": digest,
-        "kernels": {"requested": config.kernels, "used": model.kernels,
-                    "numba": kernel_choice.numba_version() if model.kernels != "numpy" else None,
-                    "setup_s": kernels_s},
-        "warnings": learning.warnings,
+        "kernels": {"requested": config.kernels, "used": job.model.kernels,
+                    "numba": kernel_choice.numba_version() if job.model.kernels != "numpy"
+                    else None, "setup_s": job.kernels_s},
+        "warnings": loop.learning.warnings,
         **stats,
     }
-    return model, result
-
-
-def agreed_kernels(comm: MPI.Comm, requested: str, sizes, samples: float | None = None) -> str:
-    """The compute path every rank will take (collective): the same on all of them, or
-    the synchronous strategies would no longer equal serial. ``auto`` falls back to NumPy
-    unless every rank can import numba (and for runs of few ``samples``, see
-    ``kernels.resolve``); ``fused`` is refused if any rank cannot."""
-    if requested == "numpy" or kernel_choice.resolve(requested, sizes, True, samples) == "numpy":
-        return "numpy"
-    errors = comm.allgather(kernel_choice.fused_error())
-    missing = [rank for rank, error in enumerate(errors) if error is not None]
-    if missing and requested == "fused":
-        ranks = ", ".join(map(str, missing))
-        raise UsageError(f"--kernels fused needs numba on every rank; rank(s) {ranks} cannot "
-                         f"use it ({errors[missing[0]]}): install it with "
-                         f"{kernel_choice.INSTALL}, or use --kernels numpy or auto")
-    return kernel_choice.resolve(requested, sizes, available=not missing, samples=samples)
-
-
-def restore(checkpoint: dict, model: MLP, optimizer: SGD, strategy) -> tuple[int, int]:
-    """Load a checkpoint into this rank's objects; returns the epochs it completed and the
-    steps it took into the next one (non-zero after an interrupt)."""
-    if checkpoint["sizes"] != model.sizes:
-        raise UsageError(f"--resume: {checkpoint['path']} holds a {checkpoint['sizes']} model, "
-                         f"this data and config need {model.sizes}")
-    model.params[...] = checkpoint["params"]
-    optimizer.load_state_dict({"lr": optimizer.lr, "lr_decay": optimizer.lr_decay,
-                               "momentum": optimizer.momentum,
-                               "iterations": checkpoint["iterations"],
-                               "velocity": checkpoint["velocity"]})
-    strategy.load_state_dict(checkpoint["strategy"])
-    return checkpoint["epoch"], checkpoint.get("epoch_step", 0)
-
 
 
 def check_replicas_agree(comm: MPI.Comm, model: MLP) -> str:

@@ -12,31 +12,17 @@ import numpy as np
 from mpi4py import MPI
 
 from distnn.config import make_config
-from distnn.data import BatchSampler, load_dataset
-from distnn.nn import MLP
-from distnn.optim import SGD
-from distnn.parallel import STRATEGIES
-from distnn.parallel.timing import PhaseTimer
-
-
-def build(config, comm, dataset):
-    model = MLP([dataset.n_features, *config.hidden, dataset.n_classes], dtype=config.dtype,
-                init=config.init, seed=config.seed)
-    optimizer = SGD(model.params, lr=config.lr, lr_decay=config.lr_decay, momentum=config.momentum)
-    strategy = STRATEGIES[config.strategy].from_config(config, comm, model, optimizer, dataset,
-                                                       PhaseTimer())
-    return model, optimizer, strategy
+from distnn.data import load_dataset
+from distnn.train import setup
 
 
 def train(config, comm, dataset):
-    model, optimizer, strategy = build(config, comm, dataset)
-    sampler = BatchSampler(dataset.x_train.shape[0], config.batch_size, config.seed,
-                           shuffle=config.batch_size is not None)
+    job = setup(config, comm, dataset)
     for epoch in range(config.epochs):
-        strategy.run_epoch(sampler, epoch)
-    strategy.synchronize()
-    stats = strategy.finish()
-    return model, optimizer, strategy, stats
+        job.strategy.run_epoch(job.sampler, epoch)
+    job.strategy.synchronize()
+    stats = job.strategy.finish()
+    return job.model, job.optimizer, job.strategy, stats
 
 
 def main() -> None:
@@ -48,15 +34,15 @@ def main() -> None:
         name, value = flag.split("=")
         overrides[name] = int(value) if value.isdigit() else value
     config = make_config(**overrides)
-    dataset = load_dataset(config)
+    dataset = load_dataset(config.data)
     model, optimizer, strategy, stats = train(config, comm, dataset)
     worker = strategy.worker_index
-    velocity = optimizer.velocity if worker is not None else np.zeros_like(optimizer.velocity)
+    velocity = optimizer.velocity if worker is not None else np.zeros_like(model.params)
     total = np.zeros_like(velocity)
     comm.Reduce(velocity, total, op=MPI.SUM, root=0)
     if comm.Get_rank() != 0:
         return
-    mean_velocity = total / strategy.n_workers(comm.Get_size())
+    mean_velocity = total / strategy.roles.n_workers
     serial, serial_optimizer, _, _ = train(config.replace(strategy="serial", combine="gradients"),
                                            MPI.COMM_SELF, dataset)
 

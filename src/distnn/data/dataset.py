@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from distnn.config import MAX_CLASSES, MAX_SEED
+from distnn.config import MAX_CLASSES, MAX_SEED, DataConfig
 from distnn.data.files import path_exists, read_array, read_npz, split_label_column
 from distnn.data.idx import load_idx_images
 from distnn.data.sampler import worker_range
@@ -46,9 +46,10 @@ class Dataset:
         return self.x_train.shape[1]
 
 
-def load_dataset(config, share: tuple[int, int] | None = (0, 1)) -> Dataset:
+def load_dataset(config: DataConfig, share: tuple[int, int] | None = (0, 1)) -> Dataset:
     """The data set that ``config.dataset`` names: ``spiral``, ``fashion-mnist``,
-    ``mnist`` (IDX files in ``config.data_dir``) or a path.
+    ``mnist`` (IDX files in ``config.data_dir``) or a path. ``config`` holds the data
+    fields alone (``TrainConfig.data``).
 
     A path is an ``.npz`` holding ``X_train``, ``y_train`` (and optionally ``X_test``,
     ``y_test``), one ``.csv`` with a label column, or a directory holding ``X_train.csv``/``y_train.csv``
@@ -61,6 +62,9 @@ def load_dataset(config, share: tuple[int, int] | None = (0, 1)) -> Dataset:
     every bad value between them, and a memory-mapped ``.npy`` stays unread outside a
     rank's share. Shapes, dtypes and labels are always checked in full.
     """
+    if not isinstance(config, DataConfig):
+        raise TypeError(f"load_dataset takes a DataConfig (TrainConfig.data), not "
+                        f"{type(config).__name__}")
     if config.dataset == "spiral":
         return _spiral(config)
     if config.dataset in IMAGE_SETS:

@@ -22,6 +22,7 @@ from pathlib import Path
 KERNELS = ("numpy", "fused", "auto")
 PATHS = ("numpy", "fused-rows", "fused-blas")
 INSTALL = 'pip install "distnn[fused]" (numba >= 0.64)'
+NOT_PLAIN = "the fused kernels compute ReLU networks without dropout"
 
 # The rows kernel unrolls its inputs and classes into registers: past these it spills, and
 # the BLAS path is faster (benchmarks/kernels.py).
@@ -74,15 +75,22 @@ def training_flops(sizes, samples: int) -> float:
 
 
 def resolve(requested: str, sizes, available: bool | None = None,
-            samples: float | None = None) -> str:
-    """The path (one of ``PATHS``) that ``requested`` (one of ``KERNELS``) gives for
-    ``sizes``. ``available`` overrides the local check (all ranks must agree on it);
-    ``samples``, the rows the whole run will train on, lets ``auto`` keep a short run on
-    NumPy (None: no such limit)."""
-    if requested not in KERNELS:
+            samples: float | None = None, plain: bool = True) -> str:
+    """The path (one of ``PATHS``) that ``requested`` (one of ``KERNELS``, or a path
+    itself) gives for ``sizes``. ``available`` overrides the local check (all ranks must
+    agree on it); ``samples``, the rows the whole run will train on, lets ``auto`` keep a
+    short run on NumPy (None: no such limit); ``plain`` is False for models the fused
+    kernels do not compute (an activation other than ReLU, dropout)."""
+    if requested not in KERNELS + PATHS:
         raise ValueError(f"kernels must be one of {', '.join(KERNELS)}, got {requested!r}")
     if requested == "numpy":
         return "numpy"
+    if not plain:
+        if requested == "auto":
+            return "numpy"
+        raise ValueError(f"{NOT_PLAIN}; use --kernels numpy or auto")
+    if requested in PATHS:
+        return requested
     if (requested == "auto" and samples is not None
             and training_flops(sizes, samples) < AUTO_MIN_FLOPS):
         return "numpy"

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from distnn.nn.functional import relu, relu_backward
+from distnn.nn.functional import gelu_forward, relu, relu_backward, tanh_forward
 
 
 class Dense:
@@ -44,12 +44,47 @@ class Dense:
 
 
 class ReLU:
-    """Rectified linear unit, applied in place on the layer's pre-activation buffer."""
+    """Rectified linear unit, applied in place on the layer's pre-activation buffer; its
+    backward pass needs no buffer of its own (the mask comes from its output)."""
+
+    buffers = 0
 
     @staticmethod
-    def forward(x: np.ndarray) -> np.ndarray:
+    def forward(x: np.ndarray, buffers=(), training: bool = False) -> np.ndarray:
         return relu(x, out=x)
 
     @staticmethod
-    def backward(grad: np.ndarray, activation: np.ndarray, mask: np.ndarray) -> None:
+    def backward(grad: np.ndarray, activation: np.ndarray, mask: np.ndarray, buffers=()) -> None:
         relu_backward(grad, activation, mask)
+
+
+class Tanh:
+    """``tanh``, in place; in training its derivative is kept in the layer's buffer."""
+
+    buffers = 1
+
+    @staticmethod
+    def forward(x: np.ndarray, buffers, training: bool = False) -> np.ndarray:
+        return tanh_forward(x, buffers[0] if training else None)
+
+    @staticmethod
+    def backward(grad: np.ndarray, activation: np.ndarray, mask: np.ndarray, buffers) -> None:
+        grad *= buffers[0]
+
+
+class GELU:
+    """GELU's tanh approximation, in place; buffers: its derivative and two scratch."""
+
+    buffers = 3
+
+    @staticmethod
+    def forward(x: np.ndarray, buffers, training: bool = False) -> np.ndarray:
+        derivative, t, scratch = buffers
+        return gelu_forward(x, t, derivative if training else None, scratch)
+
+    @staticmethod
+    def backward(grad: np.ndarray, activation: np.ndarray, mask: np.ndarray, buffers) -> None:
+        grad *= buffers[0]
+
+
+ACTIVATIONS = {"relu": ReLU, "tanh": Tanh, "gelu": GELU}

@@ -1,18 +1,19 @@
-"""Multilayer perceptron: Dense -> ReLU -> ... -> Dense -> softmax cross-entropy."""
+"""Multilayer perceptron: Dense -> activation (-> dropout) -> ... -> Dense -> softmax
+cross-entropy."""
 
 import numpy as np
 
 from distnn.nn import kernels as kernel_choice
 from distnn.nn.crand import CRand, eigen_random
-from distnn.nn.functional import softmax_cross_entropy, softmax_cross_entropy_grad
-from distnn.nn.layers import Dense, ReLU
+from distnn.nn.functional import dropout_scale, softmax_cross_entropy, softmax_cross_entropy_grad
+from distnn.nn.layers import ACTIVATIONS, Dense
 
 INITS = ("he", "nnfs", "uniform")
 CHUNK_ROWS = 4096  # rows per forward/backward pass: keeps activations in cache (benchmarks/chunk_rows.py)
 
 
 class MLP:
-    """A dense ReLU network whose parameters live in one contiguous vector.
+    """A dense network whose parameters live in one contiguous vector.
 
     ``params`` and ``grads`` are flat arrays of ``n_params`` elements; every layer's
     weight and bias are reshaped views into them, so one MPI call moves the whole model
@@ -33,17 +34,35 @@ class MLP:
         drawn from glibc's ``rand()`` stream, see ``crand.py``). Biases start at zero.
     seed : int
         Seed of the initial weights: NumPy ``RandomState`` for "he" and "nnfs", glibc's
-        ``srand`` for "uniform" (0 and 1 give the original's unseeded stream).
+        ``srand`` for "uniform" (0 and 1 give the original's unseeded stream); and of the
+        dropout masks.
+    activation : "relu", "tanh" or "gelu" (tanh approximation), after every hidden layer.
+    dropout : float in [0, 1)
+        In training, each hidden unit's output is zeroed with this probability and the
+        others scaled by ``1 / (1 - dropout)``; the mask is a function of (seed, global
+        batch number, layer, sample index, unit) only, so the ranks that split a batch draw
+        serial's masks. Inference uses every unit.
+    params, grads : flat arrays of ``n_params``, optional
+        Buffers placed by a strategy (e.g. in shared memory); new ones otherwise.
     kernels : "numpy", "fused", "auto", or a path ("fused-rows", "fused-blas")
-        The compute path (``nn/kernels.py``); ``self.kernels`` names the one in use.
+        The compute path (``nn/kernels.py``); ``self.kernels`` names the one in use. The
+        fused kernels compute ReLU networks without dropout.
     """
 
-    def __init__(self, sizes, dtype="float32", init="he", seed=0, kernels="numpy"):
+    def __init__(self, sizes, dtype="float32", init="he", seed=0, params=None, grads=None,
+                 activation="relu", dropout=0.0, kernels="numpy"):
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got "
+                             f"{activation!r}.")
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}.")
+        self.activation, self._activation = activation, ACTIVATIONS[activation]
+        self.dropout, self.seed = float(dropout), int(seed)
         self.sizes = [int(s) for s in sizes]
         self.dtype = np.dtype(dtype)
-        self.n_params = sum(Dense.size(a, b) for a, b in zip(self.sizes, self.sizes[1:]))
-        self.params = np.zeros(self.n_params, dtype=self.dtype)
-        self.grads = np.zeros(self.n_params, dtype=self.dtype)
+        self.n_params = self.parameter_count(self.sizes)
+        self.params = self._buffer("params", params)
+        self.grads = self._buffer("grads", grads)
         self._chunk_grads = np.zeros(self.n_params, dtype=self.dtype)
         self.layers: list[Dense] = []
         self._chunk_views = []
@@ -59,8 +78,8 @@ class MLP:
         self.input_shift: np.ndarray | None = None   # standardisation: (x - shift) * scale
         self.input_scale: np.ndarray | None = None
         self._input = np.empty((0, self.sizes[0]), dtype=self.dtype)
-        self.kernels = kernels if kernels in kernel_choice.PATHS else kernel_choice.resolve(
-            kernels, self.sizes)
+        self.kernels = kernel_choice.resolve(kernels, self.sizes,
+                                             plain=activation == "relu" and not dropout)
         self._fused = self._rows_kernel = None
         if self.kernels != "numpy":
             from distnn.nn import fused
@@ -68,6 +87,20 @@ class MLP:
             self._fused = fused
         if self.kernels == "fused-rows":
             self._rows_kernel = _RowsKernel(self)
+
+    @staticmethod
+    def parameter_count(sizes) -> int:
+        return sum(Dense.size(a, b) for a, b in zip(sizes, sizes[1:]))
+
+    def _buffer(self, name: str, given: np.ndarray | None) -> np.ndarray:
+        """A flat buffer of ``n_params``: ``given`` (placed by a strategy, e.g. in shared
+        memory) or a new one."""
+        if given is None:
+            return np.zeros(self.n_params, dtype=self.dtype)
+        if given.shape != (self.n_params,) or given.dtype != self.dtype:
+            raise ValueError(f"{name} buffer must be ({self.n_params},) {self.dtype}, "
+                             f"got {given.shape} {given.dtype}")
+        return given
 
     def set_input_transform(self, shift: np.ndarray | None, scale: np.ndarray | None) -> None:
         """Standardise every input, in training and in inference alike: ``(x - shift) * scale``
@@ -97,8 +130,9 @@ class MLP:
         return out
 
     def rebind(self, params: np.ndarray | None = None, grads: np.ndarray | None = None) -> None:
-        """Move the parameters and/or gradients into other flat buffers (e.g. shared memory),
-        copying the current values; the layers' views follow."""
+        """Move the parameters and/or gradients into other flat buffers, copying the current
+        values; the layers' views follow. For the end of a run whose buffers lived in
+        shared memory that is about to be freed."""
         for name, buffer in (("params", params), ("grads", grads)):
             if buffer is None:
                 continue
@@ -138,69 +172,93 @@ class MLP:
         if rows <= self._rows:
             return
         widths = self.sizes[1:]
+        hidden = widths[:-1]
         self._act = [np.empty((rows, w), dtype=self.dtype) for w in widths]
         self._grad = [np.empty((rows, w), dtype=self.dtype) for w in widths]
-        self._mask = [np.empty((rows, w), dtype=bool) for w in widths[:-1]]
+        self._mask = [np.empty((rows, w), dtype=bool) for w in hidden]
+        # The activation's derivative and scratch (not ReLU's: its mask comes from its output).
+        extra = self._activation.buffers
+        self._deriv = [[np.empty((rows, w), dtype=self.dtype) for _ in range(extra)]
+                       for w in hidden]
+        if self.dropout:
+            self._keep = [np.empty((rows, w), dtype=self.dtype) for w in hidden]
+            self._hashes = [np.empty((rows, w), dtype=np.uint64) for w in hidden]
         self._rows = rows
 
-    def _forward(self, x: np.ndarray, last_bias: bool = True) -> list[np.ndarray]:
-        """Activations of every layer; the fused path leaves the last layer's bias to
-        the softmax kernel unless ``last_bias``."""
+    def _forward(self, x: np.ndarray, samples=None, last_bias: bool = True) -> list[np.ndarray]:
+        """Every layer's output for ``x``; in training (``samples`` given: ``(global batch
+        number, the rows' sample indices)``) also the activations' derivatives and, with
+        dropout, the masks applied. The fused path leaves the last layer's bias to the
+        softmax kernel unless ``last_bias``."""
         n = x.shape[0]
         acts = [a[:n] for a in self._act]
+        if self._fused is not None:
+            return self._fused_forward(x, acts, last_bias)
         inputs = x
-        fused = self._fused
         for i, layer in enumerate(self.layers):
-            hidden = i < len(self.layers) - 1
-            if fused is None:
-                layer.forward(inputs, out=acts[i])
-                if hidden:
-                    ReLU.forward(acts[i])
-            else:
-                np.matmul(inputs, layer.weight, out=acts[i])
-                if hidden:
-                    fused.bias_relu(acts[i], layer.bias)
-                elif last_bias:
-                    fused.bias_add(acts[i], layer.bias)
+            layer.forward(inputs, out=acts[i])
+            if i < len(self.layers) - 1:
+                buffers = [d[:n] for d in self._deriv[i]]
+                self._activation.forward(acts[i], buffers, training=samples is not None)
+                if samples is not None and self.dropout:
+                    keep = dropout_scale(self.seed, samples[0], i, samples[1], self.dropout,
+                                         self._hashes[i][:n], self._mask[i][:n], self._keep[i][:n])
+                    acts[i] *= keep
             inputs = acts[i]
         return acts
 
-    def loss_and_gradient_sum(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int]:
+    def _fused_forward(self, x, acts, last_bias: bool) -> list[np.ndarray]:
+        inputs = x
+        for i, layer in enumerate(self.layers):
+            np.matmul(inputs, layer.weight, out=acts[i])
+            if i < len(self.layers) - 1:
+                self._fused.bias_relu(acts[i], layer.bias)
+            elif last_bias:
+                self._fused.bias_add(acts[i], layer.bias)
+            inputs = acts[i]
+        return acts
+
+    def loss_and_gradient_sum(self, x: np.ndarray, y: np.ndarray, samples=None) -> tuple[float, int]:
         """Forward and backward over ``x`` (n, n_features), labels ``y`` (n,).
 
         Fills ``self.grads`` with the gradient of the *summed* loss and returns
-        ``(loss_sum, correct)``. With n = 0 the gradient is zero.
+        ``(loss_sum, correct)``. With n = 0 the gradient is zero. ``samples``: ``(global
+        batch number, sample index of each row)``, which the dropout masks depend on
+        (needed with dropout; the batch number 0 and rows 0..n-1 otherwise).
         """
-        return self._gradient_sum(x, y, with_loss=True)
+        return self._gradient_sum(x, y, True, samples)
 
-    def gradient_sum(self, x: np.ndarray, y: np.ndarray) -> None:
+    def gradient_sum(self, x: np.ndarray, y: np.ndarray, samples=None) -> None:
         """As ``loss_and_gradient_sum``, without computing the loss: a training step's path."""
-        self._gradient_sum(x, y, with_loss=False)
+        self._gradient_sum(x, y, False, samples)
 
-    def _gradient_sum(self, x, y, with_loss: bool) -> tuple[float, int]:
+    def _gradient_sum(self, x, y, with_loss: bool, samples) -> tuple[float, int]:
         n = x.shape[0]
         if n == 0:
             self.grads[...] = 0
             return 0.0, 0
         if self._rows_kernel is not None:
             return self._rows_kernel(x, y, want_grad=True, want_loss=with_loss)
-        loss_sum, correct = self._chunk_gradient(x[:CHUNK_ROWS], y[:CHUNK_ROWS], True, with_loss)
+        batch, rows = samples if samples is not None else (0, np.arange(n))
+        loss_sum, correct = self._chunk_gradient(x[:CHUNK_ROWS], y[:CHUNK_ROWS], True, with_loss,
+                                                 (batch, rows[:CHUNK_ROWS]))
         for start in range(CHUNK_ROWS, n, CHUNK_ROWS):
-            part_loss, part_correct = self._chunk_gradient(
-                x[start : start + CHUNK_ROWS], y[start : start + CHUNK_ROWS], False, with_loss)
+            chunk = slice(start, start + CHUNK_ROWS)
+            part_loss, part_correct = self._chunk_gradient(x[chunk], y[chunk], False, with_loss,
+                                                           (batch, rows[chunk]))
             self.grads += self._chunk_grads
             loss_sum += part_loss
             correct += part_correct
         return loss_sum, correct
 
-    def _chunk_gradient(self, x, y, first: bool, with_loss: bool) -> tuple[float, int]:
+    def _chunk_gradient(self, x, y, first: bool, with_loss: bool, samples) -> tuple[float, int]:
         """Gradient sum of one chunk into ``grads`` (first chunk) or the chunk buffer."""
         x = self._standardized(x)
         n = x.shape[0]
         self._workspace(n)
         if self._fused is not None:
             return self._fused_chunk_gradient(x, y, first, with_loss)
-        acts = self._forward(x)
+        acts = self._forward(x, samples)
         grads = [g[:n] for g in self._grad]
         loss_sum, correct = 0.0, 0
         if with_loss:
@@ -213,7 +271,10 @@ class MLP:
             self.layers[i].backward(layer_input, grads[i], grad_in,
                                     None if first else self._chunk_views[i])
             if grad_in is not None:
-                ReLU.backward(grad_in, acts[i - 1], self._mask[i - 1][:n])
+                self._activation.backward(grad_in, acts[i - 1], self._mask[i - 1][:n],
+                                          [d[:n] for d in self._deriv[i - 1]])
+                if self.dropout:
+                    grad_in *= self._keep[i - 1][:n]
         return loss_sum, correct
 
     def _fused_chunk_gradient(self, x, y, first: bool, with_loss: bool) -> tuple[float, int]:

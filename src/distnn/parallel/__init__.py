@@ -1,10 +1,18 @@
-"""Strategies: how gradients become updates across ranks. One module per strategy."""
+"""Strategies: how gradients become updates across ranks. One module per strategy.
 
-from distnn.parallel.allreduce import Allreduce
-from distnn.parallel.ps_async import PSAsync
-from distnn.parallel.ps_sync import PSSync
-from distnn.parallel.serial import Serial
+``STRATEGIES`` (name -> class) is loaded on first use: importing ``distnn.parallel.x``
+for a module that needs no MPI must not initialise MPI.
+"""
 
-STRATEGIES = {cls.name: cls for cls in (Serial, PSSync, PSAsync, Allreduce)}
+__all__ = ["STRATEGIES"]
 
-__all__ = ["STRATEGIES", "Allreduce", "PSAsync", "PSSync", "Serial"]
+
+def __getattr__(name: str):
+    if name != "STRATEGIES":
+        raise AttributeError(f"module 'distnn.parallel' has no attribute {name!r}")
+    from distnn.parallel.allreduce import Allreduce
+    from distnn.parallel.ps_async import PSAsync
+    from distnn.parallel.ps_sync import PSSync
+    from distnn.parallel.serial import Serial
+
+    return {cls.name: cls for cls in (Serial, PSSync, PSAsync, Allreduce)}

@@ -1,16 +1,16 @@
 """Decentralised synchronous SGD: every process is a worker, no server.
 
-Per step, each rank computes the gradient sum of its slice; the sums are added and
-every replica applies the same update, so all replicas stay identical (checked by hash
-at the end). Two ways to add them:
+Per step, each rank computes the gradient sum of its slice and prepares its part of the
+update (``optimizer.prepare``); the parts are added and every replica applies the same
+update, so all replicas stay identical (checked by hash at the end). Two ways to add them:
 
-- ranks on one node (the default when possible): gradients, parameters and velocity
-  live in MPI-3 shared memory. Each rank turns its gradient sum into its part of the step
-  direction in its own row; after a fence, rank r adds every rank's part of its shard of
-  the vector into the velocity (in rank order) and updates that shard of the one shared
-  parameter vector; a second fence ends the step. No gradient is copied and each rank
-  updates 1/n of the parameters. Measured with ``benchmarks/speed.py``.
-- otherwise: one blocking ``Allreduce`` of the flat gradient, then every rank updates
+- ranks on one node (the default when possible): the parts, the parameters and the
+  optimizer state live in MPI-3 shared memory. Each rank prepares its part in its own row;
+  after a fence, rank r adds every rank's part of its shard of the vector (in rank order)
+  and updates that shard of the one shared parameter vector and of the state; a second
+  fence ends the step. No gradient is copied and each rank updates 1/n of the parameters.
+  Measured with ``benchmarks/speed.py``.
+- otherwise: one blocking ``Allreduce`` of the prepared parts, then every rank updates
   all parameters. Blocking even when ranks outnumber cores: every rank computes, so no
   idle core is there to give back, and a multi-round collective pays the sleep latency
   once per round (``benchmarks/wait_policy.py --strategy allreduce``, 2 cores:
@@ -25,40 +25,33 @@ from mpi4py import MPI
 
 from distnn.data.sampler import batch_length, worker_range
 from distnn.parallel.comm import wait_politely, wait_spinning
+from distnn.parallel.placement import Placement, private
 from distnn.parallel.shared_memory import SharedBuffers, on_one_node
 from distnn.parallel.strategy import Strategy
 
 
 class Allreduce(Strategy):
     name = "allreduce"
-
-    def __init__(self, comm, model, optimizer, data, timer, polite: bool = False,
-                 shared_memory: bool = True):
-        super().__init__(comm, model, optimizer, data, timer)
-        self.polite = polite
-        self._message = [model.grads, self._type]
-        self.shared = None
-        if shared_memory and self.size > 1 and on_one_node(comm):
-            self._use_shared_memory()
+    polite = False
 
     @classmethod
-    def from_config(cls, config, comm, model, optimizer, data, timer) -> "Allreduce":
-        strategy = cls(comm, model, optimizer, data, timer,
-                       shared_memory=config.shared_memory and config.combine == "gradients")
-        strategy.combine(config)
-        return strategy
+    def place(cls, comm, roles, n_params, dtype, state_names, config) -> Placement:
+        size = comm.Get_size()
+        if not (config.shared_memory and config.combine == "gradients" and size > 1
+                and on_one_node(comm)):
+            return private(n_params, dtype, state_names)
+        shared = SharedBuffers(comm)
+        rows = shared.array((size, n_params), dtype)
+        params = shared.array((n_params,), dtype)
+        state = {name: shared.array((n_params,), dtype) for name in state_names}
+        return Placement(params, rows[comm.Get_rank()], state, shared, {"parts": rows})
 
-    def _use_shared_memory(self) -> None:
-        model, n = self.model, self.model.n_params
-        self.shared = SharedBuffers(self.comm)
-        rows = self.shared.array((self.size, n), model.dtype)
-        params = self.shared.array((n,), model.dtype)
-        velocity = self.shared.array((n,), model.dtype)
-        model.rebind(params=params, grads=rows[self.rank])
-        self.optimizer.rebind(params, velocity)
-        self.shared.fence()
-        self._rows = rows
-        self._shard = slice(*worker_range(n, self.size, self.rank))
+    def __init__(self, comm, roles, model, optimizer, data, timer, placement, config):
+        super().__init__(comm, roles, model, optimizer, data, timer, placement, config)
+        self._message = [model.grads, self._type]
+        if self.shared is not None:
+            self._parts = placement.rows["parts"]
+            self._shard = slice(*worker_range(model.n_params, self.size, self.rank))
 
     def step(self, batch) -> None:
         if self.combine_models:
@@ -67,23 +60,22 @@ class Allreduce(Strategy):
                 self._average_models()
             return
         self.local_gradient_sum(batch)
+        self.optimizer.prepare(self.model.grads, batch_length(batch))
         self.timer.lap("compute")
         if self.shared is not None:
-            self._shared_step(batch_length(batch))
+            self._shared_step()
             return
         wait = wait_politely if self.polite else wait_spinning
         wait(self.comm.Iallreduce(MPI.IN_PLACE, self._message, op=MPI.SUM), self.watch,
              "the gradient allreduce")
         self.timer.lap("comm")
-        self.optimizer.step(self.model.grads, batch_length(batch))
+        self.optimizer.apply([self.model.grads])
         self.timer.lap("compute")
 
-    def _shared_step(self, batch_size: int) -> None:
-        self.optimizer.direction(self.model.grads, batch_size)   # this rank's part, its row
-        self.timer.lap("compute")
+    def _shared_step(self) -> None:
         self.shared.fence("the other ranks' gradients")
         self.timer.lap("wait")
-        self.optimizer.apply(*self._rows[:, self._shard], part=self._shard)
+        self.optimizer.apply(self._parts[:, self._shard], part=self._shard)
         self.timer.lap("compute")
         self.shared.fence("the other ranks' updates")
         self.timer.lap("wait")

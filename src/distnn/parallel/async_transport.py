@@ -11,6 +11,7 @@ from mpi4py import MPI
 
 from distnn.parallel.comm import Tag, mpi_type, probe_politely, sleep_until, wait_politely
 from distnn.parallel.doorbell import Doorbells
+from distnn.parallel.placement import Placement, private
 from distnn.parallel.shared_memory import SharedBuffers, to_private_memory
 from distnn.parallel.stall import watch_of
 
@@ -22,11 +23,18 @@ class MessageTransport:
 
     shared_memory = False
 
-    def __init__(self, comm: MPI.Comm, model, optimizer):
+    @staticmethod
+    def place(comm: MPI.Comm, roles, n_params: int, dtype, state_names) -> Placement:
+        """Private buffers; the server also receives each gradient into one of its own."""
+        if comm.Get_rank() != SERVER:
+            return private(n_params, dtype)
+        return private(n_params, dtype, state_names, {"gradient": np.zeros(n_params, dtype)})
+
+    def __init__(self, comm: MPI.Comm, roles, model, optimizer, placement: Placement):
         self.comm, self.model, self._type = comm, model, mpi_type(model.dtype)
         self.watch = watch_of(comm)
         self._status = MPI.Status()
-        self._gradient = np.empty_like(model.grads) if comm.Get_rank() == SERVER else None
+        self._gradient = placement.rows.get("gradient")
 
     def send_params(self, worker: int) -> None:
         wait_politely(self.comm.Isend([self.model.params, self._type], dest=worker,
@@ -69,25 +77,32 @@ class SharedMemoryTransport:
 
     shared_memory = True
 
-    def __init__(self, comm: MPI.Comm, model, optimizer):
-        self.rank, self.model, self.optimizer = comm.Get_rank(), model, optimizer
-        workers = comm.Get_size() - 1
-        self.shared = SharedBuffers(comm)
-        self._snapshots = self.shared.array((workers, model.n_params), model.dtype)
-        self._gradients = self.shared.array((workers, model.n_params), model.dtype)
-        self._params = self.shared.array((model.n_params,), model.dtype)
-        if self.rank == SERVER:
-            model.rebind(params=self._params)
-            optimizer.rebind(self._params, optimizer.velocity)
-        else:
-            model.rebind(params=self._snapshots[self.rank - 1],
-                         grads=self._gradients[self.rank - 1])
-        self.shared.fence()
+    @staticmethod
+    def place(comm: MPI.Comm, roles, n_params: int, dtype, state_names) -> Placement:
+        """The server's model is the one shared parameter vector; a worker's, its snapshot
+        row, and its gradient its gradient row."""
+        shared = SharedBuffers(comm)
+        rows = {"snapshots": shared.array((roles.n_workers, n_params), dtype),
+                "gradients": shared.array((roles.n_workers, n_params), dtype),
+                "params": shared.array((n_params,), dtype)}
+        worker = roles.worker_index(comm.Get_rank())
+        if worker is None:
+            return Placement(rows["params"], np.zeros(n_params, dtype),
+                             {name: np.zeros(n_params, dtype) for name in state_names},
+                             shared, rows)
+        return Placement(rows["snapshots"][worker], rows["gradients"][worker], {}, shared, rows)
+
+    def __init__(self, comm: MPI.Comm, roles, model, optimizer, placement: Placement):
+        self.rank, self.roles, self.model, self.optimizer = comm.Get_rank(), roles, model, optimizer
+        self.shared = placement.shared
+        self._snapshots = placement.rows["snapshots"]
+        self._gradients = placement.rows["gradients"]
+        self._params = placement.rows["params"]
         self._bells = Doorbells(comm)
         self._ready: list[int] = []      # server: workers whose gradient waits to be applied
 
     def send_params(self, worker: int) -> None:
-        self._snapshots[worker - 1] = self._params
+        self._snapshots[self.roles.worker_index(worker)] = self._params
         self.shared.sync()
         self._bells.ring(worker)
 
@@ -97,7 +112,7 @@ class SharedMemoryTransport:
                 if sources[0] == MPI.ANY_SOURCE or worker in sources:
                     self._ready.remove(worker)
                     self.shared.sync()
-                    return worker, self._gradients[worker - 1]
+                    return worker, self._gradients[self.roles.worker_index(worker)]
             self._ready.extend(self._bells.wait_any("a gradient"))
 
     def receive_params(self) -> None:

@@ -27,6 +27,7 @@ from mpi4py import MPI
 from distnn.data.sampler import batch_length, worker_range
 from distnn.errors import UsageError
 from distnn.parallel.async_transport import MessageTransport, SharedMemoryTransport
+from distnn.parallel.placement import Placement
 from distnn.parallel.shared_memory import on_one_node
 from distnn.parallel.strategy import Strategy
 
@@ -45,32 +46,33 @@ def batch_sizes_per_worker(sampler, n_workers: int) -> list[deque]:
 
 class PSAsync(Strategy):
     name = "ps-async"
-    has_server = True
 
-    def __init__(self, comm, model, optimizer, data, timer, max_staleness: int | None = None,
-                 shared_memory: bool = True):
-        super().__init__(comm, model, optimizer, data, timer)
-        self.max_staleness = max_staleness
+    @classmethod
+    def place(cls, comm, roles, n_params, dtype, state_names, config) -> Placement:
+        """The transport's buffers; the optimizer state on the server alone."""
+        transport = SharedMemoryTransport if config.shared_memory and on_one_node(comm) \
+            else MessageTransport
+        return transport.place(comm, roles, n_params, dtype, state_names)
+
+    def __init__(self, comm, roles, model, optimizer, data, timer, placement, config):
+        super().__init__(comm, roles, model, optimizer, data, timer, placement, config)
+        self.max_staleness = config.max_staleness
         self.sent = 0
         if self.rank == 0:
-            workers = self.size - 1
+            workers = roles.n_workers
             self.updates = 0
             self._version = np.zeros(self.size, dtype=np.int64)   # by rank; 0 = server
             self._remaining = np.zeros(self.size, dtype=np.int64)
             self._in_flight: list[int] = []
-            self._parked = deque(range(1, self.size))
+            self._parked = deque(roles.worker_ranks)
             self.applied = np.zeros(workers, dtype=np.int64)
             self.staleness_counts = np.zeros(1, dtype=np.int64)
-        transport = SharedMemoryTransport if shared_memory and on_one_node(comm) else MessageTransport
-        self.transport = transport(comm, model, optimizer)
+        transport = SharedMemoryTransport if self.shared is not None else MessageTransport
+        self.transport = transport(comm, roles, model, optimizer, placement)
 
     @classmethod
-    def from_config(cls, config, comm, model, optimizer, data, timer) -> "PSAsync":
-        return cls(comm, model, optimizer, data, timer, max_staleness=config.max_staleness,
-                   shared_memory=config.shared_memory)
-
-    def updates_per_epoch(self, sampler) -> int:
-        return sum(map(len, batch_sizes_per_worker(sampler, self.size - 1)))
+    def updates_per_epoch(cls, sampler, roles) -> int:
+        return sum(map(len, batch_sizes_per_worker(sampler, roles.n_workers)))
 
     stops_mid_epoch = False   # gradients in flight: a stop waits for the epoch's end
 
@@ -78,12 +80,12 @@ class PSAsync(Strategy):
         if first_step:
             raise ValueError("ps-async runs whole epochs; it cannot start mid-epoch")
         if self.rank == 0:
-            self._serve(batch_sizes_per_worker(sampler, self.size - 1), should_stop)
+            self._serve(batch_sizes_per_worker(sampler, self.roles.n_workers), should_stop)
         else:
-            n_workers = self.size - 1
-            for batch in sampler.batches(epoch):
-                start, stop = worker_range(batch_length(batch), n_workers, self.rank - 1)
+            for index, batch in enumerate(sampler.batches(epoch)):
+                start, stop = self.roles.rows(batch_length(batch), self.rank)
                 if stop > start:
+                    self.batch_number = epoch * sampler.steps_per_epoch + index
                     self._work(batch)
         return None
 
@@ -111,7 +113,8 @@ class PSAsync(Strategy):
             staleness = self.updates - self._version[worker]
             if self.max_staleness is not None and staleness > self.max_staleness:
                 raise RuntimeError(f"staleness {staleness} exceeds the bound {self.max_staleness}")
-            self.optimizer.step(gradient, batch_sizes[worker - 1].popleft())
+            self.optimizer.apply([self.optimizer.prepare(gradient,
+                                                         batch_sizes[self.roles.worker_index(worker)].popleft())])
             self.updates += 1
             self._record(worker, staleness)
             self._in_flight.remove(worker)
@@ -122,7 +125,7 @@ class PSAsync(Strategy):
             timer.lap("comm")
 
     def _record(self, worker: int, staleness: int) -> None:
-        self.applied[worker - 1] += 1
+        self.applied[self.roles.worker_index(worker)] += 1
         if staleness >= self.staleness_counts.size:
             self.staleness_counts = np.concatenate(
                 [self.staleness_counts, np.zeros(staleness + 1 - self.staleness_counts.size,
@@ -161,15 +164,15 @@ class PSAsync(Strategy):
 
     def load_state_dict(self, state: dict) -> None:
         applied = np.asarray(state["applied"], dtype=np.int64)
-        if applied.shape != (self.size - 1,):
+        if applied.shape != (self.roles.n_workers,):
             raise UsageError(f"--resume: the checkpoint was written by {applied.size} ps-async "
-                             f"workers; resume with the same number, not {self.size - 1}")
+                             f"workers; resume with the same number, not {self.roles.n_workers}")
         if self.rank == 0:
             self.updates = int(state["updates"])
             self.applied = applied.copy()
             self.staleness_counts = np.asarray(state["staleness_counts"], dtype=np.int64).copy()
         else:
-            self.sent = int(applied[self.rank - 1])
+            self.sent = int(applied[self.worker_index])
 
     def statistics(self) -> dict:
         if self.rank != 0:

@@ -1,12 +1,12 @@
 """Synchronous parameter server: rank 0 averages every worker's gradient, then updates.
 
-Per step, each worker computes its gradient *sum* and turns it into its part of the step
-direction (``-lr_t / global batch * sum``: the schedule is the same on every rank); the
-server adds the parts into the velocity in rank order (so the result is the same run to
-run) and updates, and every worker continues from the new parameters. Scaling on the
+Per step, each worker computes its gradient *sum* and prepares its part of the update
+(``optimizer.prepare``: for SGD, ``-lr_t / global batch * sum``; the schedule is the same
+on every rank); the server applies the parts, added in rank order (so the result is the
+same run to run), and every worker continues from the new parameters. Preparing on the
 workers leaves the server, the one rank every step waits for, one pass over memory per
-worker plus two. The server computes no
-gradients (p processes = 1 server + p-1 workers, as in the original). Two ways to move
+worker plus two (SGD). The server computes no gradients (p processes = 1 server + p-1
+workers, as in the original) and alone holds the optimizer state. Two ways to move
 the vectors:
 
 - ranks on one node (the default when possible): each worker's gradient row and the one
@@ -34,6 +34,7 @@ from mpi4py import MPI
 from distnn.data.sampler import batch_length
 from distnn.parallel.comm import Tag, probe_politely, spin_until, wait_politely
 from distnn.parallel.doorbell import Doorbells
+from distnn.parallel.placement import Placement, private
 from distnn.parallel.shared_memory import SharedBuffers, on_one_node
 from distnn.parallel.strategy import Strategy
 
@@ -42,37 +43,31 @@ SERVER = 0
 
 class PSSync(Strategy):
     name = "ps-sync"
-    has_server = True
-
-    def __init__(self, comm, model, optimizer, data, timer, polite: bool = True,
-                 shared_memory: bool = True):
-        super().__init__(comm, model, optimizer, data, timer)
-        self.polite = polite
-        self.shared = None
-        if shared_memory and on_one_node(comm):
-            self._use_shared_memory()
-        elif self.rank == SERVER:
-            self._rows = np.zeros((self.size - 1, model.n_params), dtype=model.dtype)
 
     @classmethod
-    def from_config(cls, config, comm, model, optimizer, data, timer) -> "PSSync":
-        strategy = cls(comm, model, optimizer, data, timer,
-                       shared_memory=config.shared_memory and config.combine == "gradients")
-        strategy.combine(config)
-        return strategy
+    def place(cls, comm, roles, n_params, dtype, state_names, config) -> Placement:
+        """The workers' parts of each step are the server's rows (shared memory on one node,
+        else message buffers on the server); the optimizer state lives on the server, and
+        on every worker only when each steps its own model (``--combine models``)."""
+        rank, workers = comm.Get_rank(), roles.n_workers
+        owns_state = roles.is_server(rank) or config.combine == "models"
+        names = state_names if owns_state else ()
+        if config.shared_memory and config.combine == "gradients" and on_one_node(comm):
+            shared = SharedBuffers(comm)
+            rows = shared.array((workers, n_params), dtype)
+            params = shared.array((n_params,), dtype)
+            grads = np.zeros(n_params, dtype) if roles.is_server(rank) else \
+                rows[roles.worker_index(rank)]
+            state = {name: np.zeros(n_params, dtype) for name in names}
+            return Placement(params, grads, state, shared, {"parts": rows})
+        rows = {"parts": np.zeros((workers, n_params), dtype)} if roles.is_server(rank) else {}
+        return private(n_params, dtype, names, rows)
 
-    def _use_shared_memory(self) -> None:
-        model = self.model
-        self.shared = SharedBuffers(self.comm)
-        self._rows = self.shared.array((self.size - 1, model.n_params), model.dtype)
-        params = self.shared.array((model.n_params,), model.dtype)
-        if self.rank == SERVER:
-            model.rebind(params=params)
-            self.optimizer.rebind(params, self.optimizer.velocity)
-        else:
-            model.rebind(params=params, grads=self._rows[self.rank - 1])
-        self.shared.fence()
-        self._bells = Doorbells(self.comm)
+    def __init__(self, comm, roles, model, optimizer, data, timer, placement, config):
+        super().__init__(comm, roles, model, optimizer, data, timer, placement, config)
+        self._parts = placement.rows.get("parts")
+        if self.shared is not None:
+            self._bells = Doorbells(self.comm)
 
     def step(self, batch) -> None:
         if self.combine_models:
@@ -80,7 +75,7 @@ class PSSync(Strategy):
             return
         if self.rank != SERVER:
             self.local_gradient_sum(batch)
-            self.optimizer.direction(self.model.grads, batch_length(batch))
+            self.optimizer.prepare(self.model.grads, batch_length(batch))
             self.optimizer.advance()
             self.timer.lap("compute")
         if self.shared is not None:
@@ -91,8 +86,8 @@ class PSSync(Strategy):
             self._work()
 
     def _update(self) -> None:
-        """Server: one step from the workers' parts of the direction, added in rank order."""
-        self.optimizer.apply(*self._rows)
+        """Server: one update from the workers' parts, added in rank order."""
+        self.optimizer.apply(self._parts)
         self.timer.lap("compute")
 
     def _shared_step(self) -> None:
@@ -103,7 +98,7 @@ class PSSync(Strategy):
             self.timer.lap("wait")
             self._update()
             shared.sync()
-            for worker in range(1, self.size):
+            for worker in self.roles.worker_ranks:
                 bells.ring(worker)
             self.timer.lap("comm")
         else:
@@ -115,7 +110,7 @@ class PSSync(Strategy):
 
     def _serve(self) -> None:
         timer, comm = self.timer, self.comm
-        for _ in range(self.size - 1):
+        for _ in self.roles.worker_ranks:
             if self.polite:
                 probe_politely(comm, self._status, tag=Tag.GRADIENT, watch=self.watch,
                                what="a gradient")
@@ -124,7 +119,8 @@ class PSSync(Strategy):
                                                status=self._status), self.watch, "a gradient")
             timer.lap("wait")
             source = self._status.Get_source()
-            comm.Recv([self._rows[source - 1], self._type], source=source, tag=Tag.GRADIENT)
+            comm.Recv([self._parts[self.roles.worker_index(source)], self._type], source=source,
+                      tag=Tag.GRADIENT)
             timer.lap("comm")
         self._update()
         self._broadcast_params()
@@ -145,19 +141,20 @@ class PSSync(Strategy):
         self._pending = 0
         self.averagings += 1
         if self.rank == SERVER:
-            for _ in range(self.size - 1):
+            for _ in self.roles.worker_ranks:
                 if self.polite:
                     probe_politely(comm, self._status, tag=Tag.PARAMS)
                 else:
                     comm.Probe(source=MPI.ANY_SOURCE, tag=Tag.PARAMS, status=self._status)
                 timer.lap("wait")
                 source = self._status.Get_source()
-                comm.Recv([self._rows[source - 1], self._type], source=source, tag=Tag.PARAMS)
+                comm.Recv([self._parts[self.roles.worker_index(source)], self._type],
+                          source=source, tag=Tag.PARAMS)
                 timer.lap("comm")
-            params[...] = self._rows[0]
-            for row in self._rows[1:]:
+            params[...] = self._parts[0]
+            for row in self._parts[1:]:
                 params += row
-            params /= self.size - 1
+            params /= self.roles.n_workers
             timer.lap("compute")
         else:
             comm.Send([params, self._type], dest=SERVER, tag=Tag.PARAMS)

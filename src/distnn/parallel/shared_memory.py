@@ -28,7 +28,7 @@ def to_private_memory(model, optimizer) -> None:
     shared memory), so that the shared memory can be freed and the results outlive it."""
     params = model.params.copy()
     model.rebind(params=params, grads=model.grads.copy())
-    optimizer.rebind(params, optimizer.velocity.copy())
+    optimizer.relocate(params, {name: buffer.copy() for name, buffer in optimizer.state.items()})
 
 
 class SharedBuffers:

@@ -5,38 +5,47 @@ import itertools
 import numpy as np
 from mpi4py import MPI
 
-from distnn.data.sampler import batch_length, sub_batch, take, worker_range
+from distnn.data.sampler import batch_length, sub_batch, take
 from distnn.parallel.comm import mpi_type, wait_politely, wait_spinning
+from distnn.parallel.placement import Placement, private
 from distnn.parallel.shared_memory import to_private_memory
 from distnn.parallel.stall import watch_of
 from distnn.parallel.timing import PhaseTimer
+from distnn.roles import Roles
 
 
 class Strategy:
     """The gradient path of one rank.
 
+    Built in two steps, so that every buffer is allocated once where it will live:
+    ``place`` (collective) decides where this rank's parameters, gradients and optimizer
+    state are, the model and the optimizer are built on them, then the strategy itself.
+
     ``run_epoch`` is called on every rank for every epoch; synchronous strategies
     implement ``step(batch)``, called with the same global batch on every rank (the
     sampler is deterministic). ``synchronize`` is called before every evaluation and at
     the end: afterwards every rank holds the current global parameters.
+
+    The strategy talks to the optimizer through its contract alone (``optim/base.py``):
+    ``prepare`` on the rank that computed a gradient, ``apply`` (or ``advance``) where the
+    parameters are owned.
     """
 
     name = ""
-    has_server = False
     stops_mid_epoch = True    # may stop between any two steps (see ``run_epoch``)
     polite = True   # wait with Test/Iprobe + short sleeps (distnn.parallel.comm), not spinning
-    shared = None   # SharedBuffers when the model lives in shared memory (one node)
-    combine_models = False   # --combine models: local steps, then the models averaged
-    local_steps = 1          # local steps between two averagings
-    drop_remainder = False   # equal slices of floor(B/n) rows; the last B mod n go unused
 
-    def __init__(self, comm: MPI.Comm, model, optimizer, data, timer: PhaseTimer):
-        self.comm, self.model, self.optimizer, self.data, self.timer = (
-            comm, model, optimizer, data, timer)
+    def __init__(self, comm: MPI.Comm, roles: Roles, model, optimizer, data, timer: PhaseTimer,
+                 placement: Placement, config):
+        self.comm, self.roles, self.model, self.optimizer, self.data, self.timer = (
+            comm, roles, model, optimizer, data, timer)
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
+        self.placement, self.shared = placement, placement.shared
         self.watch = watch_of(comm)     # bounds every wait (stall.py)
-        if self.has_server and self.size < 2:
-            raise ValueError(f"{self.name} needs at least 2 processes (1 server + 1 worker)")
+        self.worker_index = roles.worker_index(self.rank)    # None on a parameter server
+        self.combine_models = config.combine == "models"   # local steps, then models averaged
+        self.local_steps = config.local_steps                # local steps between averagings
+        self.drop_remainder = config.drop_remainder  # slices of floor(B/n); B mod n rows unused
         self._type = mpi_type(model.dtype)      # the flat buffers' MPI datatype
         self._status = MPI.Status()
         self._x = np.empty((0, model.n_features), dtype=model.dtype)
@@ -46,38 +55,29 @@ class Strategy:
         self.averagings = 0          # --combine models: models averaged so far
         self.model_bytes_sent = 0    # --combine models: model bytes this rank gave to MPI
         self._pending = 0            # --combine models: local steps since the last averaging
-
-    def combine(self, config) -> None:
-        """Take ``--combine``, ``--local-steps`` and ``--drop-remainder`` from ``config``."""
-        self.combine_models = config.combine == "models"
-        self.local_steps = config.local_steps
-        self.drop_remainder = config.drop_remainder
+        self.batch_number = 0        # global batches so far: the dropout masks' step
 
     @classmethod
-    def from_config(cls, config, comm, model, optimizer, data, timer) -> "Strategy":
-        return cls(comm, model, optimizer, data, timer)
+    def place(cls, comm: MPI.Comm, roles: Roles, n_params: int, dtype, state_names,
+              config) -> Placement:
+        """Where this rank's buffers live (collective). By default: private memory, with
+        optimizer state on every rank (each applies every update)."""
+        return private(n_params, dtype, state_names)
 
     @classmethod
-    def n_workers(cls, size: int) -> int:
-        return size - 1 if cls.has_server else size
-
-    @property
-    def worker_index(self) -> int | None:
-        """This rank's position among the workers, or None for a parameter server."""
-        if self.has_server:
-            return None if self.rank == 0 else self.rank - 1
-        return self.rank
+    def updates_per_epoch(cls, sampler, roles: Roles) -> int:
+        """Optimizer steps per epoch: one per global batch for synchronous strategies."""
+        return sampler.steps_per_epoch
 
     def local_gradient_sum(self, batch) -> int:
         """Summed gradient of this worker's contiguous slice of ``batch`` into ``model.grads``;
         returns the slice's number of rows."""
         n = batch_length(batch)
-        workers = self.n_workers(self.size)
         if self.drop_remainder:
-            share = n // workers
+            share = n // self.roles.n_workers
             start, stop = self.worker_index * share, (self.worker_index + 1) * share
         else:
-            start, stop = worker_range(n, workers, self.worker_index)
+            start, stop = self.roles.rows(n, self.rank)
         part = sub_batch(batch, start, stop)
         rows = stop - start
         if not isinstance(part, slice) and self._x.shape[0] < rows:
@@ -85,14 +85,18 @@ class Strategy:
             self._y = np.empty(rows, dtype=np.intp)
         x = take(self.data.x_train, part, self._x)
         y = take(self.data.y_train, part, self._y)
+        samples = None
+        if self.model.dropout:
+            indices = np.arange(part.start, part.stop) if isinstance(part, slice) else part
+            samples = (self.batch_number, indices)
         if self.measure_loss:
             # The same gradient (the loss only reads what the gradient computes), plus one
             # log per row: asked for only on steps where rank 0's live line redraws.
-            loss_sum, _ = self.model.loss_and_gradient_sum(x, y)
+            loss_sum, _ = self.model.loss_and_gradient_sum(x, y, samples)
             self.recent_loss = loss_sum / max(rows, 1)
             self.measure_loss = False
         else:
-            self.model.gradient_sum(x, y)
+            self.model.gradient_sum(x, y, samples)
         return rows
 
     def local_model_step(self, batch) -> None:
@@ -112,12 +116,9 @@ class Strategy:
         if not self.combine_models:
             return {}
         sent = self.comm.allreduce(self.model_bytes_sent if self.worker_index is not None else 0)
-        workers = self.n_workers(self.size)
         return {"combine": "models", "local_steps": self.local_steps,
-                "averagings": self.averagings, "bytes_sent_per_worker": sent // workers}
-    def updates_per_epoch(self, sampler) -> int:
-        """Optimizer steps per epoch: one per global batch for synchronous strategies."""
-        return sampler.steps_per_epoch
+                "averagings": self.averagings,
+                "bytes_sent_per_worker": sent // self.roles.n_workers}
 
     def run_epoch(self, sampler, epoch: int, first_step: int = 0, should_stop=None) -> int | None:
         """Steps ``first_step..`` of ``epoch``. Before each step, ``should_stop(step)`` (the
@@ -127,6 +128,7 @@ class Strategy:
         for index, batch in enumerate(batches, start=first_step):
             if should_stop is not None and should_stop(index):
                 return index
+            self.batch_number = epoch * sampler.steps_per_epoch + index
             self.step(batch)
         return None
 

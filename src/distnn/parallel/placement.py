@@ -1,0 +1,28 @@
+"""Where one rank's flat vectors live, decided by its strategy before the model and the
+optimizer exist, so that every buffer is allocated once, where it will be used: private
+memory, or MPI-3 shared memory that the ranks of a node read directly."""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from distnn.parallel.shared_memory import SharedBuffers
+
+
+@dataclass
+class Placement:
+    """``params`` and ``grads`` for the model; ``state`` for the optimizer (its buffers by
+    name; empty on a rank that never applies an update); ``shared``, the shared memory to
+    free at the end; ``rows``, the strategy's own views (workers' gradient rows...)."""
+
+    params: np.ndarray
+    grads: np.ndarray
+    state: dict[str, np.ndarray]
+    shared: SharedBuffers | None = None
+    rows: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def private(n: int, dtype, state_names=(), rows: dict | None = None) -> Placement:
+    """Everything in this process's own memory."""
+    return Placement(np.zeros(n, dtype=dtype), np.zeros(n, dtype=dtype),
+                     {name: np.zeros(n, dtype=dtype) for name in state_names}, rows=rows or {})
