@@ -30,8 +30,10 @@ from distnn.nn.rows import MAX_UNROLLED  # noqa: E402
 SHAPES = [
     ((2, 64, 3), 30_000, "float64"),      # the seed preset
     ((2, 64, 4), 30_000, "float64"),      # seed-final
+    ((2, 64, 6), 30_000, "float64"),      # ROWS_MAX_CLASSES
+    ((2, 64, 8), 30_000, "float64"),      # past it
     ((2, 64, 10), 30_000, "float64"),     # seed-10
-    ((2, 64, 16), 30_000, "float64"),     # past ROWS_MAX_CLASSES
+    ((2, 64, 16), 30_000, "float64"),
     ((8, 64, 3), 30_000, "float64"),      # ROWS_MAX_INPUTS
     ((16, 64, 3), 30_000, "float64"),     # past it
     ((2, 256, 3), 30_000, "float64"),

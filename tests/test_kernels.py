@@ -174,7 +174,8 @@ def test_the_fused_kernels_compute_relu_without_dropout_only(tmp_path):
 
 def test_the_path_follows_the_shape():
     assert kernels.resolve("fused", [2, 64, 3]) == "fused-rows"
-    assert kernels.resolve("auto", [2, 64, 10]) == "fused-rows"
+    assert kernels.resolve("auto", [2, 64, 6]) == "fused-rows"
+    assert kernels.resolve("auto", [2, 64, 10]) == "fused-blas"
     assert kernels.resolve("auto", [784, 256, 10]) == "fused-blas"
     assert kernels.resolve("auto", [2, 64, 64, 3]) == "fused-blas"
     assert kernels.resolve("auto", [2, 64, kernels.ROWS_MAX_CLASSES + 1]) == "fused-blas"

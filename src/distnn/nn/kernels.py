@@ -27,7 +27,7 @@ NOT_PLAIN = "the fused kernels compute ReLU networks without dropout"
 # The rows kernel unrolls its inputs and classes into registers: past these it spills, and
 # the BLAS path is faster (benchmarks/kernels.py).
 ROWS_MAX_INPUTS = 8
-ROWS_MAX_CLASSES = 10
+ROWS_MAX_CLASSES = 6
 # Importing numba and loading the compiled kernels costs about a second per process
 # (benchmarks/kernels.py); a run of fewer flops than this (about 2 s of NumPy compute)
 # would not win it back, and auto leaves it on NumPy.
