@@ -1,13 +1,19 @@
-"""Throughput side by side in one run: bare NumPy, distnn serial, allreduce, ps-sync.
+"""Throughput side by side in one run: bare NumPy, distnn serial (NumPy and fused
+kernels), allreduce, ps-sync, and the GEMM-bound ceiling.
 
-    python benchmarks/speed.py [--rounds 3] [--epochs 1]
+    python benchmarks/speed.py [--rounds 3] [--epochs 1] [--seed-epochs 100] [--preset-runs 1]
 
 784-256-10, float32, 128 samples per worker per step, on Fashion-MNIST when Debian's
 dataset-fashion-mnist is installed (synthetic data of the same size otherwise); and the
 2-64-3 seed model (float64, full batch of 30,000). The bare NumPy reference is the same
-maths written plainly and carefully (no framework, no preallocation tricks). Variants
-alternate within each round; the table gives median samples/s and the ratio to the
-serial distnn run. One BLAS thread per process throughout.
+maths written plainly and carefully (no framework, no preallocation tricks). The ceiling
+is the step's five GEMMs alone (forward x W1 and h W2, backward h^T d, d W2^T, x^T dh) on
+a batch of 128 rows: no training loop can beat it with NumPy's BLAS. Variants alternate
+within each round; the tables give median samples/s, the ratio to distnn serial with
+NumPy kernels (the path before the fused kernels) and to the fastest serial run, and for
+784-256-10 the share of the ceiling. Then ``--preset seed`` end to end (10,000 epochs),
+timed as a user would, and where a fused 784-256-10 step's time goes. One BLAS thread
+per process throughout (the parallel variants take the default kernels, auto).
 """
 
 import argparse
@@ -70,20 +76,146 @@ def distnn_run(args: list[str], procs: int, out: Path) -> float:
     return run(args, procs, "1", out)["samples_per_s"]
 
 
+def gemm_arrays(x, sizes, batch, dtype, seed=0) -> dict:
+    rng = np.random.default_rng(seed)
+    rows = rng.permutation(x.shape[0])[:batch]
+    return {"x": np.ascontiguousarray(x[rows], dtype=dtype),
+            "w1": rng.normal(size=sizes[:2]).astype(dtype),
+            "w2": rng.normal(size=sizes[1:]).astype(dtype),
+            "h": np.empty((batch, sizes[1]), dtype), "z": np.empty((batch, sizes[2]), dtype),
+            "dh": np.empty((batch, sizes[1]), dtype), "dw1": np.empty(sizes[:2], dtype),
+            "dw2": np.empty(sizes[1:], dtype)}
+
+
+def gemms(a) -> None:
+    """The five GEMMs of one 2-layer step, and nothing else."""
+    np.matmul(a["x"], a["w1"], out=a["h"])
+    np.matmul(a["h"], a["w2"], out=a["z"])
+    np.matmul(a["h"].T, a["z"], out=a["dw2"])
+    np.matmul(a["z"], a["w2"].T, out=a["dh"])
+    np.matmul(a["x"].T, a["dh"], out=a["dw1"])
+
+
+def gemm_ceiling(arrays, steps: int) -> float:
+    """samples/s if a step cost only its GEMMs."""
+    gemms(arrays)
+    start = time.perf_counter()
+    for _ in range(steps):
+        gemms(arrays)
+    return steps * arrays["x"].shape[0] / (time.perf_counter() - start)
+
+
+def _serial(x, y, sizes, dtype, kernels, lr):
+    """One process's training objects as ``distnn train`` builds them (``train.setup``)
+    on in-process data: ``job.strategy.step`` is a training step exactly as the command
+    runs it (gather, gradient, update, phase timer)."""
+    from mpi4py import MPI
+
+    from distnn.config import make_config
+    from distnn.data import Dataset
+    from distnn.train import setup
+
+    config = make_config(dataset="arrays", hidden=tuple(sizes[1:-1]), dtype=dtype,
+                         kernels=kernels, init="uniform", lr=lr, lr_decay=1e-3, momentum=0.9,
+                         batch_size=None, standardize=False, epochs=10_000)
+    data = Dataset("arrays", x, y, x[:1], y[:1], sizes[-1])
+    return setup(config, MPI.COMM_SELF, data).strategy
+
+
+def interleaved_steps(x, y, sizes, dtype, batch, steps: int, lr: float,
+                      arrays=None) -> dict:
+    """Per-step seconds of the serial training step with NumPy and with fused kernels
+    (and of the GEMMs alone, with ``arrays``), interleaved step by step on the same
+    batches so that load from other processes falls on all of them alike."""
+    from distnn.data import BatchSampler
+
+    strategies = {kernels: _serial(x, y, sizes, dtype, kernels, lr)
+                  for kernels in ("numpy", "fused")}
+    sampler = BatchSampler(x.shape[0], batch if batch < x.shape[0] else None, seed=0,
+                           shuffle=batch < x.shape[0])
+    times = {"numpy": [], "fused": [], **({"gemms": []} if arrays else {})}
+    epoch = 0
+    while len(times["numpy"]) < steps:
+        for batch_rows in sampler.batches(epoch):
+            for kernels, strategy in strategies.items():
+                start = time.perf_counter()
+                strategy.step(batch_rows)
+                times[kernels].append(time.perf_counter() - start)
+            if arrays:
+                start = time.perf_counter()
+                gemms(arrays)
+                times["gemms"].append(time.perf_counter() - start)
+            if len(times["numpy"]) == steps:
+                break
+        epoch += 1
+    return {name: (statistics.median(values), min(values)) for name, values in times.items()}
+
+
+def step_breakdown(x, y, batch: int, steps: int = 400) -> dict:
+    """Where a fused 784-256-10 float32 step's time goes, in this process (minimum over
+    steps of each part, microseconds): the gather of the batch, the GEMMs alone, the whole
+    fused gradient, the optimizer's update (NumPy passes: prepare, then sgd_step) and the
+    one-pass ``fused.sgd_momentum_step`` that could replace it."""
+    from distnn.nn.fused import sgd_momentum_step
+
+    strategy = _serial(x, y, [x.shape[1], 256, 10], "float32", "fused", 0.05)
+    model, optimizer = strategy.model, strategy.optimizer
+    order = np.random.default_rng(0).permutation(x.shape[0])
+    xb, yb = np.empty((batch, x.shape[1]), np.float32), np.empty(batch, np.intp)
+    arrays = gemm_arrays(x, (x.shape[1], 256, 10), batch, np.float32)
+    parts = {"gather": [], "gemms": [], "gradient": [], "update": [], "fused update": []}
+    params, velocity = model.params.copy(), np.zeros_like(model.params)
+    scale, momentum = np.float32(-0.05 / batch), np.float32(0.9)
+    for step in range(steps):
+        rows = order[(step * batch) % (x.shape[0] - batch):][:batch]
+        start = time.perf_counter()
+        np.take(x, rows, axis=0, out=xb, mode="clip")
+        np.take(y, rows, out=yb, mode="clip")
+        parts["gather"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        gemms(arrays)
+        parts["gemms"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        model.gradient_sum(xb, yb)
+        parts["gradient"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        sgd_momentum_step(params, model.grads, velocity, scale, momentum)
+        parts["fused update"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        optimizer.step(model.grads, batch)
+        parts["update"].append(time.perf_counter() - start)
+    return {name: 1e6 * min(values) for name, values in parts.items()}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--seed-epochs", type=int, default=100)
+    parser.add_argument("--steps", type=int, default=1000,
+                        help="interleaved in-process steps per kernels path")
+    parser.add_argument("--preset-runs", type=int, default=1,
+                        help="runs of the whole --preset seed workload (0: none)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="distnn-speed-"))
+    # The launcher's job notes and the doorbell pipes go here, where no other program's
+    # clean-up of the shared temporary folder can reach them mid-run.
+    (work / "tmp").mkdir()
+    os.environ["TMPDIR"] = str(work / "tmp")
     dataset, name, x, y = fashion_mnist_or_synthetic(work)
     common = [*dataset, "--hidden", "256", "--lr", "0.05", "--lr-decay", "5e-4",
               "--epochs", str(args.epochs), "--eval-every", str(args.epochs)]
+    arrays = gemm_arrays(x, (784, 256, 10), 128, np.float32)
+    steps = -(-x.shape[0] // 128) * args.epochs
+    ceiling = "GEMM-bound ceiling: the step's 5 GEMMs alone"
     variants = {
+        ceiling: lambda out: gemm_ceiling(arrays, steps),
         "bare NumPy loop, batch 128": lambda out: bare_numpy_epoch(x, y, (784, 256, 10), 128,
                                                                     np.float32),
-        "distnn serial, batch 128": lambda out: distnn_run([*common, "--batch-size", "128"], 1, out),
+        "distnn serial, NumPy kernels, batch 128": lambda out: distnn_run(
+            [*common, "--batch-size", "128", "--kernels", "numpy"], 1, out),
+        "distnn serial, fused kernels, batch 128": lambda out: distnn_run(
+            [*common, "--batch-size", "128", "--kernels", "fused"], 1, out),
         "allreduce 2 procs, shared memory, 2x128": lambda out: distnn_run(
             [*common, "--strategy", "allreduce", "--batch-size", "256"], 2, out),
         "allreduce 2 procs, MPI Allreduce, 2x128": lambda out: distnn_run(
@@ -94,26 +226,71 @@ def main():
     }
     from distnn.data.spiral import spiral_data
     sx, sy = spiral_data(10_000, 3, np.random.RandomState(0))
+    seed_args = ["--preset", "seed", "--epochs", str(args.seed_epochs), "--eval-every",
+                 str(args.seed_epochs)]
     seed_variants = {
         "seed: bare NumPy loop": lambda out: np.median([bare_numpy_epoch(
             sx, sy.astype(np.intp), (2, 64, 3), 30_000, np.float64) for _ in range(20)]),
-        "seed: distnn serial": lambda out: distnn_run(
-            ["--preset", "seed", "--epochs", str(args.seed_epochs), "--eval-every",
-             str(args.seed_epochs)], 1, out),
+        "seed: distnn serial, NumPy kernels": lambda out: distnn_run(
+            [*seed_args, "--kernels", "numpy"], 1, out),
+        "seed: distnn serial, fused kernels": lambda out: distnn_run(
+            [*seed_args, "--kernels", "fused"], 1, out),
     }
-    for title, group, baseline in ((f"784-256-10 on {name}", variants, "distnn serial, batch 128"),
-                                   ("2-64-3 seed model, full batch", seed_variants,
-                                    "seed: distnn serial")):
+    print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the start")
+    for title, group, serial in (
+            (f"784-256-10 on {name}", variants, ("distnn serial, NumPy kernels, batch 128",
+                                                 "distnn serial, fused kernels, batch 128")),
+            ("2-64-3 seed model, full batch", seed_variants,
+             ("seed: distnn serial, NumPy kernels", "seed: distnn serial, fused kernels"))):
         rates = {label: [] for label in group}
         for r in range(args.rounds):
             for i, (label, measure) in enumerate(group.items()):
                 rates[label].append(measure(work / f"{title[:4]}-{i}-{r}"))
-        base = statistics.median(rates[baseline])
-        print(f"\n{title} (median of {args.rounds} rounds, samples/s)")
+        medians = {label: statistics.median(values) for label, values in rates.items()}
+        base, fastest = medians[serial[0]], max(medians[label] for label in serial)
+        print(f"\n{title} (median of {args.rounds} rounds, samples/s; ratios to distnn serial "
+              "with NumPy kernels and to the fastest serial run)")
         for label, values in rates.items():
-            median = statistics.median(values)
-            print(f"  {label:42s} {median:12,.0f}   {median / base:5.2f}x distnn serial"
-                  f"   (min {min(values):,.0f}, max {max(values):,.0f})")
+            share = (f"   {medians[label] / medians[ceiling]:4.0%} of the ceiling"
+                     if ceiling in group and "serial" in label else "")
+            print(f"  {label:46s} {medians[label]:12,.0f}   {medians[label] / base:5.2f}x numpy"
+                  f"   {medians[label] / fastest:5.2f}x fastest serial"
+                  f"   (min {min(values):,.0f}, max {max(values):,.0f}){share}")
+    if args.preset_runs:
+        walls, trains = [], []
+        for r in range(args.preset_runs):
+            start = time.perf_counter()
+            result = run(["--preset", "seed", "--kernels", "fused"], 1, "1", work / f"preset-{r}")
+            walls.append(time.perf_counter() - start)
+            trains.append(result["train_time_s"])
+        print(f"\ndistnn train --preset seed --kernels fused (10,000 epochs, serial), "
+              f"{args.preset_runs} run(s): command {statistics.median(walls):.1f} s "
+              f"(min {min(walls):.1f}), training {statistics.median(trains):.1f} s, "
+              f"kernels set-up {result['kernels']['setup_s']:.2f} s, "
+              f"test accuracy {result['final']['test_accuracy']:.4f}")
+    print("\nThe serial training step in this process (the Serial strategy's step: gather, "
+          "gradient, update), NumPy and fused kernels interleaved step by step, per-step "
+          "median (min) in ms:")
+    fmnist = interleaved_steps(x, y, [784, 256, 10], "float32", 128, args.steps, 0.05,
+                               arrays)
+    print(f"  784-256-10, batch 128:  GEMMs alone {1e3 * fmnist['gemms'][0]:.3f} "
+          f"({1e3 * fmnist['gemms'][1]:.3f}), numpy {1e3 * fmnist['numpy'][0]:.3f} "
+          f"({1e3 * fmnist['numpy'][1]:.3f}), fused {1e3 * fmnist['fused'][0]:.3f} "
+          f"({1e3 * fmnist['fused'][1]:.3f}): of the GEMM-bound ceiling numpy "
+          f"{fmnist['gemms'][0] / fmnist['numpy'][0]:.1%}, fused "
+          f"{fmnist['gemms'][0] / fmnist['fused'][0]:.1%} (minima: "
+          f"{fmnist['gemms'][1] / fmnist['numpy'][1]:.1%}, "
+          f"{fmnist['gemms'][1] / fmnist['fused'][1]:.1%})")
+    seed = interleaved_steps(sx.astype(np.float64), sy.astype(np.intp), [2, 64, 3], "float64",
+                             30_000, max(args.steps // 10, 20), 1.0)
+    print(f"  2-64-3 seed, full batch: numpy {1e3 * seed['numpy'][0]:.3f} "
+          f"({1e3 * seed['numpy'][1]:.3f}), fused {1e3 * seed['fused'][0]:.3f} "
+          f"({1e3 * seed['fused'][1]:.3f}): fused is {seed['numpy'][0] / seed['fused'][0]:.2f}x "
+          f"numpy (minima: {seed['numpy'][1] / seed['fused'][1]:.2f}x)")
+    parts = step_breakdown(x, y, 128)
+    print("\nwhere a fused 784-256-10 step goes (this process, minimum over 400 steps, us): "
+          + ", ".join(f"{name} {value:.0f}" for name, value in parts.items())
+          + f"; around the GEMMs {parts['gradient'] - parts['gemms']:.0f}")
 
 
 if __name__ == "__main__":

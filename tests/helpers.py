@@ -1,5 +1,6 @@
 """Launching distnn (serial or under mpiexec) from tests, always with a timeout."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -11,8 +12,12 @@ import numpy as np
 
 MPI_TIMEOUT_S = 60
 
-# The equivalence tests' workloads: float64 spiral, an uneven batch and a full one.
-SPIRAL = ["--samples-per-class", "100", "--dtype", "float64", "--lr", "0.5", "--eval-every", "5"]
+# The equivalence tests' workloads: float64 spiral, an uneven batch and a full one, on the
+# fused kernels where numba is installed (auto would keep runs this short on NumPy;
+# tests/test_kernels.py covers both paths).
+KERNELS = ["--kernels", "fused"] if importlib.util.find_spec("numba") else []
+SPIRAL = ["--samples-per-class", "100", "--dtype", "float64", "--lr", "0.5", "--eval-every", "5",
+          *KERNELS]
 WORKLOADS = {
     "shuffled": [*SPIRAL, "--epochs", "12", "--batch-size", "37"],   # 37 does not divide 300
     "full": [*SPIRAL, "--epochs", "30", "--batch-size", "full"],

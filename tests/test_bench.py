@@ -6,8 +6,9 @@ import os
 
 import pytest
 
-from distnn.bench import Workload, configurations, markdown, summarize
+from distnn.bench import Workload, configurations, markdown, serial_configurations, summarize
 from distnn.errors import UsageError
+from distnn.nn.kernels import fused_error
 from helpers import distnn
 
 
@@ -54,10 +55,32 @@ def test_summary_speedup_and_efficiencies():
     assert row["efficiency_per_process"] == pytest.approx(2 / 3)
     assert row["efficiency_per_worker"] == pytest.approx(1.0)
     assert row["compute_share"] == pytest.approx(0.5)
-    assert "| ps-sync | 3 | 2 | 1 | 1.500 (1.000–2.000) | 200 | 2.00× |" in markdown([row], "t")
+    assert "| ps-sync | 3 | 2 | 1 | numpy | 1.500 (1.000–2.000) | 200 | 2.00× |" in markdown([row], "t")
     marked = markdown([row], "t", cores=1)
     assert "| ps-sync | 3† | 2 |" in marked and "more workers than the 1 cores" in marked
     assert "†" not in markdown([row], "t", cores=2)      # 2 workers; the server sleeps
+
+
+def test_speedups_are_against_the_fastest_serial_and_say_what_it_costs():
+    numpy_serial = summarize("serial", 1, [_result(4.0, 100, workers=1)], None)
+    fused_serial = {**numpy_serial, "kernels": "fused-rows", "samples_per_s": 400}
+    parallel = summarize("allreduce", 2, [_result(1.0, 600)], None)
+    rows = [numpy_serial, fused_serial, parallel]
+    for row in rows:
+        row["speedup"] = row["samples_per_s"] / 400
+        row["speedup_vs_numpy_serial"] = row["samples_per_s"] / 100
+    table = markdown(rows, "t")
+    assert "fastest serial run here: 1 BLAS thread, fused-rows kernels, 400 samples/s" in table
+    assert "4.00× serial with NumPy kernels" in table and "4.00× lower" in table
+    assert "| allreduce | 2 | 2 | 1 | numpy | 1.000 (1.000–1.000) | 600 | 1.50× | 6.00× |" in table
+
+
+def test_serial_runs_include_the_numpy_kernels_only_when_the_default_is_fused():
+    assert serial_configurations(Workload(), 2, True) == [
+        ("serial", 1, 1, None), ("serial", 1, 1, "numpy"), ("serial", 1, 2, None)]
+    assert serial_configurations(Workload(), 1, False) == [("serial", 1, 1, None)]
+    pinned = Workload(overrides={"kernels": "numpy"})
+    assert serial_configurations(pinned, 1, True) == [("serial", 1, 1, None)]
 
 
 def test_bench_end_to_end_writes_tables_and_plots(tmp_path):
@@ -67,15 +90,16 @@ def test_bench_end_to_end_writes_tables_and_plots(tmp_path):
     assert done.returncode == 0, done.stderr
     rows = json.loads((tmp_path / "bench.json").read_text())["rows"]
     cores = len(os.sched_getaffinity(0))
-    all_cores = [("serial", 1, cores)] if cores > 1 else []
+    serial = serial_configurations(Workload(), cores, fused_error() is None)
     assert [(r["strategy"], r["processes"], r["threads"]) for r in rows] == [
-        ("serial", 1, 1), *all_cores, ("allreduce", 1, 1), ("allreduce", 2, 1), ("ps-async", 2, 1)]
-    assert rows[0]["speedup"] == 1.0 and all(r["test_accuracy"] > 0 for r in rows)
-    if all_cores:     # speedups against the fastest serial run too
-        assert rows[1]["speedup_vs_all_cores"] == 1.0
-        assert rows[3]["speedup_vs_all_cores"] == pytest.approx(
-            rows[3]["samples_per_s"] / rows[1]["samples_per_s"])
-        assert f"vs serial, {cores} threads" in (tmp_path / "bench.md").read_text()
+        *((s, p, t) for s, p, t, _ in serial),
+        ("allreduce", 1, 1), ("allreduce", 2, 1), ("ps-async", 2, 1)]
+    fastest = max(r["samples_per_s"] for r in rows if r["strategy"] == "serial")
+    for row in rows:
+        assert row["speedup"] == pytest.approx(row["samples_per_s"] / fastest)
+    assert max(r["speedup"] for r in rows if r["strategy"] == "serial") == 1.0
+    assert all(r["test_accuracy"] > 0 for r in rows)
+    assert "Speedup is against the fastest serial run here" in (tmp_path / "bench.md").read_text()
     with open(tmp_path / "bench.csv") as stream:
         assert len(list(csv.DictReader(stream))) == len(rows)
     assert "| allreduce | 2 | 2 | 1 |" in (tmp_path / "bench.md").read_text()

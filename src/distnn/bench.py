@@ -2,8 +2,10 @@
 
 Each configuration runs once to warm up (discarded), then ``repeats`` times; the table
 reports the median training time of the slowest rank and its spread, samples/s, speedup
-over serial, efficiency per process and per worker, the final test accuracy (a speedup
-that stops learning is no speedup) and where the ranks' time went.
+over the *fastest* serial run (one BLAS thread or all cores, NumPy or fused kernels: a
+parallel speedup over a slow serial path is no speedup), efficiency per process and per
+worker, the final test accuracy (a speedup that stops learning is no speedup) and where the
+ranks' time went.
 
 Strong scaling keeps the workload fixed; weak scaling grows the global batch (or, with a
 full batch, the spiral data) with the number of workers, so each worker's share stays
@@ -24,8 +26,8 @@ from distnn.config import SERVER_STRATEGIES, STRATEGIES
 from distnn.errors import UsageError
 from distnn.roles import Roles
 
-COLUMNS = ("strategy", "processes", "workers", "threads", "time_s_median", "time_s_min",
-           "time_s_max", "samples_per_s", "speedup", "speedup_vs_all_cores",
+COLUMNS = ("strategy", "processes", "workers", "threads", "kernels", "time_s_median", "time_s_min",
+           "time_s_max", "samples_per_s", "speedup", "speedup_vs_numpy_serial",
            "efficiency_per_process", "efficiency_per_worker", "test_accuracy", "compute_share",
            "comm_share", "wait_share")
 
@@ -108,9 +110,10 @@ class BenchFailed(Exception):
 
 
 def run_once(train_args: list[str], strategy: str, procs: int, out: Path, timeout: float,
-             threads: int = 1) -> dict:
+             threads: int = 1, kernels: str | None = None) -> dict:
     command = [sys.executable, "-m", "distnn", "train", "--quiet", "--out", str(out),
-               "--strategy", strategy, "--threads", str(threads), *train_args]
+               "--strategy", strategy, "--threads", str(threads), *train_args,
+               *(["--kernels", kernels] if kernels else [])]
     if procs > 1:
         command += ["--procs", str(procs)]
     env = dict(os.environ)
@@ -132,6 +135,8 @@ def run_once(train_args: list[str], strategy: str, procs: int, out: Path, timeou
 
 def summarize(strategy: str, procs: int, results: list[dict], baseline_rate: float | None,
               threads: int = 1) -> dict:
+    """One configuration's row; ``speedup`` against ``baseline_rate`` (samples/s), which
+    ``run_bench`` sets to the fastest serial run's once every run is done."""
     times = [r["train_time_s"] for r in results]
     median = statistics.median(times)
     rate = statistics.median(r["samples_per_s"] for r in results)
@@ -142,35 +147,58 @@ def summarize(strategy: str, procs: int, results: list[dict], baseline_rate: flo
         per_run = [statistics.mean(rank[f"{phase}_s"] for rank in r["ranks"]) / r["train_time_s"]
                    for r in results]
         shares[f"{phase}_share"] = statistics.median(per_run)
+    kernels = results[0].get("kernels", {}).get("used", "numpy")
     return {"strategy": strategy, "processes": procs, "workers": workers, "threads": threads,
+            "kernels": kernels,
             "time_s_median": median, "time_s_min": min(times), "time_s_max": max(times),
             "samples_per_s": rate, "speedup": speedup,
-            "speedup_vs_all_cores": None,
+            "speedup_vs_numpy_serial": None,
             "efficiency_per_process": speedup / procs, "efficiency_per_worker": speedup / workers,
             "test_accuracy": results[-1]["final"]["test_accuracy"], **shares}
+
+
+def _is_numpy_serial(row: dict) -> bool:
+    return row["strategy"] == "serial" and row["threads"] == 1 and row["kernels"] == "numpy"
+
+
+def baseline_note(rows: list[dict]) -> str:
+    """Which serial run every speedup is against, and what a faster serial did to them."""
+    serial = [r for r in rows if r["strategy"] == "serial"]
+    if not serial:
+        return ""
+    fastest = max(serial, key=lambda r: r["samples_per_s"])
+    note = (f"Speedup is against the fastest serial run here: {fastest['threads']} BLAS "
+            f"thread{'s' if fastest['threads'] > 1 else ''}, {fastest['kernels']} kernels, "
+            f"{fastest['samples_per_s']:,.0f} samples/s.")
+    numpy_serial = next((r for r in serial if _is_numpy_serial(r)), None)
+    if numpy_serial is not None and numpy_serial is not fastest:
+        ratio = fastest["samples_per_s"] / numpy_serial["samples_per_s"]
+        note += (f" It runs {ratio:.2f}× serial with NumPy kernels (1 thread), so every "
+                 f"speedup against it is {ratio:.2f}× lower than against that slower serial "
+                 "path (the next column): faster serial compute leaves less for the parallel "
+                 "strategies to win.")
+    return note
 
 
 def markdown(rows: list[dict], title: str, cores: int | None = None) -> str:
     """The table; with ``cores``, rows with more workers than cores are marked (a waiting
     parameter server sleeps, so it is not counted)."""
     over = [r for r in rows if cores is not None and r["workers"] > cores]
-    all_cores = next((r for r in rows if r["strategy"] == "serial" and r["threads"] > 1), None)
-    versus = f" | vs serial, {all_cores['threads']} threads" if all_cores else ""
-    lines = [f"# {title}", "",
-             "Speedup is against serial with one BLAS thread, as every rank has one; "
-             + (f"the next column is against serial with all {all_cores['threads']} cores' BLAS "
-                "threads, the fastest serial run here." if all_cores else ""), "",
-             f"| strategy | procs | workers | threads | time s (median, min–max) | samples/s "
-             f"| speedup{versus} | eff./proc | eff./worker | test acc | compute / comm / wait |",
-             "|---|---|---|---|---|---|---|" + ("---|" if all_cores else "") + "---|---|---|---|"]
+    second = any(r["speedup_vs_numpy_serial"] is not None for r in rows) and any(
+        _is_numpy_serial(r) and r["speedup"] != 1.0 for r in rows)
+    lines = [f"# {title}", "", baseline_note(rows), "",
+             "| strategy | procs | workers | threads | kernels | time s (median, min–max) "
+             "| samples/s | speedup" + (" | vs NumPy serial" if second else "")
+             + " | eff./proc | eff./worker | test acc | compute / comm / wait |",
+             "|---|---|---|---|---|---|---|---|" + ("---|" if second else "") + "---|---|---|---|"]
     for r in rows:
         mark = "†" if r in over else ""
-        second = f" | {r['speedup_vs_all_cores']:.2f}×" if all_cores else ""
+        versus = f" | {r['speedup_vs_numpy_serial']:.2f}×" if second else ""
         lines.append(
             f"| {r['strategy']} | {r['processes']}{mark} | {r['workers']} | {r['threads']} "
-            f"| {r['time_s_median']:.3f} "
+            f"| {r['kernels']} | {r['time_s_median']:.3f} "
             f"({r['time_s_min']:.3f}–{r['time_s_max']:.3f}) | {r['samples_per_s']:,.0f} "
-            f"| {r['speedup']:.2f}×{second} | {r['efficiency_per_process']:.2f} "
+            f"| {r['speedup']:.2f}×{versus} | {r['efficiency_per_process']:.2f} "
             f"| {r['efficiency_per_worker']:.2f} | {r['test_accuracy']:.4f} "
             f"| {r['compute_share']:.0%} / {r['comm_share']:.0%} / {r['wait_share']:.0%} |")
     if over:
@@ -189,7 +217,7 @@ def plot(rows: list[dict], out: Path, title: str = "distnn bench") -> list[Path]
     except ImportError:
         return []
     figure, axes = plt.subplots(figsize=(6, 4), dpi=100)
-    axes.set_title(f"{title}\nspeedup over serial (1 BLAS thread)", fontsize=9)
+    axes.set_title(f"{title}\nspeedup over the fastest serial run", fontsize=9)
     axes.set_xticks(sorted({r["processes"] for r in rows}))
     most = max(r["processes"] for r in rows)
     axes.plot([1, most], [1, most], "k--", linewidth=1, label="ideal (per process)")
@@ -198,7 +226,7 @@ def plot(rows: list[dict], out: Path, title: str = "distnn bench") -> list[Path]
         axes.plot([r["processes"] for r in points], [r["speedup"] for r in points], marker="o",
                   label=strategy)
     axes.set_xlabel("processes")
-    axes.set_ylabel("speedup vs serial")
+    axes.set_ylabel("speedup vs fastest serial")
     axes.grid(alpha=0.3)
     axes.legend()
     figure.tight_layout()
@@ -223,34 +251,50 @@ def plot(rows: list[dict], out: Path, title: str = "distnn bench") -> list[Path]
     return [out / "speedup.png", out / "time_split.png"]
 
 
+def serial_configurations(workload: Workload, cores: int,
+                          fused_available: bool) -> list[tuple[str, int, int, str | None]]:
+    """The serial runs: one BLAS thread; NumPy kernels too when the workload's default
+    (auto) takes the fused ones; all cores' BLAS threads. The fastest is the baseline."""
+    configs = [("serial", 1, 1, None)]
+    if fused_available and "kernels" not in workload.overrides:
+        configs.append(("serial", 1, 1, "numpy"))
+    if cores > 1:
+        configs.append(("serial", 1, cores, None))
+    return configs
+
+
 def run_bench(strategies: list[str], procs: list[int], workload: Workload, scaling: str,
               repeats: int, out: Path, timeout: float = 1800, log=print) -> list[dict]:
+    from distnn.nn.kernels import fused_error
+
     if repeats < 1:
         raise UsageError(f"--repeats must be >= 1, got {repeats}")
     cores = len(os.sched_getaffinity(0))
-    configs = [(strategy, p, 1) for strategy, p in configurations(strategies, procs)]
-    if cores > 1:
-        configs.insert(1, ("serial", 1, cores))    # the fastest serial run: all cores' BLAS
+    configs = serial_configurations(workload, cores, fused_error() is None) + [
+        (strategy, p, 1, None) for strategy, p in configurations(strategies, procs)[1:]]
     out.mkdir(parents=True, exist_ok=True)
-    rows, baseline_rate = [], None
-    for strategy, p, threads in configs:
+    rows = []
+    for strategy, p, threads, kernels in configs:
         args = workload.argv(workload.for_run(strategy, Roles.of(strategy, p).n_workers, scaling))
         started = time.monotonic()
-        name = f"{strategy}-p{p}" + (f"-t{threads}" if threads > 1 else "")
-        run_once(args, strategy, p, out / "runs" / f"{name}-warmup", timeout, threads)
-        results = [run_once(args, strategy, p, out / "runs" / f"{name}-r{i}", timeout, threads)
-                   for i in range(repeats)]
-        row = summarize(strategy, p, results, baseline_rate, threads)
-        if strategy == "serial" and threads == 1:
-            baseline_rate = row["samples_per_s"]
+        name = (f"{strategy}-p{p}" + (f"-t{threads}" if threads > 1 else "")
+                + (f"-{kernels}" if kernels else ""))
+        run_once(args, strategy, p, out / "runs" / f"{name}-warmup", timeout, threads, kernels)
+        results = [run_once(args, strategy, p, out / "runs" / f"{name}-r{i}", timeout, threads,
+                            kernels) for i in range(repeats)]
+        row = summarize(strategy, p, results, None, threads)
         rows.append(row)
-        log(f"{strategy:>9} p={p} threads={threads}: {row['time_s_median']:.3f} s, "
-            f"{row['speedup']:.2f}x, test acc {row['test_accuracy']:.4f}  "
-            f"({time.monotonic() - started:.0f} s)")
-    all_cores = [r for r in rows if r["strategy"] == "serial" and r["threads"] > 1]
+        log(f"{strategy:>9} p={p} threads={threads} {row['kernels']}: "
+            f"{row['time_s_median']:.3f} s, {row['samples_per_s']:,.0f} samples/s, "
+            f"test acc {row['test_accuracy']:.4f}  ({time.monotonic() - started:.0f} s)")
+    fastest = max(r["samples_per_s"] for r in rows if r["strategy"] == "serial")
+    numpy_serial = next((r for r in rows if _is_numpy_serial(r)), None)
     for row in rows:
-        if all_cores:
-            row["speedup_vs_all_cores"] = row["samples_per_s"] / all_cores[0]["samples_per_s"]
+        row["speedup"] = row["samples_per_s"] / fastest
+        row["efficiency_per_process"] = row["speedup"] / row["processes"]
+        row["efficiency_per_worker"] = row["speedup"] / row["workers"]
+        if numpy_serial is not None:
+            row["speedup_vs_numpy_serial"] = row["samples_per_s"] / numpy_serial["samples_per_s"]
     title = f"distnn bench ({scaling} scaling): {workload.describe()}"
     (out / "bench.md").write_text(markdown(rows, title, cores=cores))
     record = {"title": title, "scaling": scaling, "repeats": repeats,

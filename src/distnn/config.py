@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from distnn import recipes
 from distnn.errors import UsageError
 from distnn.guards import regular_file
+from distnn.nn.kernels import KERNELS
 from distnn.nn.layers import ACTIVATIONS as LAYER_ACTIVATIONS
 from distnn.optim import REGISTRY
 
@@ -138,6 +139,10 @@ class TrainConfig:
         "he", "weight init: he (N(0, 2/fan_in)), nnfs (0.01 N(0,1)), or uniform (U(-0.01, 0.01) "
         "from glibc rand(), the original's)", "model", choices=INITS)
     dtype: str = option("float32", "parameters and data", "model", choices=DTYPES)
+    kernels: str = option(
+        "auto", "compute path: numpy (one NumPy call per operation), fused (numba's kernels, "
+        "pip install 'distnn[fused]'), or auto (fused where every rank has numba and the run "
+        "is long enough to repay its start-up)", "model", choices=KERNELS)
     # -- optimizer --------------------------------------------------------------------------
     optimizer: str = option("sgd", "sgd (momentum, the original's), adam, or adamw (Adam "
                             "with decoupled weight decay)", "optimizer", choices=OPTIMIZERS)

@@ -28,7 +28,18 @@ def describe(comm=None) -> dict:
         "cores_available": len(os.sched_getaffinity(0)),
         "blas": f"{blas.get('name', 'unknown')} {blas.get('version', '')}".strip(),
         "blas_threads": {name: os.environ.get(name, "unset") for name in THREAD_VARS},
+        "kernels": _kernels(),
     }
+
+
+def _kernels() -> str:
+    """What ``--kernels auto`` gives here: the fused kernels with numba, or NumPy."""
+    from distnn.nn import kernels
+
+    version = kernels.numba_version()
+    if version is None:
+        return f"numpy ({kernels.fused_error()}; for fused: {kernels.INSTALL})"
+    return f"fused available (numba {version}); auto uses them"
 
 
 def format_info(info: dict, mpiexec: str) -> str:

@@ -24,6 +24,7 @@ from distnn.interrupt import CHECK_EVERY, Interrupted, NoStop, StopRequest
 from distnn.learning import LearningMonitor
 from distnn.memory import mapped_npy_rss_mb, peak_rss_mb
 from distnn.nn import MLP
+from distnn.nn import kernels as kernel_choice
 from distnn.nn.layers import ACTIVATIONS
 from distnn.optim import REGISTRY, Optimizer, Schedule
 from distnn.parallel import STRATEGIES
@@ -42,7 +43,19 @@ class TrainingDiverged(UsageError):
 
 
 def check_fits(config: TrainConfig, dataset: Dataset, size: int) -> None:
-    """Errors that need the data and the process count; identical on every rank."""
+    """Errors that need the data and the process count; identical on every rank, but for
+    ``--kernels fused`` where a rank cannot import numba (the callers agree on the first
+    rank's refusal before anything is created)."""
+    if config.kernels == "fused":
+        if not kernel_choice.computes(config.activation, config.dropout, config.label_smoothing):
+            raise UsageError(f"--kernels fused: {kernel_choice.NOT_PLAIN} (got --activation "
+                             f"{config.activation}, --dropout {config.dropout:g}, "
+                             f"--label-smoothing {config.label_smoothing:g}); use "
+                             "--kernels numpy or auto")
+        if kernel_choice.fused_error() is not None:
+            raise UsageError(f"--kernels fused needs numba, and {kernel_choice.fused_error()}: "
+                             f"install it with {kernel_choice.INSTALL}, or use --kernels "
+                             "numpy or auto")
     roles = Roles.of(config.strategy, size)
     if config.strategy in ("ps-sync", "ps-async") and size < 2:
         raise UsageError(
@@ -117,6 +130,7 @@ class Job:
     timer: PhaseTimer
     watch: StallWatch
     updates_per_epoch: int
+    kernels_s: float = 0.0   # importing numba, compiling or loading the kernels (max over ranks)
 
 
 def setup(config: TrainConfig, comm: MPI.Comm, dataset: Dataset) -> Job:
@@ -140,9 +154,14 @@ def setup(config: TrainConfig, comm: MPI.Comm, dataset: Dataset) -> Job:
     sizes = [dataset.n_features, *config.hidden, dataset.n_classes]
     placement = strategy_class.place(comm, roles, MLP.parameter_count(sizes), config.dtype,
                                      optimizer_class.state_names, config)
+    kernels_s = time.perf_counter()
+    plain = kernel_choice.computes(config.activation, config.dropout, config.label_smoothing)
     model = MLP(sizes, dtype=config.dtype, init=config.init, seed=config.seed,
                 params=placement.params, grads=placement.grads, activation=config.activation,
-                dropout=config.dropout, label_smoothing=config.label_smoothing)
+                dropout=config.dropout, label_smoothing=config.label_smoothing,
+                kernels=agreed_kernels(comm, config.kernels, sizes, config.epochs * n_train,
+                                       plain))
+    kernels_s = time.perf_counter() - kernels_s
     if placement.shared is not None:
         # Every rank initialises the shared parameters alike; all those writes must land
         # before any rank restores a checkpoint into them or broadcasts them.
@@ -155,8 +174,29 @@ def setup(config: TrainConfig, comm: MPI.Comm, dataset: Dataset) -> Job:
     if config.standardize:
         model.set_input_transform(*feature_statistics(
             comm, dataset.x_train, strategy.worker_index, roles.n_workers))
+    warm_up = time.perf_counter()
+    model.warm_up(dataset.x_train, dataset.y_train)   # compiles, or loads numba's cache
+    kernels_s = comm.allreduce(kernels_s + time.perf_counter() - warm_up, op=MPI.MAX)
     return Job(config, comm, dataset, roles, model, optimizer, strategy, sampler, timer, watch,
-                 updates_per_epoch)
+               updates_per_epoch, kernels_s)
+
+
+def agreed_kernels(comm: MPI.Comm, requested: str, sizes, samples: float | None = None,
+                   plain: bool = True) -> str:
+    """The compute path every rank will take (collective): the same on all of them, or
+    the synchronous strategies would no longer equal serial. ``auto`` falls back to NumPy
+    unless every rank can import numba (and for short runs and models the fused kernels
+    do not compute, see ``kernels.resolve``); ``fused`` is refused if any rank cannot."""
+    if kernel_choice.resolve(requested, sizes, True, samples, plain) == "numpy":
+        return "numpy"
+    errors = comm.allgather(kernel_choice.fused_error())
+    missing = [rank for rank, error in enumerate(errors) if error is not None]
+    if missing and requested == "fused":
+        ranks = ", ".join(map(str, missing))
+        raise UsageError(f"--kernels fused needs numba on every rank; rank(s) {ranks} cannot "
+                         f"use it ({errors[missing[0]]}): install it with "
+                         f"{kernel_choice.INSTALL}, or use --kernels numpy or auto")
+    return kernel_choice.resolve(requested, sizes, not missing, samples, plain)
 
 
 def restore(checkpoint: dict, job: Job) -> tuple[int, int]:
@@ -355,6 +395,9 @@ def summary(job: Job, loop: Loop, train_time: float, first_epoch: int, resumed: 
         "final": loop.records[-1],
         "ranks": times,
         "params_sha256": digest,
+        "kernels": {"requested": config.kernels, "used": job.model.kernels,
+                    "numba": kernel_choice.numba_version() if job.model.kernels != "numpy"
+                    else None, "setup_s": job.kernels_s},
         "warnings": loop.learning.warnings,
         **stats,
     }

@@ -3,6 +3,7 @@ cross-entropy."""
 
 import numpy as np
 
+from distnn.nn import kernels as kernel_choice
 from distnn.nn.crand import CRand, eigen_random
 from distnn.nn.functional import dropout_scale, softmax_cross_entropy, softmax_cross_entropy_grad
 from distnn.nn.layers import ACTIVATIONS, Dense
@@ -46,10 +47,13 @@ class MLP:
         report the plain cross-entropy, so that runs stay comparable.
     params, grads : flat arrays of ``n_params``, optional
         Buffers placed by a strategy (e.g. in shared memory); new ones otherwise.
+    kernels : "numpy", "fused", "auto", or a path ("fused-rows", "fused-blas")
+        The compute path (``nn/kernels.py``); ``self.kernels`` names the one in use. The
+        fused kernels compute ReLU networks without dropout or label smoothing.
     """
 
     def __init__(self, sizes, dtype="float32", init="he", seed=0, params=None, grads=None,
-                 activation="relu", dropout=0.0, label_smoothing=0.0):
+                 activation="relu", dropout=0.0, label_smoothing=0.0, kernels="numpy"):
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got "
                              f"{activation!r}.")
@@ -79,6 +83,15 @@ class MLP:
         self.input_shift: np.ndarray | None = None   # standardisation: (x - shift) * scale
         self.input_scale: np.ndarray | None = None
         self._input = np.empty((0, self.sizes[0]), dtype=self.dtype)
+        self.kernels = kernel_choice.resolve(
+            kernels, self.sizes, plain=kernel_choice.computes(activation, dropout, label_smoothing))
+        self._fused = self._rows_kernel = None
+        if self.kernels != "numpy":
+            from distnn.nn import fused
+
+            self._fused = fused
+        if self.kernels == "fused-rows":
+            self._rows_kernel = _RowsKernel(self)
 
     @staticmethod
     def parameter_count(sizes) -> int:
@@ -113,6 +126,10 @@ class MLP:
         if self._input.shape[0] < n:
             self._input = np.empty((n, self.n_features), dtype=self.dtype)
         out = self._input[:n]
+        if self._fused is not None:
+            self._fused.standardize(np.ascontiguousarray(x), self.input_shift, self.input_scale,
+                                    out)
+            return out
         np.subtract(x, self.input_shift, out=out)
         out *= self.input_scale
         return out
@@ -173,12 +190,15 @@ class MLP:
             self._hashes = [np.empty((rows, w), dtype=np.uint64) for w in hidden]
         self._rows = rows
 
-    def _forward(self, x: np.ndarray, samples=None) -> list[np.ndarray]:
+    def _forward(self, x: np.ndarray, samples=None, last_bias: bool = True) -> list[np.ndarray]:
         """Every layer's output for ``x``; in training (``samples`` given: ``(global batch
         number, the rows' sample indices)``) also the activations' derivatives and, with
-        dropout, the masks applied."""
+        dropout, the masks applied. The fused path leaves the last layer's bias to the
+        softmax kernel unless ``last_bias``."""
         n = x.shape[0]
         acts = [a[:n] for a in self._act]
+        if self._fused is not None:
+            return self._fused_forward(x, acts, last_bias)
         inputs = x
         for i, layer in enumerate(self.layers):
             layer.forward(inputs, out=acts[i])
@@ -189,6 +209,17 @@ class MLP:
                     keep = dropout_scale(self.seed, samples[0], i, samples[1], self.dropout,
                                          self._hashes[i][:n], self._mask[i][:n], self._keep[i][:n])
                     acts[i] *= keep
+            inputs = acts[i]
+        return acts
+
+    def _fused_forward(self, x, acts, last_bias: bool) -> list[np.ndarray]:
+        inputs = x
+        for i, layer in enumerate(self.layers):
+            np.matmul(inputs, layer.weight, out=acts[i])
+            if i < len(self.layers) - 1:
+                self._fused.bias_relu(acts[i], layer.bias)
+            elif last_bias:
+                self._fused.bias_add(acts[i], layer.bias)
             inputs = acts[i]
         return acts
 
@@ -211,6 +242,8 @@ class MLP:
         if n == 0:
             self.grads[...] = 0
             return 0.0, 0
+        if self._rows_kernel is not None:
+            return self._rows_kernel(x, y, want_grad=True, want_loss=with_loss)
         batch, rows = samples if samples is not None else (0, np.arange(n))
         loss_sum, correct = self._chunk_gradient(x[:CHUNK_ROWS], y[:CHUNK_ROWS], True, with_loss,
                                                  (batch, rows[:CHUNK_ROWS]))
@@ -228,6 +261,8 @@ class MLP:
         x = self._standardized(x)
         n = x.shape[0]
         self._workspace(n)
+        if self._fused is not None:
+            return self._fused_chunk_gradient(x, y, first, with_loss)
         acts = self._forward(x, samples)
         grads = [g[:n] for g in self._grad]
         loss_sum, correct = 0.0, 0
@@ -247,6 +282,39 @@ class MLP:
                     grad_in *= self._keep[i - 1][:n]
         return loss_sum, correct
 
+    def _fused_chunk_gradient(self, x, y, first: bool, with_loss: bool) -> tuple[float, int]:
+        """``_chunk_gradient`` on the fused-blas path: the same GEMMs, one fused kernel
+        between each two of them."""
+        fused, n = self._fused, x.shape[0]
+        acts = self._forward(x, last_bias=False)
+        grads = [g[:n] for g in self._grad]
+        views = [(layer.weight_grad, layer.bias_grad) for layer in self.layers] if first \
+            else self._chunk_views
+        last = self.layers[-1]
+        loss_sum, correct = fused.softmax_cross_entropy(acts[-1], last.bias, y, grads[-1],
+                                                        views[-1][1], True, with_loss)
+        for i in range(len(self.layers) - 1, -1, -1):
+            layer_input = x if i == 0 else acts[i - 1]
+            np.matmul(layer_input.T, grads[i], out=views[i][0])
+            if i > 0:
+                np.matmul(grads[i], self.layers[i].weight.T, out=grads[i - 1])
+                fused.relu_backward_bias(grads[i - 1], acts[i - 1], views[i - 1][1])
+        return loss_sum, correct
+
+    def warm_up(self, x: np.ndarray, y: np.ndarray) -> None:
+        """Compile (or load from numba's disk cache) every kernel the training and the
+        evaluations call, on two rows like ``x``, ``y``, so that the first step is not
+        late; the gradient buffer is overwritten."""
+        if self._fused is None:
+            return
+        x, y = x[:2], y[:2]
+        self.loss_and_gradient_sum(x, y)
+        self.evaluate_sum(x, y)
+        self.logits(x)
+        scratch = np.zeros_like(self.params)
+        self._fused.sgd_momentum_step(scratch, scratch.copy(), scratch.copy(), self.dtype.type(0),
+                                      self.dtype.type(0.5))
+
     def logits(self, x: np.ndarray, chunk: int = CHUNK_ROWS) -> np.ndarray:
         """Logits (n, n_classes) computed in chunks to bound memory."""
         out = np.empty((x.shape[0], self.n_classes), dtype=self.dtype)
@@ -260,12 +328,27 @@ class MLP:
         """Summed loss and number correct over ``x``, without touching ``grads``."""
         loss_sum, correct = 0.0, 0
         for start in range(0, x.shape[0], chunk):
+            if self._rows_kernel is not None:
+                part_loss, part_correct = self._rows_kernel(
+                    np.asarray(x[start : start + chunk], dtype=self.dtype),
+                    y[start : start + chunk], want_grad=False, want_loss=True)
+                loss_sum += part_loss
+                correct += part_correct
+                continue
             block = self._standardized(np.asarray(x[start : start + chunk], dtype=self.dtype))
             n = block.shape[0]
             self._workspace(n)
-            logits = self._forward(block)[-1]
             scratch = self._grad[-1][:n]
-            part_loss, part_correct = softmax_cross_entropy(logits, y[start : start + n], scratch)
+            labels = y[start : start + n]
+            if self._fused is not None:
+                logits = self._forward(block, last_bias=False)[-1]
+                last = self.layers[-1]
+                part_loss, part_correct = self._fused.softmax_cross_entropy(
+                    logits, last.bias, np.asarray(labels, dtype=np.intp), scratch, last.bias_grad,
+                    False, True)
+            else:
+                logits = self._forward(block)[-1]
+                part_loss, part_correct = softmax_cross_entropy(logits, labels, scratch)
             loss_sum += part_loss
             correct += part_correct
         return loss_sum, correct
@@ -295,3 +378,34 @@ class MLP:
         for i, layer in enumerate(self.layers):
             layer.weight[...] = arrays[f"layers.{i}.weight"]
             layer.bias[...] = arrays[f"layers.{i}.bias"]
+
+
+class _RowsKernel:
+    """The ``fused-rows`` path of one model (``nn/rows.py``): its scratch buffers and the
+    call; it reads the layers' views at every call, so ``MLP.rebind`` needs nothing here."""
+
+    def __init__(self, model: MLP):
+        from distnn.nn import rows
+
+        features, hidden, classes = model.sizes
+        self.model = model
+        self.kernel = rows.load(features, classes, model.dtype.name)
+        block = rows.block_rows(features, classes)
+        self.work = np.zeros((block + classes, hidden), dtype=model.dtype)
+        self.acc = np.zeros((features + 1 + classes, hidden), dtype=model.dtype)
+        self.total = np.zeros(self.acc.shape)
+        self.identity = (np.zeros(features, dtype=model.dtype), np.ones(features, dtype=model.dtype))
+
+    def __call__(self, x, y, want_grad: bool, want_loss: bool) -> tuple[float, int]:
+        model = self.model
+        first, last = model.layers
+        if model.input_shift is None:
+            shift, scale = self.identity
+        else:
+            shift, scale = model.input_shift, model.input_scale
+        loss, correct = self.kernel(
+            np.ascontiguousarray(x, dtype=model.dtype), np.asarray(y, dtype=np.intp), shift, scale,
+            first.weight, first.bias, last.weight, last.bias,
+            first.weight_grad, first.bias_grad, last.weight_grad, last.bias_grad,
+            self.work, self.acc, self.total, want_grad, want_loss)
+        return float(loss), int(correct)
