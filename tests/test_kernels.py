@@ -293,3 +293,27 @@ def test_auto_keeps_runs_too_short_to_repay_numba_on_numpy(tmp_path):
     assert kernels.resolve("fused", seed, True, samples=300 * 12) == "fused-rows"
     train_params(tmp_path, ["--epochs", "3"])
     assert read_result(tmp_path)["kernels"]["used"] == "numpy"
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_an_accelerated_sgd_takes_the_same_steps(momentum):
+    """SGD.accelerate(fused): its one-pass step leaves exactly the parameters and velocity
+    of the NumPy step, flushes included; Nesterov and weight decay keep the NumPy path."""
+    rng = np.random.default_rng(6)
+    start = rng.normal(size=500).astype("float32")
+    plain = SGD(start.copy(), lr=0.3, lr_decay=1e-2, momentum=momentum)
+    fast = SGD(start.copy(), lr=0.3, lr_decay=1e-2, momentum=momentum)
+    fast.accelerate(fused)
+    for _ in range(70):
+        grads = rng.normal(size=500).astype("float32")
+        plain.step(grads.copy(), 16)
+        fast.step(grads.copy(), 16)
+    np.testing.assert_array_equal(fast.params, plain.params)
+    np.testing.assert_array_equal(fast.velocity, plain.velocity)
+    assert fast.iterations == plain.iterations == 70
+    decayed = SGD(start.copy(), lr=0.3, momentum=0.9, weight_decay=0.1)
+    decayed.accelerate(fused)
+    decayed.step(np.ones(500, dtype="float32"))
+    reference = SGD(start.copy(), lr=0.3, momentum=0.9, weight_decay=0.1)
+    reference.step(np.ones(500, dtype="float32"))
+    np.testing.assert_array_equal(decayed.params, reference.params)

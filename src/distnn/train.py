@@ -169,6 +169,10 @@ def setup(config: TrainConfig, comm: MPI.Comm, dataset: Dataset) -> Job:
     updates_per_epoch = strategy_class.updates_per_epoch(sampler, roles)
     schedule = Schedule.from_config(config, updates_per_epoch, sampler.batch_size)
     optimizer = optimizer_class.from_config(config, placement.params, placement.state, schedule)
+    if model.kernels != "numpy":
+        from distnn.nn import fused
+
+        optimizer.accelerate(fused)
     timer = PhaseTimer()
     strategy = strategy_class(comm, roles, model, optimizer, dataset, timer, placement, config)
     if config.standardize:

@@ -79,6 +79,10 @@ class Optimizer:
         consumed."""
         self.apply([self.prepare(grad_sum, batch_size)])
 
+    def accelerate(self, kernels) -> None:
+        """Use compiled kernels (``distnn.nn.fused``) where this optimizer has one that
+        gives bit-identical results; by default there is none."""
+
     def relocate(self, params: np.ndarray, state: dict) -> None:
         """Take other buffers holding the same values: the end of a run whose buffers lived
         in shared memory that is about to be freed."""

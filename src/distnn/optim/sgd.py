@@ -68,6 +68,7 @@ class SGD(Optimizer):
         plain = not (self.nesterov or self.weight_decay)
         self._work = None if plain or not self.holds_state else np.empty((2, params.size),
                                                                           dtype=params.dtype)
+        self._one_pass = None    # a compiled whole step (accelerate), for the plain update
 
     @classmethod
     def from_config(cls, config, params, state, schedule) -> "SGD":
@@ -77,6 +78,21 @@ class SGD(Optimizer):
     @property
     def velocity(self) -> np.ndarray:
         return self.state["velocity"]
+
+    def accelerate(self, kernels) -> None:
+        """A whole plain step (scale, momentum, update) in one pass over memory instead of
+        three, bit-identical (``fused.sgd_momentum_step``)."""
+        self._one_pass = kernels.sgd_momentum_step
+
+    def step(self, grad_sum: np.ndarray, batch_size: int = 1) -> None:
+        if self._one_pass is None or self._work is not None or not self.holds_state:
+            super().step(grad_sum, batch_size)
+            return
+        value = self.params.dtype.type      # the scalars round as NumPy's would
+        self._one_pass(self.params, grad_sum, self.velocity,
+                       value(-self.current_lr / batch_size), value(self.momentum))
+        self._flush_due(self.velocity)
+        self.iterations += 1
 
     def prepare(self, grad_sum: np.ndarray, batch_size: int) -> np.ndarray:
         """``grad_sum <- -lr_t / batch_size * grad_sum`` (one pass); returns it."""
@@ -102,5 +118,9 @@ class SGD(Optimizer):
                 velocity *= self.momentum
                 velocity += direction
                 params += velocity
+        self._flush_due(velocity)
+
+    def _flush_due(self, velocity: np.ndarray) -> None:
+        """Every ``FLUSH_EVERY`` updates (counting the one being applied)."""
         if self.momentum and (self.iterations + 1) % FLUSH_EVERY == 0:
             flush_subnormals(velocity)
