@@ -317,3 +317,22 @@ def test_an_accelerated_sgd_takes_the_same_steps(momentum):
     reference = SGD(start.copy(), lr=0.3, momentum=0.9, weight_decay=0.1)
     reference.step(np.ones(500, dtype="float32"))
     np.testing.assert_array_equal(decayed.params, reference.params)
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_the_one_pass_apply_of_parts_is_bit_identical(momentum):
+    """What a parameter server or an allreduce shard owner applies: two workers' prepared
+    parts, over a shard of the vector, 70 times (past a flush)."""
+    rng = np.random.default_rng(7)
+    start = rng.normal(size=600).astype("float32")
+    plain = SGD(start.copy(), lr=0.2, momentum=momentum)
+    fast = SGD(start.copy(), lr=0.2, momentum=momentum)
+    fast.accelerate(fused)
+    shard = slice(100, 450)
+    for _ in range(70):
+        parts = rng.normal(size=(2, 600)).astype("float32")
+        plain.apply(parts[:, shard], part=shard)
+        fast.apply(parts[:, shard], part=shard)
+    np.testing.assert_array_equal(fast.params, plain.params)
+    np.testing.assert_array_equal(fast.velocity, plain.velocity)
+    assert fast.iterations == plain.iterations == 70

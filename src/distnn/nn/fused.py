@@ -146,3 +146,35 @@ def sgd_momentum_step(params, grads, velocity, scale, momentum):
         v = velocity[i] * momentum + grads[i] * scale
         velocity[i] = v
         params[i] += v
+
+
+APPLY_BLOCK = 2048   # elements per block: a block's velocity stays in L1 across the passes
+
+
+@njit(cache=True)
+def sgd_apply_parts(params, parts, velocity, momentum):
+    """``v = momentum * v + parts[0] + parts[1] + ...; w += v`` (``w +=`` the parts in
+    order when ``momentum == 0``): a parameter server's (or a shard owner's) update from
+    the workers' prepared parts, ``parts`` of shape (n_parts, n).
+
+    NumPy's ``sgd_step`` makes one pass over the whole vector per part and two more; here
+    each block of ``APPLY_BLOCK`` elements takes those passes while it is in cache, so
+    memory is read once. The parts are added in order and every operation rounds as
+    NumPy's (no fast-math), so the result is bit-identical.
+    """
+    n, n_parts = params.size, parts.shape[0]
+    for start in range(0, n, APPLY_BLOCK):
+        stop = min(start + APPLY_BLOCK, n)
+        target = params[start:stop] if momentum == 0 else velocity[start:stop]
+        if momentum != 0:
+            first = parts[0, start:stop]
+            for i in range(stop - start):
+                target[i] = target[i] * momentum + first[i]
+        for k in range(0 if momentum == 0 else 1, n_parts):
+            part = parts[k, start:stop]
+            for i in range(stop - start):
+                target[i] += part[i]
+        if momentum != 0:
+            block = params[start:stop]
+            for i in range(stop - start):
+                block[i] += target[i]

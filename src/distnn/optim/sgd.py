@@ -68,7 +68,7 @@ class SGD(Optimizer):
         plain = not (self.nesterov or self.weight_decay)
         self._work = None if plain or not self.holds_state else np.empty((2, params.size),
                                                                           dtype=params.dtype)
-        self._one_pass = None    # a compiled whole step (accelerate), for the plain update
+        self._one_pass = self._one_pass_parts = None   # compiled updates (accelerate)
 
     @classmethod
     def from_config(cls, config, params, state, schedule) -> "SGD":
@@ -80,9 +80,22 @@ class SGD(Optimizer):
         return self.state["velocity"]
 
     def accelerate(self, kernels) -> None:
-        """A whole plain step (scale, momentum, update) in one pass over memory instead of
-        three, bit-identical (``fused.sgd_momentum_step``)."""
+        """Plain updates in one pass over memory, bit-identical: a whole step (scale,
+        momentum, update: ``fused.sgd_momentum_step``) and the application of several
+        prepared parts (``fused.sgd_apply_parts``), instead of three passes and more."""
         self._one_pass = kernels.sgd_momentum_step
+        self._one_pass_parts = kernels.sgd_apply_parts
+
+    def apply(self, parts, part: slice = slice(None)) -> None:
+        if (self._one_pass is None or self._work is not None or not self.holds_state
+                or not isinstance(parts, np.ndarray) or parts.ndim != 2):
+            super().apply(parts, part)
+            return
+        velocity = self.velocity[part]
+        self._one_pass_parts(self.params[part], parts, velocity,
+                             self.params.dtype.type(self.momentum))
+        self._flush_due(velocity)
+        self.iterations += 1
 
     def step(self, grad_sum: np.ndarray, batch_size: int = 1) -> None:
         if self._one_pass is None or self._work is not None or not self.holds_state:
