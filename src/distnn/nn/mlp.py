@@ -311,9 +311,10 @@ class MLP:
         self.loss_and_gradient_sum(x, y)
         self.evaluate_sum(x, y)
         self.logits(x)
-        scratch = np.zeros_like(self.params)
-        self._fused.sgd_momentum_step(scratch, scratch.copy(), scratch.copy(), self.dtype.type(0),
-                                      self.dtype.type(0.5))
+        scratch = np.zeros((2, 2), dtype=self.dtype)   # the updates' kernels, on 2 elements
+        self._fused.sgd_momentum_step(scratch[0], scratch[1], scratch[0].copy(),
+                                      self.dtype.type(0), self.dtype.type(0.5))
+        self._fused.sgd_apply_parts(scratch[0], scratch, scratch[1].copy(), self.dtype.type(0.5))
 
     def logits(self, x: np.ndarray, chunk: int = CHUNK_ROWS) -> np.ndarray:
         """Logits (n, n_classes) computed in chunks to bound memory."""
