@@ -28,7 +28,8 @@ from pathlib import Path
 
 from helpers import child_env, mpiexec
 
-PREFIX = "distnn-vc"
+# Several checkouts may build clusters at once: each names its namespaces apart.
+PREFIX = os.environ.get("DISTNN_VC_PREFIX", "distnn-vc")
 SUBNET = "10.200.0"
 LOGIN_ADDRESS = f"{SUBNET}.254"
 NODES = ("node1", "node2", "node3")
