@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 os.environ.update({name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                                           "MKL_NUM_THREADS")})
@@ -25,6 +26,9 @@ import numpy as np  # noqa: E402
 
 from distnn.nn import MLP  # noqa: E402
 from distnn.nn.rows import MAX_UNROLLED  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+import measured  # noqa: E402
 
 # (sizes, rows per step, dtype)
 SHAPES = [
@@ -84,13 +88,40 @@ def first_call(cache: str) -> tuple[float, float]:
     return float(setup), float(step)
 
 
+def markdown(result: dict) -> str:
+    """The README's table of paths per shape, and the first-call sentence."""
+    lines = ["| model | rows per step | dtype | numpy | fused-rows | fused-blas | auto |",
+             "|---|---|---|---|---|---|---|"]
+    for row in result["shapes"]:
+        best, numpy_s = row["seconds"], row["seconds"]["numpy"]
+        fastest = min(best, key=best.get)
+        cells = []
+        for path in ("fused-rows", "fused-blas"):
+            if path not in best:
+                cells.append("")
+                continue
+            bold = "**" if path == fastest else ""
+            cells.append(f"{1e3 * best[path]:.3f} ms ({bold}{numpy_s / best[path]:.2f}×{bold})")
+        lines.append(f"| {row['model']} | {row['rows']:,} | {row['dtype']} | {1e3 * numpy_s:.3f} ms "
+                     f"| {cells[0]} | {cells[1]} | {row['auto']} |")
+    cold, warm = result["first_call"]["cold"], result["first_call"]["warm"]
+    lines += ["", "First use of the 2-64-3 float64 rows kernel in a fresh process (numba's "
+              f"import, the kernels, the warm-up): {cold[0]:.2f} s with an empty cache "
+              f"(compiling), {warm[0]:.2f} s with the cache; then the first full-batch step "
+              f"takes {1e3 * warm[1]:.1f} ms."]
+    return "\n".join(lines) + "\n"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--json", help="write the measurements and their stamp here")
     args = parser.parse_args()
+    stamp = measured.Stamp("python benchmarks/kernels.py " + " ".join(sys.argv[1:]))
     print(f"gradient of one step, ms (minimum of {args.rounds} rounds; ratio to numpy)")
     print(f"  {'model':14s} {'rows':>6s} {'dtype':7s} {'numpy':>8s} {'fused-rows':>17s} "
           f"{'fused-blas':>17s}  auto")
+    shapes = []
     for sizes, rows, dtype in SHAPES:
         rows_fits = len(sizes) == 3 and max(sizes[0], sizes[-1]) <= MAX_UNROLLED
         paths = ["numpy", "fused-blas"] + (["fused-rows"] if rows_fits else [])
@@ -100,7 +131,9 @@ def main():
             cells.append(f"{1e3 * best[path]:8.3f} ({best['numpy'] / best[path]:5.2f}x)"
                          if path in best else f"{'-':>17s}")
         auto = MLP(list(sizes), dtype=dtype, kernels="auto").kernels
-        print(f"  {'-'.join(map(str, sizes)):14s} {rows:6d} {dtype:7s} "
+        model = "-".join(map(str, sizes))
+        shapes.append({"model": model, "rows": rows, "dtype": dtype, "seconds": best, "auto": auto})
+        print(f"  {model:14s} {rows:6d} {dtype:7s} "
               f"{1e3 * best['numpy']:8.3f} {cells[0]} {cells[1]}  {auto}", flush=True)
     with tempfile.TemporaryDirectory() as cache:
         cold = first_call(cache)
@@ -109,6 +142,9 @@ def main():
           "(numba import, kernels compiled or loaded, warm-up), then its first full-batch step:")
     print(f"  cold cache: {cold[0]:.2f} s, first step {1e3 * cold[1]:.1f} ms")
     print(f"  warm cache: {warm[0]:.2f} s, first step {1e3 * warm[1]:.1f} ms")
+    measured.write(args.json, {"rounds": args.rounds, "shapes": shapes,
+                               "first_call": {"cold": cold, "warm": warm},
+                               "stamp": stamp.close()})
 
 
 if __name__ == "__main__":

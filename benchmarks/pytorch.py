@@ -31,6 +31,7 @@ os.environ.update({name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREA
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
+import measured  # noqa: E402
 from speedup import fashion_mnist_or_synthetic, run  # noqa: E402
 
 LR, MOMENTUM, BATCH = 0.05, 0.9, 128
@@ -100,6 +101,7 @@ def main():
     parser.add_argument("--ddp-rank", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--json", help="write the measurements and their stamp here")
     args = parser.parse_args()
     if args.ddp_rank is not None:
         ddp_rank(args.ddp_rank, args.port, args.epochs, args.out)
@@ -108,6 +110,7 @@ def main():
         import torch
     except ImportError:
         sys.exit("PyTorch is not installed: pip install torch==2.13.0 (the benchmark's own need)")
+    stamp = measured.Stamp("python benchmarks/pytorch.py " + " ".join(sys.argv[1:]))
     work = Path(tempfile.mkdtemp(prefix="distnn-pytorch-"))
     dataset, name, x, y = fashion_mnist_or_synthetic(work)
     common = [*dataset, "--hidden", "256", "--lr", str(LR), "--lr-decay", "0",
@@ -135,6 +138,21 @@ def main():
               f"max {max(rates[label]):,.0f})")
     print(f"  distnn / PyTorch, 1 process:   {median[labels[0]] / median[labels[1]]:.2f}x")
     print(f"  distnn / PyTorch, 2 processes: {median[labels[2]] / median[labels[3]]:.2f}x")
+    measured.write(args.json, {"dataset": name, "rounds": args.rounds, "torch": torch.__version__,
+                               "rates": rates, "stamp": stamp.close()})
+
+
+def markdown(result: dict) -> str:
+    """The README's table: the four variants, with distnn's ratio to PyTorch beside each
+    PyTorch row (the distnn row above it is its counterpart)."""
+    rates = {label: statistics.median(values) for label, values in result["rates"].items()}
+    labels = list(rates)
+    lines = [f"| variant (median of {result['rounds']} rounds) | samples/s | distnn / PyTorch |",
+             "|---|---|---|"]
+    for i, label in enumerate(labels):
+        ratio = f"**{rates[labels[i - 1]] / rates[label]:.2f}×**" if i % 2 else ""
+        lines.append(f"| {label} | {rates[label]:,.0f} | {ratio} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

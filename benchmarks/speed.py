@@ -30,6 +30,7 @@ os.environ.update({name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREA
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
+import measured  # noqa: E402
 from speedup import fashion_mnist_or_synthetic, run  # noqa: E402
 
 
@@ -187,16 +188,16 @@ def step_breakdown(x, y, batch: int, steps: int = 400) -> dict:
     return {name: 1e6 * min(values) for name, values in parts.items()}
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--seed-epochs", type=int, default=100)
-    parser.add_argument("--steps", type=int, default=1000,
-                        help="interleaved in-process steps per kernels path")
-    parser.add_argument("--preset-runs", type=int, default=1,
-                        help="runs of the whole --preset seed workload (0: none)")
-    args = parser.parse_args()
+FMNIST_SERIAL = ("distnn serial, NumPy kernels, batch 128", "distnn serial, fused kernels, batch 128")
+SEED_SERIAL = ("seed: distnn serial, NumPy kernels", "seed: distnn serial, fused kernels")
+CEILING = "GEMM-bound ceiling: the step's 5 GEMMs alone"
+PS_SYNC = "ps-sync 3 procs (1+2), 2x128"
+ALLREDUCE_SHM = "allreduce 2 procs, shared memory, 2x128"
+ALLREDUCE_MPI = "allreduce 2 procs, MPI Allreduce, 2x128"
+
+
+def measure(args) -> dict:
+    """Every variant, alternating within each round; samples/s per round."""
     work = Path(tempfile.mkdtemp(prefix="distnn-speed-"))
     # The launcher's job notes and the doorbell pipes go here, where no other program's
     # clean-up of the shared temporary folder can reach them mid-run.
@@ -207,21 +208,20 @@ def main():
               "--epochs", str(args.epochs), "--eval-every", str(args.epochs)]
     arrays = gemm_arrays(x, (784, 256, 10), 128, np.float32)
     steps = -(-x.shape[0] // 128) * args.epochs
-    ceiling = "GEMM-bound ceiling: the step's 5 GEMMs alone"
     variants = {
-        ceiling: lambda out: gemm_ceiling(arrays, steps),
+        CEILING: lambda out: gemm_ceiling(arrays, steps),
         "bare NumPy loop, batch 128": lambda out: bare_numpy_epoch(x, y, (784, 256, 10), 128,
                                                                     np.float32),
-        "distnn serial, NumPy kernels, batch 128": lambda out: distnn_run(
+        FMNIST_SERIAL[0]: lambda out: distnn_run(
             [*common, "--batch-size", "128", "--kernels", "numpy"], 1, out),
-        "distnn serial, fused kernels, batch 128": lambda out: distnn_run(
+        FMNIST_SERIAL[1]: lambda out: distnn_run(
             [*common, "--batch-size", "128", "--kernels", "fused"], 1, out),
-        "allreduce 2 procs, shared memory, 2x128": lambda out: distnn_run(
+        ALLREDUCE_SHM: lambda out: distnn_run(
             [*common, "--strategy", "allreduce", "--batch-size", "256"], 2, out),
-        "allreduce 2 procs, MPI Allreduce, 2x128": lambda out: distnn_run(
+        ALLREDUCE_MPI: lambda out: distnn_run(
             [*common, "--strategy", "allreduce", "--batch-size", "256", "--no-shared-memory"], 2,
             out),
-        "ps-sync 3 procs (1+2), 2x128": lambda out: distnn_run(
+        PS_SYNC: lambda out: distnn_run(
             [*common, "--strategy", "ps-sync", "--batch-size", "256"], 3, out),
     }
     from distnn.data.spiral import spiral_data
@@ -231,66 +231,139 @@ def main():
     seed_variants = {
         "seed: bare NumPy loop": lambda out: np.median([bare_numpy_epoch(
             sx, sy.astype(np.intp), (2, 64, 3), 30_000, np.float64) for _ in range(20)]),
-        "seed: distnn serial, NumPy kernels": lambda out: distnn_run(
-            [*seed_args, "--kernels", "numpy"], 1, out),
-        "seed: distnn serial, fused kernels": lambda out: distnn_run(
-            [*seed_args, "--kernels", "fused"], 1, out),
+        SEED_SERIAL[0]: lambda out: distnn_run([*seed_args, "--kernels", "numpy"], 1, out),
+        SEED_SERIAL[1]: lambda out: distnn_run([*seed_args, "--kernels", "fused"], 1, out),
     }
-    print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the start")
-    for title, group, serial in (
-            (f"784-256-10 on {name}", variants, ("distnn serial, NumPy kernels, batch 128",
-                                                 "distnn serial, fused kernels, batch 128")),
-            ("2-64-3 seed model, full batch", seed_variants,
-             ("seed: distnn serial, NumPy kernels", "seed: distnn serial, fused kernels"))):
-        rates = {label: [] for label in group}
+    result = {"dataset": name, "rounds": args.rounds, "fmnist": {}, "seed": {}}
+    for key, group in (("fmnist", variants), ("seed", seed_variants)):
+        rates = result[key]
+        for label in group:
+            rates[label] = []
         for r in range(args.rounds):
-            for i, (label, measure) in enumerate(group.items()):
-                rates[label].append(measure(work / f"{title[:4]}-{i}-{r}"))
-        medians = {label: statistics.median(values) for label, values in rates.items()}
-        base, fastest = medians[serial[0]], max(medians[label] for label in serial)
-        print(f"\n{title} (median of {args.rounds} rounds, samples/s; ratios to distnn serial "
-              "with NumPy kernels and to the fastest serial run)")
-        for label, values in rates.items():
-            share = (f"   {medians[label] / medians[ceiling]:4.0%} of the ceiling"
-                     if ceiling in group and "serial" in label else "")
-            print(f"  {label:46s} {medians[label]:12,.0f}   {medians[label] / base:5.2f}x numpy"
-                  f"   {medians[label] / fastest:5.2f}x fastest serial"
-                  f"   (min {min(values):,.0f}, max {max(values):,.0f}){share}")
+            for i, (label, run_variant) in enumerate(group.items()):
+                rates[label].append(run_variant(work / f"{key}-{i}-{r}"))
+            print(f"{key}, round {r + 1}: " + ", ".join(
+                f"{label} {values[-1]:,.0f}" for label, values in rates.items()), flush=True)
     if args.preset_runs:
         walls, trains = [], []
         for r in range(args.preset_runs):
             start = time.perf_counter()
-            result = run(["--preset", "seed", "--kernels", "fused"], 1, "1", work / f"preset-{r}")
+            run_result = run(["--preset", "seed", "--kernels", "fused"], 1, "1",
+                             work / f"preset-{r}")
             walls.append(time.perf_counter() - start)
-            trains.append(result["train_time_s"])
-        print(f"\ndistnn train --preset seed --kernels fused (10,000 epochs, serial), "
-              f"{args.preset_runs} run(s): command {statistics.median(walls):.1f} s "
-              f"(min {min(walls):.1f}), training {statistics.median(trains):.1f} s, "
-              f"kernels set-up {result['kernels']['setup_s']:.2f} s, "
-              f"test accuracy {result['final']['test_accuracy']:.4f}")
-    print("\nThe serial training step in this process (the Serial strategy's step: gather, "
-          "gradient, update), NumPy and fused kernels interleaved step by step, per-step "
-          "median (min) in ms:")
-    fmnist = interleaved_steps(x, y, [784, 256, 10], "float32", 128, args.steps, 0.05,
-                               arrays)
-    print(f"  784-256-10, batch 128:  GEMMs alone {1e3 * fmnist['gemms'][0]:.3f} "
-          f"({1e3 * fmnist['gemms'][1]:.3f}), numpy {1e3 * fmnist['numpy'][0]:.3f} "
-          f"({1e3 * fmnist['numpy'][1]:.3f}), fused {1e3 * fmnist['fused'][0]:.3f} "
-          f"({1e3 * fmnist['fused'][1]:.3f}): of the GEMM-bound ceiling numpy "
-          f"{fmnist['gemms'][0] / fmnist['numpy'][0]:.1%}, fused "
-          f"{fmnist['gemms'][0] / fmnist['fused'][0]:.1%} (minima: "
-          f"{fmnist['gemms'][1] / fmnist['numpy'][1]:.1%}, "
-          f"{fmnist['gemms'][1] / fmnist['fused'][1]:.1%})")
-    seed = interleaved_steps(sx.astype(np.float64), sy.astype(np.intp), [2, 64, 3], "float64",
-                             30_000, max(args.steps // 10, 20), 1.0)
-    print(f"  2-64-3 seed, full batch: numpy {1e3 * seed['numpy'][0]:.3f} "
-          f"({1e3 * seed['numpy'][1]:.3f}), fused {1e3 * seed['fused'][0]:.3f} "
-          f"({1e3 * seed['fused'][1]:.3f}): fused is {seed['numpy'][0] / seed['fused'][0]:.2f}x "
-          f"numpy (minima: {seed['numpy'][1] / seed['fused'][1]:.2f}x)")
-    parts = step_breakdown(x, y, 128)
-    print("\nwhere a fused 784-256-10 step goes (this process, minimum over 400 steps, us): "
-          + ", ".join(f"{name} {value:.0f}" for name, value in parts.items())
-          + f"; around the GEMMs {parts['gradient'] - parts['gemms']:.0f}")
+            trains.append(run_result["train_time_s"])
+        result["preset"] = {"command_s": walls, "train_s": trains,
+                            "setup_s": run_result["kernels"]["setup_s"],
+                            "test_accuracy": run_result["final"]["test_accuracy"]}
+    if args.steps:
+        fmnist = interleaved_steps(x, y, [784, 256, 10], "float32", 128, args.steps, 0.05,
+                                   arrays)
+        seed = interleaved_steps(sx.astype(np.float64), sy.astype(np.intp), [2, 64, 3],
+                                 "float64", 30_000, max(args.steps // 10, 20), 1.0)
+        result["in_process"] = {"fmnist": fmnist, "seed": seed, "steps": args.steps}
+        result["breakdown"] = step_breakdown(x, y, 128)
+    return result
+
+
+def _median(values) -> float:
+    return statistics.median(values)
+
+
+def ratios(result: dict) -> dict:
+    """The figures a regression check compares, as ratios measured side by side (each a
+    median over rounds, with the per-round values that show its spread)."""
+    fm, seed = result["fmnist"], result["seed"]
+    rounds = range(len(fm[CEILING]))
+    fastest = [max(fm[label][r] for label in FMNIST_SERIAL) for r in rounds]
+    out = {}
+    for name, label in (("ps-sync 3 procs / fastest serial", PS_SYNC),
+                        ("allreduce 2 procs, shared memory / fastest serial", ALLREDUCE_SHM),
+                        ("allreduce 2 procs, MPI_Allreduce / fastest serial", ALLREDUCE_MPI)):
+        out[name] = [fm[label][r] / fastest[r] for r in rounds]
+    out["serial fused / GEMM ceiling (commands)"] = [fm[FMNIST_SERIAL[1]][r] / fm[CEILING][r]
+                                                     for r in rounds]
+    out["seed: serial fused / serial numpy (commands)"] = [
+        seed[SEED_SERIAL[1]][r] / seed[SEED_SERIAL[0]][r] for r in range(len(seed[SEED_SERIAL[0]]))]
+    if "in_process" in result:
+        steps = result["in_process"]
+        out["serial fused step / GEMM ceiling (in process)"] = [
+            steps["fmnist"]["gemms"][0] / steps["fmnist"]["fused"][0]]
+        out["seed: fused step / numpy step (in process)"] = [
+            steps["seed"]["numpy"][0] / steps["seed"]["fused"][0]]
+    return {name: {"value": _median(values), "rounds": values} for name, values in out.items()}
+
+
+def markdown(result: dict) -> str:
+    """The README's Speed tables and the sentences whose numbers come from them."""
+    lines = []
+    for key, serial, title in (("fmnist", FMNIST_SERIAL, f"784-256-10 on {result['dataset']}"),
+                               ("seed", SEED_SERIAL, "2-64-3 seed model, float64, full batch")):
+        rates = result[key]
+        medians = {label: _median(values) for label, values in rates.items()}
+        base, fastest = medians[serial[0]], max(medians[label] for label in serial)
+        ceiling = medians.get(CEILING)
+        lines += ["", f"| {title}: variant (median of {result['rounds']} rounds) | samples/s "
+                  "(min–max) | vs serial, NumPy kernels | vs fastest serial | of the GEMM "
+                  "ceiling |", "|---|---|---|---|---|"]
+        for label, values in rates.items():
+            share = (f"{medians[label] / ceiling:.1%}" if ceiling and (
+                "serial" in label or label == CEILING) else "")
+            bold = "**" if label not in serial and label != CEILING else ""
+            lines.append(f"| {label} | {medians[label]:,.0f} ({min(values):,.0f}–"
+                         f"{max(values):,.0f}) | {medians[label] / base:.2f}× | {bold}"
+                         f"{medians[label] / fastest:.2f}×{bold} | {share} |")
+    if "in_process" in result:
+        fm, seed = result["in_process"]["fmnist"], result["in_process"]["seed"]
+        lines += ["", "| the serial step in one process (median of "
+                  f"{result['in_process']['steps']:,} interleaved steps; minimum) | GEMMs alone "
+                  "| `--kernels numpy` | `--kernels fused` |", "|---|---|---|---|",
+                  f"| 784-256-10, batch 128 | {1e3 * fm['gemms'][0]:.3f} ms | {1e3 * fm['numpy'][0]:.3f}"
+                  f" ms ({1e3 * fm['numpy'][1]:.3f}): {fm['gemms'][0] / fm['numpy'][0]:.1%} of the "
+                  f"ceiling | {1e3 * fm['fused'][0]:.3f} ms ({1e3 * fm['fused'][1]:.3f}): "
+                  f"**{fm['gemms'][0] / fm['fused'][0]:.1%}** of the ceiling |",
+                  f"| 2-64-3 seed, full batch | | {1e3 * seed['numpy'][0]:.3f} ms "
+                  f"({1e3 * seed['numpy'][1]:.3f}) | {1e3 * seed['fused'][0]:.3f} ms "
+                  f"({1e3 * seed['fused'][1]:.3f}): **{seed['numpy'][0] / seed['fused'][0]:.2f}×** "
+                  "NumPy |"]
+        parts = result["breakdown"]
+        lines += ["", "Where a fused 784-256-10 step's time goes, in one process (minimum over "
+                  "400 steps): " + ", ".join(f"{name} {value:,.0f} µs" for name, value in
+                                             parts.items())
+                  + f"; everything between the GEMMs {parts['gradient'] - parts['gemms']:,.0f} µs."]
+    if "preset" in result:
+        preset = result["preset"]
+        lines += ["", f"`distnn train --preset seed --kernels fused` (10,000 epochs, serial): "
+                  f"**{_median(preset['command_s']):.1f} s** as a command "
+                  f"({len(preset['command_s'])} run(s)), {_median(preset['train_s']):.1f} s of it "
+                  f"training, {preset['setup_s']:.2f} s importing numba and loading the kernels; "
+                  f"test accuracy {preset['test_accuracy']:.4f}."]
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--seed-epochs", type=int, default=100)
+    parser.add_argument("--steps", type=int, default=1000,
+                        help="interleaved in-process steps per kernels path (0: none)")
+    parser.add_argument("--preset-runs", type=int, default=1,
+                        help="runs of the whole --preset seed workload (0: none)")
+    parser.add_argument("--json", help="write the measurements and their stamp here")
+    args = parser.parse_args()
+    stamp = measured.Stamp("python benchmarks/speed.py " + " ".join(sys.argv[1:]))
+    print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the start",
+          flush=True)
+    result = measure(args)
+    result["stamp"] = stamp.close()
+    result["ratios"] = ratios(result)
+    print()
+    print(markdown(result))
+    for name, ratio in result["ratios"].items():
+        print(f"  {name}: {ratio['value']:.3f} (rounds: "
+              + ", ".join(f"{v:.3f}" for v in ratio["rounds"]) + ")")
+    print(measured.describe(result["stamp"]))
+    measured.write(args.json, result)
 
 
 if __name__ == "__main__":

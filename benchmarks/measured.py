@@ -1,0 +1,63 @@
+"""What every recorded figure carries besides its numbers: the machine, the load it ran
+under, the code it measured, and when. A figure without these cannot be compared with a
+rerun, so every benchmark that writes ``--json`` stamps its result with ``stamp``."""
+
+import datetime
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def commit() -> str:
+    """The measured code: the commit, marked ``+changes`` when the tree differs from it."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
+                              capture_output=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               text=True, capture_output=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return (head or "unknown") + ("+changes" if dirty else "")
+
+
+class Stamp:
+    """Open at the start of a measurement, ``close`` at its end: the load on both sides."""
+
+    def __init__(self, command: str):
+        self.command = command
+        self.started = datetime.datetime.now(datetime.timezone.utc)
+        self.load_start = os.getloadavg()[0]
+
+    def close(self) -> dict:
+        return {"command": self.command,
+                "date": self.started.strftime("%Y-%m-%d %H:%M UTC"),
+                "machine": f"{cpu_model()}, {os.cpu_count()} cores",
+                "load": [round(self.load_start, 2), round(os.getloadavg()[0], 2)],
+                "commit": commit()}
+
+
+def describe(stamp: dict) -> str:
+    """One line for a README table: how, where and under what load it was measured."""
+    start, end = stamp["load"]
+    return (f"Measured with `{stamp['command']}` on {stamp['date']} ({stamp['machine']}; "
+            f"load average {start:.1f} at the start, {end:.1f} at the end; commit "
+            f"{stamp['commit']}).")
+
+
+def write(path: str | Path | None, result: dict) -> None:
+    if path:
+        Path(path).write_text(json.dumps(result, indent=1) + "\n")
