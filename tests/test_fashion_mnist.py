@@ -11,6 +11,7 @@ pytestmark = pytest.mark.skipif(not (DATA / "train-images-idx3-ubyte.gz").exists
                                 reason="apt-get install dataset-fashion-mnist")
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_fmnist_preset_reaches_090_with_ps_sync_on_two_workers(tmp_path):
     done = distnn(["train", "--preset", "fmnist", "--strategy", "ps-sync", "--quiet",

@@ -11,7 +11,7 @@ from helpers import mpi_script
 OPTIMIZER_CASES = 6
 
 
-@pytest.mark.parametrize("procs", [1, 2, 3])
+@pytest.mark.parametrize("procs", [1, 2, pytest.param(3, marks=pytest.mark.slow)])
 def test_every_optimizer_on_every_strategy_equals_serial_and_resumes_exactly(tmp_path, procs):
     done = mpi_script("every_optimizer.py", procs, [str(tmp_path)], timeout=240)
     assert done.returncode == 0, done.stderr

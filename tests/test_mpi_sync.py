@@ -91,6 +91,7 @@ def test_hydra_binds_ranks_to_cores_and_other_launchers_are_left_alone(tmp_path)
     assert binding_args(str(tmp_path / "missing")) == []
 
 
+@pytest.mark.slow
 def test_sharded_batches_equal_serial_with_the_same_shards(tmp_path):
     args = [*WORKLOADS["shuffled"], "--data-shards", "2"]
     serial = train_params(tmp_path / "serial", args)

@@ -102,6 +102,7 @@ def run_example(command: str, extra: list[str] | None, cwd: Path) -> subprocess.
                           timeout=300)
 
 
+@pytest.mark.slow
 def test_the_readme_examples_run_and_learn(workdir):
     for command, extra in EXAMPLES.items():
         if "fashion-mnist" in command or "fmnist" in command:

@@ -31,6 +31,7 @@ def ranks_of(job: subprocess.Popen) -> list[int]:
             for rank in children(proxy)]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("strategy, extra", [
     ("ps-sync", []),                           # doorbells
