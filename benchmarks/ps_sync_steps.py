@@ -1,0 +1,169 @@
+"""Where a ps-sync step's time goes on one node: every rank's timestamps, step by step.
+
+    mpiexec -bind-to core -n 3 python benchmarks/ps_sync_steps.py [--steps 1000] [--rounds 3]
+
+784-256-10, float32, 128 samples per worker per step, the default (shared-memory) ps-sync
+exactly as ``distnn train`` builds it (``train.setup``), with its doorbells and the
+optimizer's ``apply`` wrapped to note the time of each event. Per step: the slowest
+worker's compute (step start to its ring), the server's wake-up after the last ring, the
+server's update, its rings, the slowest worker's wake-up after the server's last ring,
+and the step period. Variants alternate within each round: waiting ranks that have a core
+to themselves spin before they sleep (the default), or every rank sleeps at once.
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+from mpi4py import MPI  # noqa: E402
+
+from distnn.config import make_config  # noqa: E402
+from distnn.data import Dataset  # noqa: E402
+from distnn.parallel import doorbell  # noqa: E402
+from distnn.train import setup  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+import measured  # noqa: E402
+
+VARIANTS = {"spin on an own core, then sleep": doorbell.SPIN_S, "always sleep": 0.0}
+PHASES = ("worker compute", "server wake-up", "server update", "server rings",
+          "worker wake-up", "step period")
+
+
+class Events:
+    """(name, time) pairs of one rank, noted by wrappers around the step's calls."""
+
+    def __init__(self):
+        self.marks: list[tuple[str, float]] = []
+
+    def note(self, name: str) -> None:
+        self.marks.append((name, time.perf_counter()))
+
+    def wrap(self, owner, method: str, before: str, after: str | None = None) -> None:
+        original = getattr(owner, method)
+
+        def wrapped(*args, **kwargs):
+            self.note(before)
+            result = original(*args, **kwargs)
+            if after:
+                self.note(after)
+            return result
+        setattr(owner, method, wrapped)
+
+
+def steps_of(marks) -> list[dict]:
+    steps = []
+    for name, when in marks:
+        if name == "step":
+            steps.append({"step": when})
+        else:
+            steps[-1].setdefault(name, []).append(when)
+    return steps
+
+
+def phases(server_marks, worker_marks) -> dict:
+    """Per-step seconds of each phase (the first time rank 0 and each worker can agree on:
+    ranks on one node share ``perf_counter``'s clock)."""
+    server = steps_of(server_marks)
+    workers = [steps_of(marks) for marks in worker_marks]
+    n = min(len(server), *(len(w) for w in workers)) - 1
+    out = {phase: [] for phase in PHASES}
+    for i in range(n):
+        last_ring = max(w[i]["ring"][0] for w in workers)
+        out["worker compute"].append(max(w[i]["ring"][0] - w[i]["step"] for w in workers))
+        out["server wake-up"].append(server[i]["woken"][0] - last_ring)
+        out["server update"].append(server[i]["applied"][0] - server[i]["apply"][0])
+        out["server rings"].append(server[i]["ring"][-1] - server[i]["applied"][0])
+        out["worker wake-up"].append(max(w[i]["woken"][0] - server[i]["ring"][-1] for w in workers))
+        out["step period"].append(server[i + 1]["step"] - server[i]["step"])
+    return out
+
+
+def measure(comm, data, steps: int, spin_s: float) -> tuple[float, dict | None]:
+    config = make_config(strategy="ps-sync", hidden=(256,), batch_size=128 * (comm.Get_size() - 1),
+                         lr=0.05, lr_decay=5e-4, momentum=0.9, standardize=False)
+    previous = doorbell.Doorbells.__init__.__defaults__
+    doorbell.Doorbells.__init__.__defaults__ = (spin_s,)
+    try:
+        job = setup(config, comm, data)
+    finally:
+        doorbell.Doorbells.__init__.__defaults__ = previous
+    strategy, events = job.strategy, Events()
+    events.wrap(strategy._bells, "ring", "ring")
+    events.wrap(strategy._bells, "wait", "wait", "woken")
+    events.wrap(strategy.optimizer, "apply", "apply", "applied")
+    batches = list(job.sampler.batches(0))
+    for batch in batches[:20]:
+        strategy.step(batch)
+    comm.Barrier()
+    events.marks.clear()
+    start = time.perf_counter()
+    for i in range(steps):
+        events.note("step")
+        strategy.step(batches[i % len(batches)])
+    comm.Barrier()
+    wall = time.perf_counter() - start
+    strategy.finish()
+    everyone = comm.gather(events.marks, root=0)
+    if comm.Get_rank() != 0:
+        return wall, None
+    return wall, phases(everyone[0], everyone[1:])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--json", help="rank 0 writes the measurements and their stamp here")
+    args = parser.parse_args()
+    comm = MPI.COMM_WORLD
+    if comm.Get_size() < 2:
+        sys.exit("run under mpiexec with at least 2 processes (1 server + workers)")
+    stamp = measured.Stamp(f"mpiexec -bind-to core -n {comm.Get_size()} python "
+                           "benchmarks/ps_sync_steps.py " + " ".join(sys.argv[1:]))
+    fmnist = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
+    if fmnist.exists():
+        from distnn.data import load_dataset
+        data = load_dataset(make_config(dataset="fashion-mnist").data)
+    else:
+        rng = np.random.default_rng(0)
+        x = rng.random((60_000, 784), dtype=np.float32)
+        y = rng.integers(0, 10, size=60_000)
+        data = Dataset("synthetic", x, y, x[:10], y[:10], 10)
+    walls = {label: [] for label in VARIANTS}
+    split = {label: {phase: [] for phase in PHASES} for label in VARIANTS}
+    for _ in range(args.rounds):
+        for label, spin_s in VARIANTS.items():
+            wall, per_step = measure(comm, data, args.steps, spin_s)
+            walls[label].append(wall)
+            if per_step:
+                for phase, values in per_step.items():
+                    split[label][phase].extend(values)
+    if comm.Get_rank() != 0:
+        return
+    workers = comm.Get_size() - 1
+    print(f"ps-sync, 1 server + {workers} workers on {os.cpu_count()} cores, 784-256-10, "
+          f"{128 * workers} samples per step, {args.steps} steps x {args.rounds} rounds")
+    result = {"processes": comm.Get_size(), "steps": args.steps, "variants": {}}
+    for label in VARIANTS:
+        rate = statistics.median(args.steps * 128 * workers / w for w in walls[label])
+        medians = {phase: statistics.median(values) for phase, values in split[label].items()}
+        result["variants"][label] = {"samples_per_s": rate, "median_s": medians}
+        print(f"\n  {label}: {rate:,.0f} samples/s (median of rounds)")
+        for phase in PHASES:
+            values = np.array(split[label][phase]) * 1e6
+            print(f"    {phase:16s} median {np.median(values):8.1f} us   p90 "
+                  f"{np.percentile(values, 90):8.1f} us")
+    result["stamp"] = stamp.close()
+    print("\n" + measured.describe(result["stamp"]))
+    measured.write(args.json, result)
+
+
+if __name__ == "__main__":
+    main()
