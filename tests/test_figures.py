@@ -1,0 +1,82 @@
+"""The figure regeneration and the regression check (benchmarks/figures.py), on made-up
+measurements: blocks are replaced whole and alone, and a ratio is reported as fallen
+exactly when it fell by more than its noise."""
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
+
+_environment = dict(os.environ)
+import figures  # noqa: E402
+import speed  # noqa: E402   (it pins BLAS threads in os.environ: put them back)
+
+os.environ.clear()
+os.environ.update(_environment)
+
+
+def test_a_block_is_replaced_whole_and_alone():
+    readme = ("intro\n<!-- figure: speed -->\nold table\n<!-- /figure: speed -->\nmiddle\n"
+              "<!-- figure: kernels -->\nkept\n<!-- /figure: kernels -->\nend\n")
+    out = figures.replace_block(readme, "speed", "new table\n")
+    assert out == readme.replace("old table\n", "new table\n")
+    assert figures.replace_block(out, "speed", "again\n").count("again") == 1
+
+
+def test_a_block_whose_text_holds_backslashes_is_written_as_is():
+    readme = "<!-- figure: speed -->\n<!-- /figure: speed -->\n"
+    assert "a\\1b" in figures.replace_block(readme, "speed", "a\\1b\n")
+
+
+def _ratios(**values):
+    return {name: {"value": value, "rounds": [value]} for name, value in values.items()}
+
+
+def test_a_ratio_that_fell_by_more_than_its_noise_is_reported():
+    recorded = _ratios(a=2.0, b=1.0, c=1.0)
+    fresh = _ratios(a=1.7, b=0.98, c=1.2)
+    noise = {"a": {"noise": 0.05}, "b": {"noise": 0.05}}
+    lines = figures.compare(recorded, fresh, noise)
+    verdicts = {line.split()[1].rstrip(":"): line.split()[0] for line in lines}
+    assert verdicts == {"a": "FELL", "b": "ok", "c": "ok"}
+
+
+def test_without_recorded_noise_the_floor_applies():
+    recorded = _ratios(a=1.0)
+    just_inside = 1 - figures.NOISE_FLOOR / 2
+    just_outside = 1 - figures.NOISE_FLOOR * 2
+    assert figures.compare(recorded, _ratios(a=just_inside), {})[0].startswith("ok")
+    assert figures.compare(recorded, _ratios(a=just_outside), {})[0].startswith("FELL")
+
+
+def test_a_ratio_missing_from_the_rerun_is_named():
+    assert figures.compare(_ratios(a=1.0), {}, {})[0].startswith("missing")
+
+
+@pytest.fixture
+def speed_result():
+    rounds = 3
+    fm = {label: [float(v)] * rounds for label, v in (
+        (speed.CEILING, 120), ("bare NumPy loop, batch 128", 85), (speed.FMNIST_SERIAL[0], 90),
+        (speed.FMNIST_SERIAL[1], 100), (speed.ALLREDUCE_SHM, 180), (speed.ALLREDUCE_MPI, 170),
+        (speed.PS_SYNC, 185))}
+    seed = {label: [float(v)] * rounds for label, v in (
+        ("seed: bare NumPy loop", 1), (speed.SEED_SERIAL[0], 2), (speed.SEED_SERIAL[1], 10))}
+    return {"dataset": "test", "rounds": rounds, "fmnist": fm, "seed": seed}
+
+
+def test_speed_ratios_are_against_the_fastest_serial(speed_result):
+    ratios = speed.ratios(speed_result)
+    assert ratios["ps-sync 3 procs / fastest serial"]["value"] == pytest.approx(1.85)
+    assert ratios["serial fused / GEMM ceiling (commands)"]["value"] == pytest.approx(100 / 120)
+    assert ratios["seed: serial fused / serial numpy (commands)"]["value"] == pytest.approx(5)
+
+
+def test_speed_table_names_every_variant_with_its_ratio(speed_result):
+    text = speed.markdown(speed_result)
+    for label in speed_result["fmnist"]:
+        assert label in text
+    assert "**1.85×**" in text        # ps-sync against the fastest serial, in bold
