@@ -48,7 +48,8 @@ def ps_async_checkpoint(path: Path) -> Path:
     config = make_config(samples_per_class=20, hidden=(4,), epochs=2, strategy="ps-async")
     model = MLP([2, 4, 3], dtype="float32", seed=2)
     optimizer = SGD(model.params, lr=0.5, lr_decay=0.0, momentum=0.9)
-    save_checkpoint(path, config=config, epoch=2, model=model, optimizer=optimizer,
+    save_checkpoint(path, config=config, epoch=2, model=model,
+                    optimizer_state=optimizer.state_dict(),
                     strategy_state={"updates": 6, "applied": np.array([3, 3]),
                                     "staleness_counts": np.array([4, 2])})
     return path

@@ -92,10 +92,12 @@ class Optimizer:
         return {"iterations": self.iterations,
                 "state": {name: buffer.copy() for name, buffer in self.state.items()}}
 
-    def load_state_dict(self, saved: dict) -> None:
-        """Continue from ``saved``; a rank without state takes the update count only."""
+    def load_state_dict(self, saved: dict, part: slice = slice(None)) -> None:
+        """Continue from ``saved``; a rank without state takes the update count only, and
+        the owner of a shard of the parameters (a parameter server) takes ``part`` of each
+        saved vector."""
         for name, buffer in self.state.items():
-            value = np.asarray(saved["state"][name])
+            value = np.asarray(saved["state"][name])[part]
             if value.shape != buffer.shape:
                 raise ValueError(f"optimizer state {name!r} has shape {value.shape}, the model "
                                  f"needs {buffer.shape}")
