@@ -16,6 +16,10 @@ A strategy knows three things about an optimizer, and nothing else:
    them once where they will live (shared memory, one rank) without knowing what they
    mean. Checkpoints store them by name.
 
+An optimizer may also be built on a slice of the parameter vector alone, with state of
+that slice's length: one of ``--servers K`` parameter servers owns its shard that way, so
+its state costs 1/K of the vector and ``apply`` updates the shard whole.
+
 The schedule (``schedule.py``) gives the learning rate of update ``iterations``.
 """
 
