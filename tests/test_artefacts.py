@@ -48,7 +48,8 @@ def ps_async_checkpoint(path: Path) -> Path:
     config = make_config(samples_per_class=20, hidden=(4,), epochs=2, strategy="ps-async")
     model = MLP([2, 4, 3], dtype="float32", seed=2)
     optimizer = SGD(model.params, lr=0.5, lr_decay=0.0, momentum=0.9)
-    save_checkpoint(path, config=config, epoch=2, model=model, optimizer=optimizer,
+    save_checkpoint(path, config=config, epoch=2, model=model,
+                    optimizer_state=optimizer.state_dict(),
                     strategy_state={"updates": 6, "applied": np.array([3, 3]),
                                     "staleness_counts": np.array([4, 2])})
     return path
@@ -179,6 +180,12 @@ CHECKPOINT_DAMAGE = {
                                "'strategy.updates' does not add up"),
     "2-D counter": (lambda a: {"strategy.updates": np.array([6, 0])},
                     "'strategy.updates' must be a non-negative integer"),
+    "a server's staleness does not add up": (
+        lambda a: {"strategy.staleness_counts": np.array([[4, 2], [5, 2]])},
+        "does not add up: updates 6, sum of applied 6, sum of staleness_counts [6, 7]"),
+    "3-D staleness": (lambda a: {"strategy.staleness_counts": np.ones((1, 2, 3), np.int64)},
+                      "'strategy.staleness_counts' must be a 1-D array of non-negative integers "
+                      "(2-D: a row per server)"),
 }
 
 
@@ -201,6 +208,14 @@ def test_an_intact_checkpoint_loads_with_its_counters(tmp_path, run_dir):
     serial = load_checkpoint(run_dir)
     assert (serial["epoch"], serial["iterations"], serial["strategy"]) == (3, 3, {})
     assert serial["params"].shape == serial["optimizer"]["velocity"].shape == (27,)
+
+
+def test_a_checkpoint_of_two_servers_holds_a_histogram_per_server(tmp_path):
+    source = ps_async_checkpoint(tmp_path / "source.npz")
+    two = rewrite(source, tmp_path / "two.npz",
+                  **{"strategy.staleness_counts": np.array([[4, 2], [6, 0]])})
+    np.testing.assert_array_equal(load_checkpoint(two)["strategy"]["staleness_counts"],
+                                  [[4, 2], [6, 0]])
 
 
 def test_a_checkpoint_of_the_first_format_still_loads(tmp_path):

@@ -18,6 +18,8 @@ def test_configurations_put_the_serial_baseline_first_and_skip_impossible_ones()
         ("allreduce", 1), ("allreduce", 2), ("allreduce", 3)]
     with pytest.raises(UsageError, match="unknown magic"):
         configurations(["magic"], [1])
+    assert configurations(["ps-async", "allreduce"], [2, 3], servers=2) == [
+        ("serial", 1), ("ps-async", 3), ("allreduce", 2), ("allreduce", 3)]
 
 
 def test_weak_scaling_keeps_each_workers_share():
@@ -34,10 +36,11 @@ def test_weak_scaling_keeps_each_workers_share():
 
 
 def test_each_strategy_gets_only_the_fields_it_takes():
-    workload = Workload(overrides={"max_staleness": 2, "shared_memory": False, "epochs": 2})
+    workload = Workload(overrides={"max_staleness": 2, "shared_memory": False, "epochs": 2,
+                                   "servers": 2})
     assert workload.for_run("serial", 1, "strong") == {"epochs": 2}
     assert workload.for_run("ps-async", 2, "strong") == {
-        "max_staleness": 2, "shared_memory": False, "epochs": 2}
+        "max_staleness": 2, "shared_memory": False, "epochs": 2, "servers": 2}
     assert workload.argv(workload.for_run("allreduce", 2, "strong")) == [
         "--no-shared-memory", "--epochs", "2"]
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -112,3 +113,44 @@ def test_missing_checkpoint_is_named(tmp_path):
     done = distnn(["train", "--resume", str(tmp_path)])
     assert done.returncode == 2
     assert f"--resume: no checkpoint at {tmp_path / 'checkpoint.npz'}" in done.stderr
+
+
+def test_two_servers_resume_bit_identical_and_ps_sync_may_change_their_number(tmp_path):
+    """ps-sync with 2 servers stopped and resumed equals the run that never stopped, and
+    so does its checkpoint resumed with one server: the state shards were gathered whole,
+    and the same two workers' update is the same whoever applies it."""
+    args = ["--strategy", "ps-sync", "--servers", "2", *BASE]
+    whole = train_params(tmp_path / "whole", [*args, "--epochs", "8"], procs=4)
+    train_params(tmp_path / "part", [*args, "--epochs", "4"], procs=4)
+    shutil.copytree(tmp_path / "part", tmp_path / "one")
+    resumed = train_params(tmp_path / "part", ["--resume", str(tmp_path / "part"), "--epochs", "8"],
+                           procs=4)
+    np.testing.assert_array_equal(resumed, whole)
+    one = train_params(tmp_path / "one", ["--resume", str(tmp_path / "one"), "--epochs", "8",
+                                          "--servers", "1"], procs=3)
+    np.testing.assert_array_equal(one, whole)
+    assert read_result(tmp_path / "one")["config"]["servers"] == 1
+
+
+def test_ps_async_with_two_servers_resumes_its_counters_per_shard(tmp_path):
+    args = ["--strategy", "ps-async", "--servers", "2", *BASE]
+    train_params(tmp_path, [*args, "--epochs", "4"], procs=4)
+    with np.load(tmp_path / "checkpoint.npz") as checkpoint:
+        assert checkpoint["strategy.staleness_counts"].shape[0] == 2
+        assert np.all(checkpoint["strategy.staleness_counts"].sum(axis=1) == 4 * 3 * 2)
+    train_params(tmp_path, ["--resume", str(tmp_path), "--epochs", "6"], procs=4)
+    result = read_result(tmp_path)
+    assert result["updates"] == result["steps"] == 6 * 3 * 2
+    assert result["gradients_sent_per_worker"] == result["updates_per_worker"] == [18, 18]
+    assert [sum(shard["staleness_histogram"]) for shard in result["staleness_per_shard"]] == [36, 36]
+
+
+def test_ps_async_refuses_another_number_of_servers_on_resume(tmp_path):
+    train_params(tmp_path, ["--strategy", "ps-async", "--servers", "2", *BASE, "--epochs", "2"],
+                 procs=3)
+    done = distnn(["train", "--resume", str(tmp_path), "--servers", "1", "--procs", "2",
+                   "--epochs", "4"])
+    assert done.returncode == 2
+    assert "written by ps-async with 2 servers" in done.stderr
+    assert "resume with --servers 2" in done.stderr
+    assert read_result(tmp_path)["epochs"] == 2

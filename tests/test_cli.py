@@ -56,6 +56,14 @@ def test_seed_preset_resolves_to_the_original_workload_and_flags_override(tmp_pa
     (["--strategy", "ps-sync"], "--strategy ps-sync needs at least 2 processes"),
     (["--classes", "1"], "--classes must be in [2, 1000000], got 1"),
     (["--dataset", "/no/such/file.npz"], "--dataset '/no/such/file.npz': no such file or directory"),
+    (["--servers", "0"], "--servers must be in [1, 4095], got 0"),
+    (["--servers", "two"], "argument --servers: must be an integer, got 'two'"),
+    (["--strategy", "allreduce", "--servers", "2"],
+     "--servers applies to --strategy ps-sync or ps-async only, not allreduce"),
+    (["--strategy", "allreduce", "--servers", "1"], "--servers does not apply to --strategy "
+     "allreduce (only to ps-sync and ps-async); drop it"),
+    (["--strategy", "ps-sync", "--procs", "3", "--servers", "3"],
+     "--servers 3 leaves no worker among the 3 processes"),
 ])
 def test_bad_input_gives_one_clear_message_and_exit_2(tmp_path, args, message):
     out = tmp_path / "run"

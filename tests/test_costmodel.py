@@ -33,6 +33,22 @@ def test_step_times_follow_the_formulas():
     assert step_time("ps-async", 4, batch, COMPUTE, NETWORK) == pytest.approx(cycle)
 
 
+def test_k_servers_split_the_server_link_and_the_update():
+    batch, servers = 1000, 4
+    shard = 1e-5 + 4000 / servers * 1e-9                 # one message of M/K bytes
+    expected = 2.5e-3 + 4 * shard + 1e-6 * 5 / servers + 3 * shard   # ceil(log2(4 + 4)) = 3
+    assert step_time("ps-sync", 4, batch, COMPUTE, NETWORK, servers) == pytest.approx(expected)
+    cycle = 2.5e-3 + 2 * servers * shard + 1e-6 / servers      # a message to and from each
+    assert step_time("ps-async", 4, batch, COMPUTE, NETWORK, servers) == pytest.approx(cycle)
+    assert step_time("allreduce", 4, batch, COMPUTE, NETWORK, servers) == \
+        step_time("allreduce", 4, batch, COMPUTE, NETWORK)
+    one, eight = (project(COMPUTE, NETWORK, 64, scaling="weak", servers=k) for k in (1, 8))
+    assert eight["servers"] == 8
+    # Each server still takes n messages: K shrinks their bytes, not their latency.
+    assert one["speedup"]["ps-sync"][-1] < eight["speedup"]["ps-sync"][-1] < \
+        8 * one["speedup"]["ps-sync"][-1]
+
+
 def test_a_single_server_stops_scaling_before_allreduce_in_weak_scaling():
     weak = project(COMPUTE, NETWORK, 64, scaling="weak")
     at = dict(zip(weak["workers"], zip(weak["speedup"]["allreduce"], weak["speedup"]["ps-sync"])))

@@ -196,7 +196,9 @@ def check_valid_checkpoint(loaded: dict) -> None:
     counters = loaded["strategy"]
     assert set(counters) in (set(), set(STRATEGY_COUNTERS))
     if counters:
-        assert int(counters["updates"]) == counters["applied"].sum() == counters["staleness_counts"].sum()
+        updates = int(counters["updates"])      # staleness: a histogram per server
+        assert updates == counters["applied"].sum()
+        assert all(updates == row.sum() for row in np.atleast_2d(counters["staleness_counts"]))
     model = MLP(sizes, dtype=params.dtype)
     model.params[...] = params
     optimizer = SGD(model.params, lr=0.1, lr_decay=0.0, momentum=0.9)

@@ -28,9 +28,12 @@ def averaging(strategy: str, procs: int, epochs: int = 20, *flags: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("strategy, procs", [("allreduce", 2), ("ps-sync", 3), ("ps-sync", 4)])
-def test_equal_shards_model_averaging_equals_gradient_averaging(strategy, procs):
-    result = averaging(strategy, procs)          # 300 rows: 2 or 3 equal slices
+@pytest.mark.parametrize("strategy, procs, flags", [
+    ("allreduce", 2, []), ("ps-sync", 3, []), ("ps-sync", 4, []),
+    ("ps-sync", 4, ["servers=2"]),               # each server averages its shard
+])
+def test_equal_shards_model_averaging_equals_gradient_averaging(strategy, procs, flags):
+    result = averaging(strategy, procs, 20, *flags)     # 300 rows: 2 or 3 equal slices
     assert result["params"] <= 1e-10
     assert result["mean_velocity"] <= 1e-10
     assert result["own_velocity"] > 1e-3         # each worker's velocity is its own

@@ -71,10 +71,11 @@ def test_ps_async_applies_every_gradient_exactly_once(tmp_path, procs, transport
     assert [r["updates"] for r in records] == [3 * per_epoch, 6 * per_epoch, 7 * per_epoch]
 
 
-def _slow_run(tmp_path, bound: int | None, transport: str = "shared memory") -> dict:
+def _slow_run(tmp_path, bound: int | None, transport: str = "shared memory",
+              servers: int = 1) -> dict:
     args = ["2", "0.004", "--strategy", "ps-async", "--samples-per-class", "200",
             "--batch-size", "60", "--epochs", "3", "--lr", "0.05", "--quiet",
-            "--out", str(tmp_path), *TRANSPORTS[transport]]
+            "--out", str(tmp_path), "--servers", str(servers), *TRANSPORTS[transport]]
     if bound is not None:
         args += ["--max-staleness", str(bound)]
     done = mpi_script("slow_worker.py", 4, args)
@@ -94,6 +95,52 @@ def test_max_staleness_is_never_exceeded_with_a_slow_worker(tmp_path, bound, tra
 
 def test_without_a_bound_the_slow_worker_is_stale(tmp_path):
     assert _slow_run(tmp_path, None)["staleness_max"] > 3
+
+
+@pytest.mark.parametrize("transport", sorted(TRANSPORTS))
+def test_ps_async_with_two_servers_and_one_worker_is_serial_exactly(tmp_path, serial_params,
+                                                                   transport):
+    """Each server applies its shard of the one worker's every gradient, in order."""
+    params = train_params(tmp_path, ["--strategy", "ps-async", "--servers", "2",
+                                     *WORKLOADS["shuffled"], *TRANSPORTS[transport]], procs=3)
+    np.testing.assert_array_equal(params, serial_params["shuffled"])
+    shards = read_result(tmp_path)["staleness_per_shard"]
+    assert [shard["staleness_histogram"] for shard in shards] == [[read_result(tmp_path)["updates"]]] * 2
+
+
+def _add_up_on_every_shard(result: dict, servers: int) -> None:
+    """Invariant 7 per shard: every server applied every gradient sent, each counted once
+    by worker and once by staleness."""
+    shards = result["staleness_per_shard"]
+    assert len(shards) == servers
+    assert result["gradients_sent_per_worker"] == result["updates_per_worker"]
+    assert sum(result["updates_per_worker"]) == result["updates"] == result["steps"]
+    for shard in shards:
+        assert sum(shard["staleness_histogram"]) == result["updates"]
+    assert sum(result["staleness_histogram"]) == servers * result["updates"]
+
+
+@pytest.mark.parametrize("transport", sorted(TRANSPORTS))
+def test_ps_async_with_two_servers_applies_every_gradient_once_per_shard(tmp_path, transport):
+    train_params(tmp_path, ["--strategy", "ps-async", "--servers", "2", "--samples-per-class",
+                            "100", "--batch-size", "149", "--epochs", "7", "--eval-every", "3",
+                            "--lr", "0.1", *TRANSPORTS[transport]], procs=4)
+    result = read_result(tmp_path)
+    assert result["updates"] == 7 * (2 * 2 + 2)       # two workers, batches of 149, 149, 2
+    _add_up_on_every_shard(result, 2)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["updates"] for r in records] == [18, 36, 42]
+    assert all(len(r["staleness_per_shard"]) == 2 for r in records)
+
+
+@pytest.mark.parametrize("transport", sorted(TRANSPORTS))
+def test_max_staleness_holds_on_every_shard_with_a_slow_worker(tmp_path, transport):
+    unbounded = _slow_run(tmp_path / "unbounded", None, transport, servers=2)
+    assert max(s["staleness_max"] for s in unbounded["staleness_per_shard"]) > 1
+    bounded = _slow_run(tmp_path / "bounded", 0, transport, servers=2)
+    _add_up_on_every_shard(bounded, 2)
+    assert [s["staleness_histogram"] for s in bounded["staleness_per_shard"]] == \
+        [[bounded["updates"]]] * 2
 
 
 @pytest.mark.parametrize("strategy, rank", [("ps-async", 2), ("ps-async", 0), ("allreduce", 1)])

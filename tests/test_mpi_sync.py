@@ -100,3 +100,50 @@ def test_sharded_batches_equal_serial_with_the_same_shards(tmp_path):
     for strategy, procs in (("allreduce", 2), ("ps-sync", 3)):
         params = train_params(tmp_path / strategy, ["--strategy", strategy, *args], procs=procs)
         assert max_relative_difference(params, serial) <= 1e-10
+
+
+ADAM = ["--optimizer", "adam", "--lr", "0.01"]     # after the workload's --lr: it wins
+
+
+@pytest.fixture(scope="module")
+def serial_adam(tmp_path_factory):
+    return train_params(tmp_path_factory.mktemp("serial-adam") / "run",
+                        [*WORKLOADS["shuffled"], *ADAM])
+
+
+@pytest.mark.parametrize("transport", [[], ["--no-shared-memory"]], ids=["shared", "messages"])
+@pytest.mark.parametrize("procs, servers", [(3, 2), (4, 2), (4, 3)])
+def test_ps_sync_with_several_servers_equals_serial(tmp_path, serial_params, procs, servers,
+                                                    transport):
+    params = train_params(tmp_path, ["--strategy", "ps-sync", "--servers", str(servers),
+                                     *transport, *WORKLOADS["shuffled"]], procs=procs)
+    assert max_relative_difference(params, serial_params["shuffled"]) <= 1e-10
+    result = read_result(tmp_path)
+    assert (result["workers"], result["config"]["servers"]) == (procs - servers, servers)
+    assert result["shared_memory"] is (transport == [])
+
+
+@pytest.mark.parametrize("transport", [[], ["--no-shared-memory"]], ids=["shared", "messages"])
+def test_ps_sync_with_two_servers_equals_serial_with_adam(tmp_path, serial_adam, transport):
+    """Adam's state (two moments) sharded over two servers, two workers."""
+    params = train_params(tmp_path, ["--strategy", "ps-sync", "--servers", "2", *transport,
+                                     *WORKLOADS["shuffled"], *ADAM], procs=4)
+    assert max_relative_difference(params, serial_adam) <= 1e-10
+
+
+def test_shards_change_who_updates_not_the_update(tmp_path):
+    """The update is element by element: two workers give the same bits with one server
+    as with two."""
+    args = ["--strategy", "ps-sync", *WORKLOADS["full"]]
+    one = train_params(tmp_path / "one", args, procs=3)
+    two = train_params(tmp_path / "two", [*args, "--servers", "2"], procs=4)
+    np.testing.assert_array_equal(one, two)
+
+
+def test_servers_leaving_no_worker_under_mpi_is_reported_once_with_exit_2(tmp_path):
+    done = distnn(["train", "--strategy", "ps-async", "--servers", "3", "--out",
+                   str(tmp_path / "r")], procs=3)
+    assert done.returncode == 2
+    assert done.stderr.count("error:") == 1
+    assert "--servers 3 leaves no worker among the 3 processes" in done.stderr
+    assert not (tmp_path / "r").exists()

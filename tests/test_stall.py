@@ -39,6 +39,8 @@ def ranks_of(job: subprocess.Popen) -> list[int]:
     ("allreduce", []),                         # shared-memory fences
     ("allreduce", ["--no-shared-memory"]),     # Iallreduce
     ("ps-async", []),
+    ("ps-sync", ["--servers", "2"]),           # a doorbell from each server
+    ("ps-async", ["--servers", "2", "--no-shared-memory"]),   # a message from each server
 ])
 def test_a_stopped_rank_ends_the_job_naming_it(tmp_path, strategy, extra):
     out = tmp_path / "run"

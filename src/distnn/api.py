@@ -87,7 +87,7 @@ def train_config(options: dict, size: int) -> TrainConfig:
     try:
         config = make_config(dataset="arrays", procs=size, **options)
         check_given_apply(config, options)
-        check_process_count(config.strategy, size)
+        check_process_count(config.strategy, size, config.servers)
     except UsageError as exc:
         raise OptionError(python_names(str(exc))) from None
     return config

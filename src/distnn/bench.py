@@ -32,8 +32,10 @@ COLUMNS = ("strategy", "processes", "workers", "threads", "kernels", "time_s_med
            "comm_share", "wait_share")
 
 
-def configurations(strategies: list[str], procs: list[int]) -> list[tuple[str, int]]:
-    """Every valid (strategy, processes); serial runs once, at 1 process."""
+def configurations(strategies: list[str], procs: list[int],
+                   servers: int = 1) -> list[tuple[str, int]]:
+    """Every valid (strategy, processes); serial runs once, at 1 process; the parameter
+    servers' strategies where ``servers`` leave a worker."""
     unknown = [s for s in strategies if s not in STRATEGIES]
     if unknown:
         raise UsageError(f"--strategies: unknown {', '.join(unknown)}; choose from "
@@ -44,7 +46,7 @@ def configurations(strategies: list[str], procs: list[int]) -> list[tuple[str, i
     for strategy in strategies:
         if strategy == "serial":
             continue
-        minimum = 2 if strategy in SERVER_STRATEGIES else 1
+        minimum = servers + 1 if strategy in SERVER_STRATEGIES else 1
         configs += [(strategy, p) for p in procs if p >= minimum]
     return configs
 
@@ -53,6 +55,7 @@ def configurations(strategies: list[str], procs: list[int]) -> list[tuple[str, i
 # strategies would refuse them, so each configuration gets only those that apply to it.
 STRATEGY_FIELDS = {
     "max_staleness": ("ps-async",),
+    "servers": ("ps-sync", "ps-async"),
     "combine": ("ps-sync", "allreduce"),
     "local_steps": ("ps-sync", "allreduce"),
     "drop_remainder": ("ps-sync", "allreduce"),
@@ -270,12 +273,14 @@ def run_bench(strategies: list[str], procs: list[int], workload: Workload, scali
     if repeats < 1:
         raise UsageError(f"--repeats must be >= 1, got {repeats}")
     cores = len(os.sched_getaffinity(0))
+    servers = workload.overrides.get("servers", 1)
     configs = serial_configurations(workload, cores, fused_error() is None) + [
-        (strategy, p, 1, None) for strategy, p in configurations(strategies, procs)[1:]]
+        (strategy, p, 1, None) for strategy, p in configurations(strategies, procs, servers)[1:]]
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for strategy, p, threads, kernels in configs:
-        args = workload.argv(workload.for_run(strategy, Roles.of(strategy, p).n_workers, scaling))
+        workers = Roles.of(strategy, p, servers).n_workers
+        args = workload.argv(workload.for_run(strategy, workers, scaling))
         started = time.monotonic()
         name = (f"{strategy}-p{p}" + (f"-t{threads}" if threads > 1 else "")
                 + (f"-{kernels}" if kernels else ""))

@@ -29,17 +29,20 @@ FORMAT_1 = "distnn-checkpoint-1"   # SGD's velocity as 'velocity': still read
 REQUIRED = ("config", "epoch", "sizes", "params", "iterations")
 OPTIONAL = ("epoch_step",)   # steps into the next epoch (an interrupted run); 0 if absent
 STATE_PREFIX = "optimizer."
-# ps-async's counters and their number of dimensions (the other strategies keep none).
-# They add up: every applied update is counted once per worker and once by staleness.
-STRATEGY_COUNTERS = {"updates": 0, "applied": 1, "staleness_counts": 1}
+# ps-async's counters and their numbers of dimensions (the other strategies keep none):
+# staleness_counts has one row per server when there are several (--servers K), each
+# server's histogram. They add up: every applied update is counted once per worker and,
+# on every server, once by staleness.
+STRATEGY_COUNTERS = {"updates": (0,), "applied": (1,), "staleness_counts": (1, 2)}
 DAMAGED = "the checkpoint is damaged; resume from another copy or train from the start"
 
 
-def save_checkpoint(path: Path, *, config, epoch: int, model, optimizer, strategy_state: dict,
-                    epoch_step: int = 0) -> None:
+def save_checkpoint(path: Path, *, config, epoch: int, model, optimizer_state: dict,
+                    strategy_state: dict, epoch_step: int = 0) -> None:
     """``epoch`` epochs done, and ``epoch_step`` steps of the next (non-zero when a run
-    was interrupted mid-epoch)."""
-    saved = optimizer.state_dict()
+    was interrupted mid-epoch). ``optimizer_state``: ``Optimizer.state_dict()``, with
+    whole vectors (a sharded server's are gathered first)."""
+    saved = optimizer_state
     arrays = {
         "format": np.asarray(FORMAT),
         "config": np.asarray(json.dumps(config.to_dict())),
@@ -186,23 +189,27 @@ def _strategy_counters(arrays: dict, where: str) -> dict:
     """The strategy's counters by name: non-negative integers of the expected dimensions,
     adding up as they do when written."""
     counters = {}
-    for name, ndim in STRATEGY_COUNTERS.items():
+    kinds = {(0,): "a non-negative integer", (1,): "a 1-D array of non-negative integers",
+             (1, 2): "a 1-D array of non-negative integers (2-D: a row per server)"}
+    for name, ndims in STRATEGY_COUNTERS.items():
         array = arrays.get(f"strategy.{name}")
         if array is None:
             continue
-        if array.ndim != ndim or array.dtype.kind not in "iu" or np.any(array < 0):
-            kind = "a non-negative integer" if ndim == 0 else "a 1-D array of non-negative integers"
-            raise _refuse(where, f"strategy.{name}", f"must be {kind}, got {shown(array)}")
+        if array.ndim not in ndims or array.dtype.kind not in "iu" or np.any(array < 0):
+            raise _refuse(where, f"strategy.{name}", f"must be {kinds[ndims]}, got {shown(array)}")
         counters[name] = array
     if counters and set(counters) != set(STRATEGY_COUNTERS):
         missing = sorted(set(STRATEGY_COUNTERS) - set(counters))
         raise _refuse(where, f"strategy.{missing[0]}", "is missing (the other counters are there)")
     if counters:
-        totals = {name: int(np.sum(counters[name], dtype=np.uint64)) for name in counters}
-        if len(set(totals.values())) != 1:
-            raise _refuse(where, "strategy.updates", f"does not add up: updates {totals['updates']}, "
-                          f"sum of applied {totals['applied']}, sum of staleness_counts "
-                          f"{totals['staleness_counts']}")
+        updates = int(counters["updates"])
+        applied = int(np.sum(counters["applied"], dtype=np.uint64))
+        per_server = [int(row.sum(dtype=np.uint64))
+                      for row in np.atleast_2d(counters["staleness_counts"])]
+        if applied != updates or any(total != updates for total in per_server):
+            staleness = per_server[0] if counters["staleness_counts"].ndim == 1 else per_server
+            raise _refuse(where, "strategy.updates", f"does not add up: updates {updates}, "
+                          f"sum of applied {applied}, sum of staleness_counts {staleness}")
     return counters
 
 
@@ -216,10 +223,16 @@ def check_resumable(checkpoint: dict, config, dataset, processes: int) -> None:
         raise UsageError(f"--resume: {path} holds a {checkpoint['sizes']} model, but this data "
                          f"needs {sizes}: the data changed since the run was saved; resume with "
                          "the data it was trained on, or start a new run")
-    applied = checkpoint["strategy"].get("applied")
-    if config.strategy == "ps-async" and applied is not None and applied.size != processes - 1:
-        raise UsageError(f"--resume: {path} was written by {applied.size} ps-async workers; "
-                         f"resume with --procs {applied.size + 1}, not {processes}")
+    counters = checkpoint["strategy"]
+    if config.strategy == "ps-async" and counters:
+        workers, servers = counters["applied"].size, len(np.atleast_2d(counters["staleness_counts"]))
+        if servers != config.servers:
+            raise UsageError(f"--resume: {path} holds the counters of {servers} ps-async "
+                             f"server(s), but its config says --servers {config.servers}; "
+                             f"{DAMAGED}")
+        if workers != processes - config.servers:
+            raise UsageError(f"--resume: {path} was written by {workers} ps-async workers; "
+                             f"resume with --procs {workers + servers}, not {processes}")
     n_train = dataset.x_train.shape[0]
     batch = config.batch_size if config.batch_size and config.batch_size < n_train else n_train
     steps = -(-n_train // batch)

@@ -26,7 +26,7 @@ from distnn.nn.layers import ACTIVATIONS as LAYER_ACTIVATIONS
 from distnn.optim import REGISTRY
 
 STRATEGIES = ("serial", "ps-sync", "ps-async", "allreduce")
-# Strategies whose rank 0 is a parameter server (p processes = 1 server + p - 1 workers).
+# Strategies with parameter servers (p processes = K servers, ranks 0..K-1, + p - K workers).
 # Named here, not taken from distnn.parallel, so that the launcher and bench never import
 # mpi4py.MPI: a process that initialised MPI and is then killed leaves a segment in /dev/shm.
 SERVER_STRATEGIES = ("ps-sync", "ps-async")
@@ -224,6 +224,11 @@ class TrainConfig:
     max_staleness: int | None = option(
         None, "ps-async: no applied gradient staler than this", "parallel", low=0, high=MAX_COUNT,
         default_text="unbounded")
+    servers: int = option(
+        1, "ps-sync/ps-async: ranks 0..K-1 are parameter servers, each owning one contiguous "
+        "shard of the parameters and of the optimizer state; the other ranks are workers",
+        "parallel", low=1, high=MAX_PROCS - 1, metavar="K",
+        applies=("strategy", SERVER_STRATEGIES.__contains__, "ps-sync and ps-async"))
     combine: str = option(
         "gradients", "ps-sync/allreduce: average the workers' gradients (== serial), or their "
         "models after local SGD steps, each worker with its own velocity (the original's "
@@ -450,6 +455,9 @@ def validate(config: TrainConfig) -> None:
     _check_combine(config)
     if config.max_staleness is not None and config.strategy != "ps-async":
         raise UsageError(f"--max-staleness applies to --strategy ps-async only, "
+                         f"not {config.strategy}")
+    if config.servers > 1 and config.strategy not in SERVER_STRATEGIES:
+        raise UsageError(f"--servers applies to --strategy ps-sync or ps-async only, "
                          f"not {config.strategy}")
 
 

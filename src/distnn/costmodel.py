@@ -10,11 +10,13 @@ M bytes and P parameters (t_s = seconds per sample, t_u = update seconds per par
                                           L (alpha_ar + M beta_ar)),    L = ceil(log2 n)
                (Rabenseifner's reduce-scatter + allgather moves a ring's 2M per rank;
                 recursive doubling wins for small models; MPI picks the cheaper)
-    ps-sync    T  = t_s B/n + n (alpha_p2p + M beta_p2p) + t_u P (n+1)
-                    + ceil(log2(n+1)) (alpha_bc + M beta_bc)    (one server link, tree bcast)
-    ps-async   per update: server 2 (alpha_p2p + M beta_p2p) + t_u P; worker cycle
-               t_s B/n + 2 (alpha_p2p + M beta_p2p) + t_u P;
-               samples/s = B/n * min(n / cycle, 1 / server)
+    ps-sync    T  = t_s B/n + n (alpha_p2p + M/K beta_p2p) + t_u P (n+1) / K
+                    + ceil(log2(n+K)) (alpha_bc + M/K beta_bc)
+               (K servers, --servers: each server's link carries n M/K in and its shard
+               out, a tree bcast each, the K of them at once; the update is split K ways)
+    ps-async   per update: server 2 (alpha_p2p + M/K beta_p2p) + t_u P / K; worker cycle
+               t_s B/n + 2 (K alpha_p2p + M beta_p2p) + t_u P / K (a message to and from
+               each server); samples/s = B/n * min(n / cycle, 1 / server)
 
 Speedup = serial time per global batch / strategy time per global batch; efficiency =
 speedup / n. A strategy "stops scaling" where its efficiency first falls below 50%.
@@ -94,8 +96,10 @@ def measure_compute(sizes, batch: int = 256, dtype="float32", repeats: int = 20)
             "n_params": model.n_params, "bytes": model.params.nbytes}
 
 
-def step_time(strategy: str, n: int, batch: int, compute: dict, network: dict) -> float:
-    """Seconds per global batch of ``batch`` samples with ``n`` workers."""
+def step_time(strategy: str, n: int, batch: int, compute: dict, network: dict,
+              servers: int = 1) -> float:
+    """Seconds per global batch of ``batch`` samples with ``n`` workers (and ``servers``
+    parameter servers for ps-sync and ps-async)."""
     t_s, P = compute["seconds_per_sample"], compute["n_params"]
     update = compute["seconds_per_param_update"] * P
     M = compute["bytes"]
@@ -110,22 +114,25 @@ def step_time(strategy: str, n: int, batch: int, compute: dict, network: dict) -
         combine = min(2 * rounds * fitted["alpha"] + 2 * (n - 1) / n * M * fitted["beta"],
                       rounds * (fitted["alpha"] + M * fitted["beta"]))
         return t_s * batch / n + update + combine
+    shard = M / servers
     if strategy == "ps-sync":
-        return (t_s * batch / n + n * cost("p2p", M) + update * (n + 1)
-                + math.ceil(math.log2(n + 1)) * cost("bcast", M))
+        return (t_s * batch / n + n * cost("p2p", shard) + update * (n + 1) / servers
+                + math.ceil(math.log2(n + servers)) * cost("bcast", shard))
     if strategy == "ps-async":
-        server = 2 * cost("p2p", M) + update
-        cycle = t_s * batch / n + 2 * cost("p2p", M) + update   # the reply follows the update
+        server = 2 * cost("p2p", shard) + update / servers
+        # The reply follows the update; a worker talks to every server.
+        cycle = t_s * batch / n + 2 * servers * cost("p2p", shard) + update / servers
         updates_per_s = min(n / cycle, 1 / server)
         return n / updates_per_s     # n updates of batch/n samples = one global batch
     raise ValueError(strategy)
 
 
 def project(compute: dict, network: dict, batch: int, workers=None,
-            scaling: str = "strong") -> dict:
+            scaling: str = "strong", servers: int = 1) -> dict:
     """Speedup per strategy and worker count. Strong: the global batch stays ``batch``;
     weak: each worker keeps ``batch`` samples (global batch n * batch), and speedup is the
-    ratio of samples/s to serial on the same global batch."""
+    ratio of samples/s to serial on the same global batch. ``servers``: the parameter
+    servers of ps-sync and ps-async (on top of the n workers)."""
     workers = workers or [2**k for k in range(11)]
     curves = {}
     for strategy in STRATEGIES:
@@ -133,12 +140,14 @@ def project(compute: dict, network: dict, batch: int, workers=None,
         for n in workers:
             global_batch = batch * n if scaling == "weak" else batch
             serial = step_time("serial", 1, global_batch, compute, network)
-            curve.append(serial / step_time(strategy, n, global_batch, compute, network))
+            curve.append(serial / step_time(strategy, n, global_batch, compute, network,
+                                            servers))
         curves[strategy] = curve
     peaks = {s: workers[int(np.argmax(curve))] for s, curve in curves.items()}
     below_half = {s: next((n for n, v in zip(workers, curve) if n > 1 and v / n < 0.5), None)
                   for s, curve in curves.items()}
-    return {"scaling": scaling, "workers": workers, "speedup": curves, "peak_workers": peaks,
+    return {"scaling": scaling, "servers": servers, "workers": workers, "speedup": curves,
+            "peak_workers": peaks,
             "efficiency_below_half_at": below_half,
             "peak_speedup": {s: max(curve) for s, curve in curves.items()}}
 
@@ -156,7 +165,9 @@ def markdown(projections: list[dict], compute: dict, network: dict, batch: int, 
     lines = [f"# Projected speedup: {'-'.join(map(str, sizes))} MLP, batch {batch}", "",
              f"Measured: gradient {compute['seconds_per_sample'] * 1e6:.2f} µs/sample, update "
              f"{compute['seconds_per_param_update'] * 1e9:.2f} ns/parameter, model "
-             f"{compute['bytes'] / 1e3:,.1f} kB.", ""]
+             f"{compute['bytes'] / 1e3:,.1f} kB."
+             + (f" ps-sync and ps-async with {projections[0]['servers']} parameter servers "
+                "(on top of the workers)." if projections[0].get("servers", 1) > 1 else ""), ""]
     lines += ["| primitive | alpha (µs) | beta (GB/s) |", "|---|---|---|"]
     for name, fitted in network.items():
         bandwidth = 1 / fitted["beta"] / 1e9 if fitted["beta"] > 0 else float("inf")

@@ -1,5 +1,6 @@
-"""Who does what in a job: which ranks are parameter servers, which are workers, and which
-rows each worker takes. One object, so that the arithmetic lives in one place.
+"""Who does what in a job: which ranks are parameter servers, which shard of the parameters
+each server owns, which are workers, and which rows each worker takes. One object, so that
+the arithmetic lives in one place.
 
 No MPI here: the launcher and the benchmark use it before any MPI job exists.
 """
@@ -13,14 +14,16 @@ from distnn.data.sampler import worker_range
 @dataclass(frozen=True)
 class Roles:
     """The roles of the ``size`` ranks of a job; ranks ``0..servers-1`` are parameter
-    servers (none for serial and allreduce: every rank is a worker)."""
+    servers (none for serial and allreduce: every rank is a worker). Server ``s`` owns
+    shard ``s`` of the parameter vector: an even, contiguous slice, as workers take rows."""
 
     size: int
     servers: int = 0
 
     @classmethod
-    def of(cls, strategy: str, size: int) -> "Roles":
-        return cls(size, 1 if strategy in SERVER_STRATEGIES and size > 1 else 0)
+    def of(cls, strategy: str, size: int, servers: int = 1) -> "Roles":
+        """``servers`` (``--servers``) counts only for the server strategies."""
+        return cls(size, servers if strategy in SERVER_STRATEGIES and size > 1 else 0)
 
     @property
     def n_workers(self) -> int:
@@ -29,6 +32,10 @@ class Roles:
     @property
     def worker_ranks(self) -> range:
         return range(self.servers, self.size)
+
+    @property
+    def server_ranks(self) -> range:
+        return range(self.servers)
 
     def is_server(self, rank: int) -> bool:
         return rank < self.servers
@@ -51,3 +58,17 @@ class Roles:
         the data a rank checks and summarises."""
         index = self.worker_index(rank)
         return None if index is None else (index, self.n_workers)
+
+    def shard(self, n_params: int, server: int) -> slice:
+        """The slice of the ``n_params`` parameters (and of the optimizer state) that
+        server ``server`` owns; all of them when there is no server."""
+        return slice(*worker_range(n_params, max(self.servers, 1), server))
+
+    def shards(self, n_params: int) -> list[slice]:
+        """Every server's shard, in server order (one, the whole vector, without servers)."""
+        return [self.shard(n_params, server) for server in range(max(self.servers, 1))]
+
+    def owned(self, n_params: int, rank: int) -> slice:
+        """What ``rank``'s optimizer updates: a server's shard, else the whole vector (a
+        worker of a parameter server only prepares, but sees whole vectors)."""
+        return self.shard(n_params, rank) if self.is_server(rank) else slice(0, n_params)

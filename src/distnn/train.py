@@ -56,12 +56,15 @@ def check_fits(config: TrainConfig, dataset: Dataset, size: int) -> None:
             raise UsageError(f"--kernels fused needs numba, and {kernel_choice.fused_error()}: "
                              f"install it with {kernel_choice.INSTALL}, or use --kernels "
                              "numpy or auto")
-    roles = Roles.of(config.strategy, size)
+    roles = Roles.of(config.strategy, size, config.servers)
     if config.strategy in ("ps-sync", "ps-async") and size < 2:
         raise UsageError(
             f"--strategy {config.strategy} needs at least 2 processes (1 server + 1 worker); "
             f"got {size}: use --procs 2 or more"
         )
+    if roles.servers and roles.n_workers < 1:
+        raise UsageError(f"--servers {config.servers} leaves no worker among the {size} "
+                         f"processes; use --servers {size - 1} or fewer")
     workers = roles.n_workers
     n_train = dataset.x_train.shape[0]
     if n_train < workers:
@@ -81,6 +84,10 @@ def check_fits(config: TrainConfig, dataset: Dataset, size: int) -> None:
     from distnn.guards import check_memory, local_processes, model_memory_bytes
 
     sizes = (dataset.n_features, *config.hidden, dataset.n_classes)
+    if roles.servers > MLP.parameter_count(sizes):
+        raise UsageError(f"--servers {config.servers} is more than the "
+                         f"{MLP.parameter_count(sizes)} parameters of the model "
+                         f"{'-'.join(map(str, sizes))}: every server needs a shard of them")
     rows = config.batch_size or n_train
     itemsize = np.dtype(config.dtype).itemsize
     vectors = REGISTRY[config.optimizer].memory_vectors
@@ -142,7 +149,7 @@ def setup(config: TrainConfig, comm: MPI.Comm, dataset: Dataset) -> Job:
     """
     config = recipes.fit_to_data(config, dataset.x_train.shape[0])
     check_fits(config, dataset, comm.Get_size())
-    roles = Roles.of(config.strategy, comm.Get_size())
+    roles = Roles.of(config.strategy, comm.Get_size(), config.servers)
     n_train = dataset.x_train.shape[0]
     batch_size = config.batch_size if config.batch_size and config.batch_size < n_train else None
     sampler = BatchSampler(n_train, batch_size, config.seed,
@@ -168,7 +175,9 @@ def setup(config: TrainConfig, comm: MPI.Comm, dataset: Dataset) -> Job:
         placement.shared.fence()
     updates_per_epoch = strategy_class.updates_per_epoch(sampler, roles)
     schedule = Schedule.from_config(config, updates_per_epoch, sampler.batch_size)
-    optimizer = optimizer_class.from_config(config, placement.params, placement.state, schedule)
+    # A parameter server's optimizer owns its shard of the parameters alone.
+    optimizer = optimizer_class.from_config(config, placement.params[placement.owned],
+                                            placement.state, schedule)
     if model.kernels != "numpy":
         from distnn.nn import fused
 
@@ -211,7 +220,8 @@ def restore(checkpoint: dict, job: Job) -> tuple[int, int]:
                          f"this data and config need {job.model.sizes}")
     job.model.params[...] = checkpoint["params"]
     job.optimizer.load_state_dict({"iterations": checkpoint["iterations"],
-                                   "state": checkpoint["optimizer"]})
+                                   "state": checkpoint["optimizer"]},
+                                  part=job.strategy.placement.owned)
     job.strategy.load_state_dict(checkpoint["strategy"])
     return checkpoint["epoch"], checkpoint.get("epoch_step", 0)
 
@@ -335,10 +345,12 @@ class Loop:
         if not np.all(np.isfinite(job.model.params)):
             raise TrainingDiverged(f"training diverged before epoch {epoch}: the parameters "
                                    f"hold NaN or infinity ({self.kept()})")
+        state = job.strategy.checkpoint_state()     # collective: whole on rank 0
         if self.directory is not None:
+            optimizer_state, strategy_state = state
             save_checkpoint(self.directory.path / CHECKPOINT_NAME, config=job.config, epoch=epoch,
-                            model=job.model, optimizer=job.optimizer,
-                            strategy_state=job.strategy.state_dict(), epoch_step=epoch_step)
+                            model=job.model, optimizer_state=optimizer_state,
+                            strategy_state=strategy_state, epoch_step=epoch_step)
         self.saved.append(epoch)
         wait_politely(job.comm.Ibarrier(), job.watch, "rank 0 to write the checkpoint")
 

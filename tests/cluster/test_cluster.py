@@ -75,6 +75,24 @@ def test_ps_async_with_one_worker_on_another_host_is_serial_exactly(hosts, tmp_p
     assert read_result(tmp_path / "run")["shared_memory"] is False
 
 
+@pytest.mark.parametrize("strategy, placement", [
+    ("ps-sync", {"node1": 1, "node2": 1, "node3": 2}),    # two workers on a third host
+    ("ps-async", {"node1": 1, "node2": 1, "node3": 1}),   # one worker: serial exactly
+])
+def test_two_servers_on_two_hosts_equal_serial(hosts, tmp_path, serial, strategy, placement):
+    """--servers 2: ranks 0 and 1, the servers, each on its own host, each with its shard;
+    every shard travels by messages."""
+    params = train(hosts, placement, tmp_path / "run",
+                   ["--strategy", strategy, "--servers", "2", *WORKLOAD])
+    if strategy == "ps-async":
+        assert np.array_equal(params, serial)
+    else:
+        assert max_relative_difference(params, serial) <= 1e-10
+    result = read_result(tmp_path / "run")
+    assert result["config"]["servers"] == 2 and result["shared_memory"] is False
+    assert result["workers"] == sum(placement.values()) - 2
+
+
 @pytest.mark.parametrize("strategy", ["ps-sync", "allreduce"])
 def test_a_rank_that_raises_on_a_remote_host_ends_the_job(hosts, tmp_path, strategy):
     started = time.monotonic()

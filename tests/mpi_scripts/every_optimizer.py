@@ -2,8 +2,9 @@
 one MPI job.
 
 Written for any communicator size (run it at several): for each optimizer (with its
-schedules and options; two cases add tanh or GELU and dropout) and each strategy and
-transport,
+schedules and options; two cases add tanh or GELU and dropout) and each strategy (the
+parameter servers with every number of servers that leaves a worker, ps-async with one
+worker) and transport,
 - the final parameters against serial's (synchronous strategies: equal to rounding;
   ps-async with one worker: bit for bit);
 - a run stopped mid-way (as Ctrl-C stops one: at a step all ranks agree on, with a
@@ -11,7 +12,8 @@ transport,
   for bit.
 
 Usage: mpiexec -n N python every_optimizer.py OUT_DIR
-Rank 0 prints one JSON line: {case: {"difference": d, "exact": bool, "resumed_exact": bool}}.
+Rank 0 prints one JSON line: {case: {"difference": d, "exact": bool, "resumed_exact": bool}},
+a case named "<optimizer> <strategy> servers=<K> <transport>".
 """
 
 import json
@@ -45,13 +47,14 @@ OPTIMIZERS = {
 TRANSPORTS = {"shared": dict(shared_memory=True), "messages": dict(shared_memory=False)}
 
 
-def strategies(size: int) -> list[str]:
-    names = ["allreduce"]
+def strategies(size: int) -> list[tuple[str, int]]:
+    """(strategy, servers): allreduce; ps-sync with 1..size-1 servers; ps-async with one
+    worker (serial exactly), on size-1 servers."""
+    cases = [("allreduce", 1)]
+    cases += [("ps-sync", servers) for servers in range(1, size)]
     if size >= 2:
-        names.append("ps-sync")
-    if size == 2:
-        names.append("ps-async")      # one worker: serial exactly
-    return names
+        cases.append(("ps-async", size - 1))
+    return cases
 
 
 class StopAfter:
@@ -99,15 +102,16 @@ def main() -> None:
         if comm.Get_rank() == 0:
             model, _ = train(make_config(**BASE, **options), MPI.COMM_SELF, dataset)
             serial = params_of(model)
-        for strategy in strategies(comm.Get_size()):
+        for strategy, servers in strategies(comm.Get_size()):
             for transport, memory in TRANSPORTS.items():
-                config = make_config(**BASE, **options, **memory, strategy=strategy)
+                config = make_config(**BASE, **options, **memory, strategy=strategy,
+                                     servers=servers)
                 model, _ = train(config, comm, dataset)
                 params = params_of(model)
                 resumed = stopped_then_resumed(config, comm, dataset,
-                                               out / f"{name}-{strategy}-{transport}")
+                                               out / f"{name}-{strategy}-{servers}-{transport}")
                 if comm.Get_rank() == 0:
-                    results[f"{name} {strategy} {transport}"] = {
+                    results[f"{name} {strategy} servers={servers} {transport}"] = {
                         "difference": float(np.max(np.abs(params - serial)) / np.max(np.abs(serial))),
                         "exact": bool(np.array_equal(params, serial)),
                         "resumed_exact": bool(np.array_equal(resumed, params)),

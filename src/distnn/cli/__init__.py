@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         if not under_mpi():
             config, _ = resolve_config(dict(settings))
             procs = procs or config.procs    # --resume and --config keep the process count
-            check_process_count(config.strategy, procs or 1)
+            check_process_count(config.strategy, procs or 1, config.servers)
             if procs is not None and procs > 1:
                 note = oversubscription_note(procs)
                 if note and not settings.get("quiet"):

@@ -128,7 +128,9 @@ def _bench(args) -> int:
         raise UsageError(f"--procs values must be in [1, {MAX_PROCS}], got {args.procs}")
     from distnn.cli.run import resolve_config
 
-    as_train_takes_it = {name: value for name, value in overrides.items() if name != "max_staleness"}
+    # Options of some strategies only, which the default strategy would refuse.
+    as_train_takes_it = {name: value for name, value in overrides.items()
+                         if name not in ("max_staleness", "servers")}
     for name, value in (("preset", workload.preset), ("config", workload.config_file)):
         if value is not None:
             as_train_takes_it[name] = value
@@ -174,6 +176,8 @@ def _costmodel(args) -> int:
     if len(sizes) < 2 or not 1 <= args.batch_size <= 10**6:
         raise UsageError(f"--sizes needs at least two widths and --batch-size an integer in "
                          f"[1, 1000000]; got {','.join(map(str, sizes))} and {args.batch_size}")
+    if not 1 <= args.servers <= MAX_PROCS:
+        raise UsageError(f"--servers must be in [1, {MAX_PROCS}], got {args.servers}")
     itemsize = 4 if args.dtype == "float32" else 8
     check_memory(model_memory_bytes(sizes, args.batch_size, itemsize)
                  + args.batch_size * sizes[0] * itemsize,
@@ -194,8 +198,8 @@ def _costmodel(args) -> int:
         return 1
     network = json.loads((out / "network.json").read_text())
     compute = costmodel.measure_compute(sizes, dtype=args.dtype)
-    projections = [costmodel.project(compute, network, args.batch_size, scaling=scaling)
-                   for scaling in ("strong", "weak")]
+    projections = [costmodel.project(compute, network, args.batch_size, scaling=scaling,
+                                     servers=args.servers) for scaling in ("strong", "weak")]
     text = costmodel.markdown(projections, compute, network, args.batch_size, sizes)
     (out / "costmodel.md").write_text(text)
     (out / "costmodel.json").write_text(json.dumps(

@@ -210,6 +210,9 @@ def _add_costmodel(commands) -> None:
     model.add_argument("--batch-size", type=int, default=128, help="global batch "
                        "(default: %(default)s)")
     model.add_argument("--dtype", choices=DTYPES, default="float32", help="(default: %(default)s)")
+    model.add_argument("--servers", type=int, default=1, metavar="K",
+                       help="parameter servers of ps-sync and ps-async, each with 1/K of the "
+                       "parameters (default: %(default)s)")
     model.add_argument("--bench", help="a bench output folder whose measured points to overlay "
                        "(default: none)")
     model.add_argument("--out", help="output folder (default: bench-out/costmodel-<time>)")

@@ -25,11 +25,13 @@ from distnn.roles import Roles
 
 ABORT_GRACE_S = 0.5       # lets mpiexec forward a failing rank's message before MPI_Abort
 FINALIZE_TIMEOUT_S = 10   # a rank whose peers never reach MPI_Finalize exits anyway
-RESUMABLE_CHANGES = {"epochs", "stall_timeout"}   # neither changes what is trained
+# None changes what is trained (ps-sync's servers only cut the same update into shards).
+RESUMABLE_CHANGES = {"epochs", "stall_timeout", "servers"}
 
 
-def check_process_count(strategy: str, size: int) -> None:
-    """Refuse a process count the strategy cannot use, before any work."""
+def check_process_count(strategy: str, size: int, servers: int = 1) -> None:
+    """Refuse a process count the strategy cannot use (``servers``: ``--servers``), before
+    any work."""
     if strategy == "serial" and size > 1:
         raise UsageError(
             f"--strategy serial runs on one process, but this job has {size}: pick --strategy "
@@ -40,6 +42,11 @@ def check_process_count(strategy: str, size: int) -> None:
         raise UsageError(
             f"--strategy {strategy} needs at least 2 processes (1 server + 1 worker); "
             f"got {size}: use --procs 2 or more")
+    if strategy in SERVER_STRATEGIES and servers >= size:
+        raise UsageError(
+            f"--servers {servers} leaves no worker among the {size} processes: --strategy "
+            f"{strategy} needs at least one worker; use --servers {size - 1} or fewer, or "
+            f"--procs {servers + 1} or more")
 
 
 def _resumed_config(resume_dir: str, settings: dict):
@@ -56,8 +63,8 @@ def _resumed_config(resume_dir: str, settings: dict):
     if changed:
         flags = ", ".join(map(flag_of, changed))
         raise UsageError(f"--resume continues the saved configuration; only --epochs, --procs, "
-                         f"--threads, --stall-timeout and --quiet may be given "
-                         f"(got {flags})")
+                         f"--servers (ps-sync), --threads, --stall-timeout and --quiet may be "
+                         f"given (got {flags})")
     checkpoint = load_checkpoint(Path(resume_dir))
     saved = dict(checkpoint["config"])
     saved["hidden"] = tuple(saved.get("hidden", ()))
@@ -67,6 +74,12 @@ def _resumed_config(resume_dir: str, settings: dict):
     except (TypeError, ValueError) as exc:
         raise UsageError(f"--resume: {checkpoint['path']} holds a config this version cannot "
                          f"read ({exc})") from exc
+    servers = checkpoint["config"].get("servers", 1)
+    if config.strategy == "ps-async" and config.servers != servers:
+        raise UsageError(f"--resume: {checkpoint['path']} was written by ps-async with "
+                         f"{servers} server{'s' if servers > 1 else ''}, which keep their update "
+                         f"and staleness counters per shard; resume with --servers {servers} "
+                         "(ps-sync runs may change --servers)")
     if config.combine == "models":
         raise UsageError(f"--resume cannot continue {resume_dir}: it averaged models "
                          "(--combine models), where every worker keeps its own velocity, and a "
@@ -110,10 +123,10 @@ def _setup(settings: dict, comm, procs: int | None):
     if procs is not None and procs != comm.Get_size():
         raise UsageError(f"--procs {procs} but this MPI job has {comm.Get_size()} processes")
     config = config.replace(procs=comm.Get_size())
-    check_process_count(config.strategy, comm.Get_size())
+    check_process_count(config.strategy, comm.Get_size(), config.servers)
     if not config.shared_memory and comm.Get_size() == 1:
         raise UsageError("--no-shared-memory applies to runs on several processes; drop it")
-    roles = Roles.of(config.strategy, comm.Get_size())
+    roles = Roles.of(config.strategy, comm.Get_size(), config.servers)
     dataset = load_dataset(config.data, share=roles.share_of(comm.Get_rank()))
     config = recipes.fit_to_data(config, dataset.x_train.shape[0])
     check_fits(config, dataset, comm.Get_size())

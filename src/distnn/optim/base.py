@@ -16,6 +16,10 @@ A strategy knows three things about an optimizer, and nothing else:
    them once where they will live (shared memory, one rank) without knowing what they
    mean. Checkpoints store them by name.
 
+An optimizer may also be built on a slice of the parameter vector alone, with state of
+that slice's length: one of ``--servers K`` parameter servers owns its shard that way, so
+its state costs 1/K of the vector and ``apply`` updates the shard whole.
+
 The schedule (``schedule.py``) gives the learning rate of update ``iterations``.
 """
 
@@ -92,10 +96,12 @@ class Optimizer:
         return {"iterations": self.iterations,
                 "state": {name: buffer.copy() for name, buffer in self.state.items()}}
 
-    def load_state_dict(self, saved: dict) -> None:
-        """Continue from ``saved``; a rank without state takes the update count only."""
+    def load_state_dict(self, saved: dict, part: slice = slice(None)) -> None:
+        """Continue from ``saved``; a rank without state takes the update count only, and
+        the owner of a shard of the parameters (a parameter server) takes ``part`` of each
+        saved vector."""
         for name, buffer in self.state.items():
-            value = np.asarray(saved["state"][name])
+            value = np.asarray(saved["state"][name])[part]
             if value.shape != buffer.shape:
                 raise ValueError(f"optimizer state {name!r} has shape {value.shape}, the model "
                                  f"needs {buffer.shape}")

@@ -12,17 +12,23 @@ from distnn.parallel.shared_memory import SharedBuffers
 @dataclass
 class Placement:
     """``params`` and ``grads`` for the model; ``state`` for the optimizer (its buffers by
-    name; empty on a rank that never applies an update); ``shared``, the shared memory to
-    free at the end; ``rows``, the strategy's own views (workers' gradient rows...)."""
+    name; empty on a rank that never applies an update); ``owned``, the slice of ``params``
+    the optimizer updates, which ``state`` is shaped like (a parameter server's shard);
+    ``shared``, the shared memory to free at the end; ``rows``, the strategy's own views
+    (workers' gradient rows...)."""
 
     params: np.ndarray
     grads: np.ndarray
     state: dict[str, np.ndarray]
     shared: SharedBuffers | None = None
     rows: dict[str, np.ndarray] = field(default_factory=dict)
+    owned: slice = field(default_factory=lambda: slice(None))
 
 
-def private(n: int, dtype, state_names=(), rows: dict | None = None) -> Placement:
-    """Everything in this process's own memory."""
+def private(n: int, dtype, state_names=(), rows: dict | None = None,
+            owned: slice = slice(None)) -> Placement:
+    """Everything in this process's own memory; state for the ``owned`` slice."""
+    size = len(range(n)[owned])
     return Placement(np.zeros(n, dtype=dtype), np.zeros(n, dtype=dtype),
-                     {name: np.zeros(n, dtype=dtype) for name in state_names}, rows=rows or {})
+                     {name: np.zeros(size, dtype=dtype) for name in state_names},
+                     rows=rows or {}, owned=owned)

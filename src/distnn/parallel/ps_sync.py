@@ -1,4 +1,5 @@
-"""Synchronous parameter server: rank 0 averages every worker's gradient, then updates.
+"""Synchronous parameter server: rank 0 averages every worker's gradient, then updates
+(or K servers, ranks 0..K-1, each its shard of the parameters: ``--servers K``).
 
 Per step, each worker computes its gradient *sum* and prepares its part of the update
 (``optimizer.prepare``: for SGD, ``-lr_t / global batch * sum``; the schedule is the same
@@ -26,6 +27,13 @@ With ``--combine models`` (the original's algorithm) each worker instead takes a
 SGD step on its slice with its own optimizer and velocity, every ``--local-steps`` steps
 sends its *parameters* (tag PARAMS), and the server averages them, in rank order, and
 broadcasts the mean. Always by messages: the workers' models are separate vectors.
+
+With ``--servers K`` (``shards.py``), server ``s`` owns shard ``s`` of the parameters and
+of the optimizer state: each worker sends each server its shard of its part of the step
+(one message per server; on one node, one doorbell ring each), server ``s`` adds the
+parts of its shard in rank order and updates it, and broadcasts it (one broadcast per
+server). The update is element by element, so every shard gets the same bits as one
+server would: K changes only who computes what, and where the bytes travel.
 """
 
 import numpy as np
@@ -35,10 +43,9 @@ from distnn.data.sampler import batch_length
 from distnn.parallel.comm import Tag, probe_politely, spin_until, wait_politely
 from distnn.parallel.doorbell import Doorbells
 from distnn.parallel.placement import Placement, private
+from distnn.parallel.shards import for_shard
 from distnn.parallel.shared_memory import SharedBuffers, on_one_node
 from distnn.parallel.strategy import Strategy
-
-SERVER = 0
 
 
 class PSSync(Strategy):
@@ -46,10 +53,12 @@ class PSSync(Strategy):
 
     @classmethod
     def place(cls, comm, roles, n_params, dtype, state_names, config) -> Placement:
-        """The workers' parts of each step are the server's rows (shared memory on one node,
-        else message buffers on the server); the optimizer state lives on the server, and
-        on every worker only when each steps its own model (``--combine models``)."""
+        """The workers' parts of each step are the servers' rows (shared memory on one node,
+        else message buffers on each server, of its shard); the optimizer state lives on the
+        servers, each its shard, and on every worker only when each steps its own model
+        (``--combine models``)."""
         rank, workers = comm.Get_rank(), roles.n_workers
+        owned = roles.owned(n_params, rank)
         owns_state = roles.is_server(rank) or config.combine == "models"
         names = state_names if owns_state else ()
         if config.shared_memory and config.combine == "gradients" and on_one_node(comm):
@@ -58,14 +67,18 @@ class PSSync(Strategy):
             params = shared.array((n_params,), dtype)
             grads = np.zeros(n_params, dtype) if roles.is_server(rank) else \
                 rows[roles.worker_index(rank)]
-            state = {name: np.zeros(n_params, dtype) for name in names}
-            return Placement(params, grads, state, shared, {"parts": rows})
-        rows = {"parts": np.zeros((workers, n_params), dtype)} if roles.is_server(rank) else {}
-        return private(n_params, dtype, names, rows)
+            state = {name: np.zeros(owned.stop - owned.start, dtype) for name in names}
+            return Placement(params, grads, state, shared, {"parts": rows[:, owned]},
+                             owned=owned)
+        rows = {"parts": np.zeros((workers, owned.stop - owned.start), dtype)} \
+            if roles.is_server(rank) else {}
+        return private(n_params, dtype, names, rows, owned)
 
     def __init__(self, comm, roles, model, optimizer, data, timer, placement, config):
         super().__init__(comm, roles, model, optimizer, data, timer, placement, config)
-        self._parts = placement.rows.get("parts")
+        self._parts = placement.rows.get("parts")     # a server's: its shard of each part
+        self._shard = placement.owned
+        self._shards = roles.shards(model.n_params)
         if self.shared is not None:
             self._bells = Doorbells(self.comm)
 
@@ -73,50 +86,52 @@ class PSSync(Strategy):
         if self.combine_models:
             self._model_step(batch)
             return
-        if self.rank != SERVER:
+        if self.worker_index is not None:
             self.local_gradient_sum(batch)
             self.optimizer.prepare(self.model.grads, batch_length(batch))
             self.optimizer.advance()
             self.timer.lap("compute")
         if self.shared is not None:
             self._shared_step()
-        elif self.rank == SERVER:
+        elif self.worker_index is None:
             self._serve()
         else:
             self._work()
 
     def _update(self) -> None:
-        """Server: one update from the workers' parts, added in rank order."""
+        """Server: one update of its shard from the workers' parts, added in rank order."""
         self.optimizer.apply(self._parts)
         self.timer.lap("compute")
 
     def _shared_step(self) -> None:
-        shared, bells = self.shared, self._bells
-        if self.rank == SERVER:
-            bells.wait(self.size - 1, "the workers' gradients")
+        shared, bells, roles = self.shared, self._bells, self.roles
+        if self.worker_index is None:
+            bells.wait(roles.n_workers, for_shard("the workers' gradients", roles, self.rank))
             shared.sync()
             self.timer.lap("wait")
             self._update()
             shared.sync()
-            for worker in self.roles.worker_ranks:
+            for worker in roles.worker_ranks:
                 bells.ring(worker)
             self.timer.lap("comm")
         else:
             shared.sync()
-            bells.ring(SERVER)
-            bells.wait(what="the parameters from the server")
+            for server in roles.server_ranks:
+                bells.ring(server)
+            bells.wait(roles.servers, "the parameters from the server" if roles.servers == 1
+                       else f"the parameters from all {roles.servers} servers")
             shared.sync()
             self.timer.lap("wait")
 
     def _serve(self) -> None:
         timer, comm = self.timer, self.comm
+        what = for_shard("a gradient", self.roles, self.rank)
         for _ in self.roles.worker_ranks:
             if self.polite:
-                probe_politely(comm, self._status, tag=Tag.GRADIENT, watch=self.watch,
-                               what="a gradient")
+                probe_politely(comm, self._status, tag=Tag.GRADIENT, watch=self.watch, what=what)
             else:
                 spin_until(lambda: comm.Iprobe(source=MPI.ANY_SOURCE, tag=Tag.GRADIENT,
-                                               status=self._status), self.watch, "a gradient")
+                                               status=self._status), self.watch, what)
             timer.lap("wait")
             source = self._status.Get_source()
             comm.Recv([self._parts[self.roles.worker_index(source)], self._type], source=source,
@@ -127,7 +142,7 @@ class PSSync(Strategy):
         timer.lap("comm")
 
     def _model_step(self, batch) -> None:
-        if self.rank == SERVER:
+        if self.worker_index is None:
             self.optimizer.advance()     # the schedule the workers run, for the metrics
             self._pending += 1
         else:
@@ -136,14 +151,17 @@ class PSSync(Strategy):
             self._average_models()
 
     def _average_models(self) -> None:
-        """Workers' parameters to the server, their mean back to every rank."""
+        """Workers' parameters to the servers (each its shard), their mean back to every
+        rank."""
         timer, comm, params = self.timer, self.comm, self.model.params
         self._pending = 0
         self.averagings += 1
-        if self.rank == SERVER:
+        if self.worker_index is None:
+            what = for_shard("a worker's parameters", self.roles, self.rank)
             for _ in self.roles.worker_ranks:
                 if self.polite:
-                    probe_politely(comm, self._status, tag=Tag.PARAMS)
+                    probe_politely(comm, self._status, tag=Tag.PARAMS, watch=self.watch,
+                                   what=what)
                 else:
                     comm.Probe(source=MPI.ANY_SOURCE, tag=Tag.PARAMS, status=self._status)
                 timer.lap("wait")
@@ -151,17 +169,18 @@ class PSSync(Strategy):
                 comm.Recv([self._parts[self.roles.worker_index(source)], self._type],
                           source=source, tag=Tag.PARAMS)
                 timer.lap("comm")
-            params[...] = self._parts[0]
+            mean = params[self._shard]
+            mean[...] = self._parts[0]
             for row in self._parts[1:]:
-                params += row
-            params /= self.roles.n_workers
+                mean += row
+            mean /= self.roles.n_workers
             timer.lap("compute")
         else:
-            comm.Send([params, self._type], dest=SERVER, tag=Tag.PARAMS)
+            self._send_to_servers(params, Tag.PARAMS, "parameters")
             self.model_bytes_sent += params.nbytes
             timer.lap("comm")
         self._broadcast_params()
-        timer.lap("comm" if self.rank == SERVER else "wait")
+        timer.lap("comm" if self.worker_index is None else "wait")
 
     def synchronize(self) -> None:
         """With ``--combine models``, local steps not yet averaged are averaged now."""
@@ -169,11 +188,18 @@ class PSSync(Strategy):
             self._average_models()
 
     def _work(self) -> None:
-        wait_politely(self.comm.Isend([self.model.grads, self._type], dest=SERVER,
-                                      tag=Tag.GRADIENT), self.watch, "the server to take a gradient")
+        self._send_to_servers(self.model.grads, Tag.GRADIENT, "a gradient")
         self.timer.lap("comm")
         self._broadcast_params()
         self.timer.lap("wait")
+
+    def _send_to_servers(self, vector: np.ndarray, tag: Tag, what: str) -> None:
+        """A worker's ``vector`` to the servers: one message to each, of its shard."""
+        requests = [self.comm.Isend([vector[shard], self._type], dest=server, tag=tag)
+                    for server, shard in enumerate(self._shards)]
+        for server, request in enumerate(requests):
+            wait_politely(request, self.watch,
+                          f"server {server} to take {for_shard(what, self.roles, server)}")
 
     def finish(self) -> dict:
         if self.shared is not None:

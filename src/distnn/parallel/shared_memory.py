@@ -23,12 +23,14 @@ def on_one_node(comm: MPI.Comm) -> bool:
         node.Free()
 
 
-def to_private_memory(model, optimizer) -> None:
-    """Give a model and its optimizer private copies of their buffers (which may live in
-    shared memory), so that the shared memory can be freed and the results outlive it."""
+def to_private_memory(model, optimizer, owned: slice = slice(None)) -> None:
+    """Give a model and its optimizer (which updates the ``owned`` slice of the parameters)
+    private copies of their buffers (which may live in shared memory), so that the shared
+    memory can be freed and the results outlive it."""
     params = model.params.copy()
     model.rebind(params=params, grads=model.grads.copy())
-    optimizer.relocate(params, {name: buffer.copy() for name, buffer in optimizer.state.items()})
+    optimizer.relocate(params[owned],
+                       {name: buffer.copy() for name, buffer in optimizer.state.items()})
 
 
 class SharedBuffers:

@@ -6,8 +6,9 @@ import numpy as np
 from mpi4py import MPI
 
 from distnn.data.sampler import batch_length, sub_batch, take
-from distnn.parallel.comm import mpi_type, wait_politely, wait_spinning
+from distnn.parallel.comm import mpi_type
 from distnn.parallel.placement import Placement, private
+from distnn.parallel.shards import broadcast_shards, gather_shards
 from distnn.parallel.shared_memory import to_private_memory
 from distnn.parallel.stall import watch_of
 from distnn.parallel.timing import PhaseTimer
@@ -139,18 +140,16 @@ class Strategy:
         """Synchronous strategies keep every replica current after each step."""
 
     def _broadcast_params(self) -> None:
-        """Rank 0's parameters to every rank. All ranks must pick the same call: a
-        ``Bcast`` never matches an ``Ibcast``."""
-        message = [self.model.params, self._type]
-        wait = wait_politely if self.polite else wait_spinning
-        wait(self.comm.Ibcast(message, root=0), self.watch, "the parameters from rank 0")
+        """The parameters to every rank: each parameter server's shard of them (with one
+        server, rank 0's whole vector)."""
+        broadcast_shards(self.comm, self.roles, self.model.params, self.polite)
 
     def _free_shared_memory(self) -> dict:
         """Copy the model out of shared memory, if it is there, and release it (collective);
         returns ``{"shared_memory": ...}`` for the result record."""
         if self.shared is None:
             return {"shared_memory": False}
-        to_private_memory(self.model, self.optimizer)
+        to_private_memory(self.model, self.optimizer, self.placement.owned)
         self.shared.free()
         self.shared = None
         return {"shared_memory": True}
@@ -158,6 +157,17 @@ class Strategy:
     def state_dict(self) -> dict:
         """Counters a checkpoint must carry (rank 0's view, at a synchronisation point)."""
         return {}
+
+    def checkpoint_state(self) -> tuple[dict, dict] | None:
+        """The optimizer's state, as whole vectors, and ``state_dict``, for the checkpoint
+        rank 0 writes (None on the other ranks). Collective: with several parameter
+        servers, their shards of the optimizer state are gathered first."""
+        saved = self.optimizer.state_dict()
+        if self.roles.servers > 1:
+            saved["state"] = gather_shards(self.comm, self.roles, self.optimizer.state_names,
+                                           self.optimizer.state, self.model.n_params,
+                                           self.model.dtype)
+        return (saved, self.state_dict()) if self.rank == 0 else None
 
     def load_state_dict(self, state: dict) -> None:
         """Continue from ``state``; called on every rank with the same dict."""
