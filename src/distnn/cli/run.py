@@ -25,7 +25,8 @@ from distnn.roles import Roles
 
 ABORT_GRACE_S = 0.5       # lets mpiexec forward a failing rank's message before MPI_Abort
 FINALIZE_TIMEOUT_S = 10   # a rank whose peers never reach MPI_Finalize exits anyway
-RESUMABLE_CHANGES = {"epochs", "stall_timeout"}   # neither changes what is trained
+RESUMABLE_CHANGES = {"epochs", "stall_timeout", "timeline", "timeline_steps"}   # none changes
+# what is trained; a trace is written only by the run that asks for one
 
 
 def check_process_count(strategy: str, size: int) -> None:
@@ -56,11 +57,14 @@ def _resumed_config(resume_dir: str, settings: dict):
     if changed:
         flags = ", ".join(map(flag_of, changed))
         raise UsageError(f"--resume continues the saved configuration; only --epochs, --procs, "
-                         f"--threads, --stall-timeout and --quiet may be given "
+                         f"--threads, --stall-timeout, --timeline, --timeline-steps and "
+                         f"--quiet may be given "
                          f"(got {flags})")
     checkpoint = load_checkpoint(Path(resume_dir))
     saved = dict(checkpoint["config"])
     saved["hidden"] = tuple(saved.get("hidden", ()))
+    for name in ("timeline", "timeline_steps"):
+        saved.pop(name, None)
     try:
         config = make_config(saved.pop("preset", "default"), **{**saved, **settings,
                                                                  "out": resume_dir})
@@ -127,10 +131,23 @@ def _setup(settings: dict, comm, procs: int | None):
         overwrite = bool(settings.get("overwrite"))
         out = Path(config.out) if config.out else None
         check_target(out, resume=resume, overwrite=overwrite)
+        if config.timeline is not None:
+            _check_timeline(config, dataset, checkpoint, out)
         run = RunDirectory(out, config.strategy,
                            resume_epoch=checkpoint["epoch"] if resume else None,
                            overwrite=overwrite)
     return config, dataset, run, checkpoint
+
+
+def _check_timeline(config, dataset, checkpoint, out: Path | None) -> None:
+    """``--timeline``'s path and window, before any work (rank 0)."""
+    from distnn import timeline
+
+    timeline.check_output(config.timeline, out, timeline.dataset_files(config.dataset))
+    per_epoch = timeline.steps_per_epoch(config, dataset.x_train.shape[0])
+    first = 0 if checkpoint is None else (checkpoint["epoch"] * per_epoch
+                                          + checkpoint.get("epoch_step", 0))
+    timeline.window(config.timeline_steps, first, config.epochs * per_epoch)
 
 
 def _first_failure(comm, failure: UsageError | None):

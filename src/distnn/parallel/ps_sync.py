@@ -88,7 +88,7 @@ class PSSync(Strategy):
     def _update(self) -> None:
         """Server: one update from the workers' parts, added in rank order."""
         self.optimizer.apply(self._parts)
-        self.timer.lap("compute")
+        self.timer.lap("update")
 
     def _shared_step(self) -> None:
         shared, bells = self.shared, self._bells
@@ -155,7 +155,7 @@ class PSSync(Strategy):
             for row in self._parts[1:]:
                 params += row
             params /= self.roles.n_workers
-            timer.lap("compute")
+            timer.lap("update")
         else:
             comm.Send([params, self._type], dest=SERVER, tag=Tag.PARAMS)
             self.model_bytes_sent += params.nbytes
