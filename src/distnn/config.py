@@ -251,8 +251,7 @@ class TrainConfig:
     timeline_steps: str | None = option(
         None, "the steps --timeline records: COUNT steps from global step START (counted from "
         "0)", "run", metavar="START:COUNT",
-        default_text="the 100 steps after the run's first 10, earlier in a shorter run",
-        applies=("timeline", lambda value: value is not None, "a run with --timeline"))
+        default_text="the 100 steps after the run's first 10, earlier in a shorter run")
     auto: tuple[str, ...] = dataclasses.field(default=(), metadata={})   # recipe-fitted, not saved
 
     def to_dict(self) -> dict:
@@ -458,6 +457,9 @@ def validate(config: TrainConfig) -> None:
         _check_field(info, getattr(config, info.name))
     _check_combine(config)
     if config.timeline_steps is not None:
+        if config.timeline is None:
+            raise UsageError("--timeline-steps needs --timeline FILE.json, the trace it "
+                             "chooses the steps of")
         timeline_steps(config.timeline_steps)
     if config.max_staleness is not None and config.strategy != "ps-async":
         raise UsageError(f"--max-staleness applies to --strategy ps-async only, "

@@ -45,9 +45,8 @@ def estimate(exchanges: np.ndarray) -> tuple[float, float, float]:
     return float(t - middle), float((t1 - t0) / 2), float(middle)
 
 
-def measure(comm: MPI.Comm, clock=time.perf_counter) -> ClockOffsets | None:
-    """Every rank's clock offset, on rank 0 (collective; None elsewhere). ``clock`` is the
-    clock the events are read from."""
+def measure(comm: MPI.Comm) -> ClockOffsets | None:
+    """Every rank's clock offset, on rank 0 (collective; None elsewhere)."""
     rank = comm.Get_rank()
     hosts = comm.allgather(MPI.Get_processor_name())
     leaders = {}
@@ -57,24 +56,25 @@ def measure(comm: MPI.Comm, clock=time.perf_counter) -> ClockOffsets | None:
     link = comm.Dup()
     try:
         if rank == 0:
-            return _ping(link, hosts, remote, clock)
+            return _ping(link, hosts, remote)
         if rank in remote:
-            _answer(link, clock)
+            _answer(link)
         return None
     finally:
         link.Free()
 
 
-def _ping(link: MPI.Comm, hosts: list[str], remote: list[int], clock) -> ClockOffsets:
+def _ping(link: MPI.Comm, hosts: list[str], remote: list[int]) -> ClockOffsets:
     size = len(hosts)
-    offsets = ClockOffsets(hosts, np.zeros(size), np.zeros(size), np.full(size, clock()))
+    offsets = ClockOffsets(hosts, np.zeros(size), np.zeros(size),
+                           np.full(size, time.perf_counter()))
     exchanges, reply = np.empty((PINGS, 3)), np.zeros(1)
     for leader in remote:
         for row in exchanges:
-            row[0] = clock()
+            row[0] = time.perf_counter()
             link.Send(reply, dest=leader, tag=PING_TAG)
             link.Recv(reply, source=leader, tag=PING_TAG)
-            row[2] = clock()
+            row[2] = time.perf_counter()
             row[1] = reply[0]
         same_host = [other for other in range(size) if hosts[other] == hosts[leader]]
         (offsets.offset[same_host], offsets.uncertainty[same_host],
@@ -82,11 +82,11 @@ def _ping(link: MPI.Comm, hosts: list[str], remote: list[int], clock) -> ClockOf
     return offsets
 
 
-def _answer(link: MPI.Comm, clock) -> None:
+def _answer(link: MPI.Comm) -> None:
     reading = np.zeros(1)
     for _ in range(PINGS):
         link.Recv(reading, source=0, tag=PING_TAG)
-        reading[0] = clock()
+        reading[0] = time.perf_counter()
         link.Send(reading, dest=0, tag=PING_TAG)
 
 
