@@ -294,3 +294,21 @@ def test_overwrite_replaces_a_runs_timeline(tmp_path):
     done = distnn(["train", "--out", str(out), "--overwrite", *RUN])
     assert done.returncode == 0, done.stderr
     assert not (out / "timeline.json").exists()
+
+
+def test_a_trace_that_cannot_be_written_at_the_end_loses_only_itself(tmp_path, capsys):
+    """The path was checked at the start; if it goes bad during the run (here: its folder
+    is gone), rank 0 warns and the run's result stands."""
+    from mpi4py import MPI
+
+    from distnn.config import make_config
+    from distnn.data import load_dataset
+    from distnn.train import train
+
+    config = make_config(samples_per_class=20, epochs=3,
+                         timeline=str(tmp_path / "gone" / "timeline.json"))
+    model, result = train(config, MPI.COMM_SELF, load_dataset(config.data))
+    assert result["final"]["epoch"] == 3 and "timeline" not in result
+    warning = capsys.readouterr().err
+    assert "--timeline" in warning and "the trace is lost" in warning
+    assert not (tmp_path / "gone").exists()

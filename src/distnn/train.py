@@ -249,12 +249,9 @@ def train(config: TrainConfig, comm: MPI.Comm, dataset: Dataset, run=None,
         train_time = loop.run(first_epoch, first_step)
         result = summary(built, loop, train_time, first_epoch, resume is not None)
         if config.timeline is not None:
-            written = end_timeline(built, clock_before, run)
+            written = end_timeline(built, clock_before, run, progress)
             if written:
                 result["timeline"] = written
-                progress.message(f"timeline of steps {written['first_step']} to "
-                                 f"{written['first_step'] + written['steps'] - 1}: "
-                                 f"{written['path']}")
         return built.model, result
 
 
@@ -269,17 +266,29 @@ def begin_timeline(job: Job, first_step: int):
     return clocks.measure(job.comm)
 
 
-def end_timeline(job: Job, clock_before, run) -> dict:
+def end_timeline(job: Job, clock_before, run, progress: Progress) -> dict:
     """Gather every rank's laps and the clocks again (collective); rank 0 writes the trace
-    and returns what result.json records of it ({} elsewhere)."""
+    and returns what result.json records of it ({} elsewhere, or when it cannot be written:
+    the path was checked at the start, and the run's own files matter more than a trace)."""
     clock_after = clocks.measure(job.comm)
     gathered = job.timer.gather(job.comm)
     if job.comm.Get_rank() != 0:
         return {}
     path = timeline.output_path(job.config.timeline, None if run is None else run.path)
     first, stop = job.timer.first, job.timer.stop
-    return timeline.write(path, gathered, clock_before, clock_after, job.roles,
-                          job.sampler.steps_per_epoch, (first, stop), job.config.strategy)
+    try:
+        written = timeline.write(path, gathered, clock_before, clock_after, job.roles,
+                                 job.sampler.steps_per_epoch, (first, stop), job.config.strategy)
+    except UsageError as exc:
+        progress.warn(f"{exc}; the trace is lost, the run's other files are saved")
+        return {}
+    steps = f"steps {first} to {stop - 1}" if stop > first else "no step (the run took none)"
+    progress.message(f"timeline of {steps}: {path}")
+    if written["dropped"]:
+        progress.warn(f"--timeline: {written['dropped']} phases did not fit the buffer "
+                      f"({timeline.MAX_EVENTS:,} per rank) and are not in {path}; record "
+                      "fewer steps with --timeline-steps")
+    return written
 
 
 class Loop:

@@ -132,18 +132,19 @@ def _setup(settings: dict, comm, procs: int | None):
         out = Path(config.out) if config.out else None
         check_target(out, resume=resume, overwrite=overwrite)
         if config.timeline is not None:
-            _check_timeline(config, dataset, checkpoint, out)
+            _check_timeline(config, dataset, checkpoint, out, settings.get("config"))
         run = RunDirectory(out, config.strategy,
                            resume_epoch=checkpoint["epoch"] if resume else None,
                            overwrite=overwrite)
     return config, dataset, run, checkpoint
 
 
-def _check_timeline(config, dataset, checkpoint, out: Path | None) -> None:
+def _check_timeline(config, dataset, checkpoint, out: Path | None, config_file) -> None:
     """``--timeline``'s path and window, before any work (rank 0)."""
     from distnn import timeline
 
-    timeline.check_output(config.timeline, out, timeline.dataset_files(config.dataset))
+    inputs = timeline.dataset_files(config.dataset) + ([config_file] if config_file else [])
+    timeline.check_output(config.timeline, out, inputs)
     per_epoch = timeline.steps_per_epoch(config, dataset.x_train.shape[0])
     first = 0 if checkpoint is None else (checkpoint["epoch"] * per_epoch
                                           + checkpoint.get("epoch_step", 0))

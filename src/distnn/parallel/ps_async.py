@@ -104,17 +104,18 @@ class PSAsync(Strategy):
         """Apply one epoch's gradients; ``before_update(i)`` is told of each (progress only:
         a stop waits for the epoch's end). ``first_batch``: the epoch's first global batch."""
         timer = self.timer
-        sent = [len(sizes) for sizes in batch_sizes]
-        self._remaining[1:] += sent
+        per_worker = [len(sizes) for sizes in batch_sizes]
+        self._remaining[1:] += per_worker
         self._release()
         for index in range(sum(map(len, batch_sizes))):
             if before_update is not None:
                 before_update(index)
             worker, gradient = self.transport.receive_gradient(self._acceptable_sources())
-            sizes = batch_sizes[self.roles.worker_index(worker)]
+            slot = self.roles.worker_index(worker)
+            sizes = batch_sizes[slot]
             # The gradient's global batch (the timeline's step): a worker sends one per batch
             # in order; only the last batch of an epoch can leave it no rows.
-            self.batch_number = first_batch + sent[self.roles.worker_index(worker)] - len(sizes)
+            self.batch_number = first_batch + per_worker[slot] - len(sizes)
             timer.lap("wait")
             staleness = self.updates - self._version[worker]
             if self.max_staleness is not None and staleness > self.max_staleness:
