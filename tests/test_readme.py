@@ -47,6 +47,7 @@ EXAMPLES = {
     "distnn train --dataset fashion-mnist --procs 2 --strategy allreduce": ["--epochs", "2"],
     "distnn train --preset fmnist --procs 3 --strategy ps-sync --out runs/fmnist": ["--epochs", "2"],
     "distnn train --config myrun.toml --epochs 50": None,
+    "distnn train --procs 3 --strategy ps-sync --timeline timeline.json --out runs/traced": None,
     "distnn evaluate runs/fmnist": None,
     "distnn evaluate runs/mydata --split train --json": None,
     "distnn predict runs/mydata --input x.csv --output y.csv": None,
@@ -130,3 +131,5 @@ def test_the_readme_examples_run_and_learn(workdir):
     if FASHION_MNIST.is_dir():
         assert (workdir / "runs" / "fmnist" / "model.onnx").exists()
     assert (workdir / "y.csv").read_text().startswith("class,p_0,")
+    trace = json.loads((workdir / "runs" / "traced" / "timeline.json").read_text())
+    assert {event["tid"] for event in trace["traceEvents"] if event["ph"] == "X"} == {0, 1, 2}

@@ -249,6 +249,14 @@ class TrainConfig:
     # -- output -----------------------------------------------------------------------------
     out: str | None = option(None, "run directory", "run",
                              default_text="runs/<time>-<strategy>")
+    timeline: str | None = option(
+        None, "write every rank's phases (compute, update, comm, wait, evaluation, checkpoint) "
+        "over a window of steps as a Chrome trace for Perfetto or chrome://tracing; a bare file "
+        "name goes into the run directory", "run", metavar="FILE.json", default_text="none")
+    timeline_steps: str | None = option(
+        None, "the steps --timeline records: COUNT steps from global step START (counted from "
+        "0)", "run", metavar="START:COUNT",
+        default_text="the 100 steps after the run's first 10, earlier in a shorter run")
     auto: tuple[str, ...] = dataclasses.field(default=(), metadata={})   # recipe-fitted, not saved
 
     def to_dict(self) -> dict:
@@ -453,12 +461,34 @@ def validate(config: TrainConfig) -> None:
     for info in FIELD_INFO.values():
         _check_field(info, getattr(config, info.name))
     _check_combine(config)
+    if config.timeline_steps is not None:
+        if config.timeline is None:
+            raise UsageError("--timeline-steps needs --timeline FILE.json, the trace it "
+                             "chooses the steps of")
+        timeline_steps(config.timeline_steps)
     if config.max_staleness is not None and config.strategy != "ps-async":
         raise UsageError(f"--max-staleness applies to --strategy ps-async only, "
                          f"not {config.strategy}")
     if config.servers > 1 and config.strategy not in SERVER_STRATEGIES:
         raise UsageError(f"--servers applies to --strategy ps-sync or ps-async only, "
                          f"not {config.strategy}")
+
+
+MAX_STEP = 2**53     # steps are counted exactly in a float64 timeline buffer
+
+
+def timeline_steps(text: str) -> tuple[int, int]:
+    """``(start, count)`` of a ``--timeline-steps START:COUNT``; a UsageError otherwise."""
+    start, colon, count = text.partition(":")
+    if not (colon and start.isdecimal() and count.isdecimal() and start.isascii()
+            and count.isascii()):
+        raise UsageError(f"--timeline-steps must be START:COUNT (two integers, such as 10:100), "
+                         f"got {shown(text)}")
+    start, count = int(start), int(count)
+    if count < 1 or start + count > MAX_STEP:
+        raise UsageError(f"--timeline-steps {text}: COUNT must be at least 1 and START + COUNT "
+                         f"at most {MAX_STEP:,}")
+    return start, count
 
 
 def check_given_apply(config: TrainConfig, given) -> None:

@@ -24,7 +24,7 @@ from distnn.nn import MLP
 
 # What distnn itself writes into a run directory: the only files --overwrite replaces.
 RUN_FILES = frozenset({"config.json", METRICS_NAME, "model.npz", "result.json", "checkpoint.npz",
-                       "loss.png", "accuracy.png", "model.onnx"})
+                       "loss.png", "accuracy.png", "model.onnx", "timeline.json"})
 
 
 def _is_temporary(name: str) -> bool:

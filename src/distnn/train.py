@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from mpi4py import MPI
 
-from distnn import recipes
+from distnn import recipes, timeline
 from distnn.checkpoint import CHECKPOINT_NAME, save_checkpoint
 from distnn.config import TrainConfig
 from distnn.data import BatchSampler, Dataset, worker_range
@@ -27,11 +27,11 @@ from distnn.nn import MLP
 from distnn.nn import kernels as kernel_choice
 from distnn.nn.layers import ACTIVATIONS
 from distnn.optim import REGISTRY, Optimizer, Schedule
-from distnn.parallel import STRATEGIES
+from distnn.parallel import STRATEGIES, clocks
 from distnn.parallel.comm import allreduce_sum, mpi_type, wait_politely
 from distnn.parallel.stall import StallWatch, attach, detach, watch_of
 from distnn.parallel.strategy import Strategy
-from distnn.parallel.timing import PHASES, PhaseTimer
+from distnn.parallel.timing import PhaseTimer, RecordingTimer
 from distnn.progress import Progress
 from distnn.roles import Roles
 
@@ -182,8 +182,10 @@ def setup(config: TrainConfig, comm: MPI.Comm, dataset: Dataset) -> Job:
         from distnn.nn import fused
 
         optimizer.accelerate(fused)
-    timer = PhaseTimer()
+    timer = RecordingTimer() if config.timeline is not None else PhaseTimer()
     strategy = strategy_class(comm, roles, model, optimizer, dataset, timer, placement, config)
+    if config.timeline is not None:
+        timer.follow(strategy)
     if config.standardize:
         model.set_input_transform(*feature_statistics(
             comm, dataset.x_train, strategy.worker_index, roles.n_workers))
@@ -233,11 +235,12 @@ def train(config: TrainConfig, comm: MPI.Comm, dataset: Dataset, run=None,
 
     ``run`` (a RunDirectory, rank 0 only) receives one metrics record per evaluation and,
     when ``checkpoints`` is set (on every rank), a checkpoint every
-    ``config.checkpoint_every`` epochs and at the end. ``resume`` (a loaded checkpoint,
-    identical on every rank) continues a run exactly where it stopped. ``stop`` (installed
-    by the caller) ends training at a step boundary all ranks agree on: the strategy is
-    finished, a checkpoint written (with ``checkpoints``) and ``Interrupted`` raised, carrying
-    the model.
+    ``config.checkpoint_every`` epochs and at the end; with ``config.timeline``, rank 0
+    writes the trace there (a bare name; without ``run``, in the working directory).
+    ``resume`` (a loaded checkpoint, identical on every rank) continues a run exactly where
+    it stopped. ``stop`` (installed by the caller) ends training at a step boundary all
+    ranks agree on: the strategy is finished, a checkpoint written (with ``checkpoints``)
+    and ``Interrupted`` raised, carrying the model.
 
     NumPy's overflow and invalid-value warnings are silenced: a diverging run is detected
     from its loss and parameters and reported once, not as a screenful from every rank.
@@ -246,10 +249,56 @@ def train(config: TrainConfig, comm: MPI.Comm, dataset: Dataset, run=None,
         built = setup(config, comm, dataset)
         first_epoch, first_step = (0, 0) if resume is None else restore(resume, built)
         comm.Bcast([built.model.params, mpi_type(built.model.dtype)], root=0)
-        loop = Loop(built, run, progress or Progress(enabled=False), checkpoints,
-                    stop or NoStop(), first_epoch, resumed=resume is not None)
+        progress = progress or Progress(enabled=False)
+        clock_before = None
+        if config.timeline is not None:
+            clock_before = begin_timeline(built, first_epoch * built.sampler.steps_per_epoch
+                                          + first_step)
+        loop = Loop(built, run, progress, checkpoints, stop or NoStop(), first_epoch,
+                    resumed=resume is not None)
         train_time = loop.run(first_epoch, first_step)
-        return built.model, summary(built, loop, train_time, first_epoch, resume is not None)
+        result = summary(built, loop, train_time, first_epoch, resume is not None)
+        if config.timeline is not None:
+            written = end_timeline(built, clock_before, run, progress)
+            if written:
+                result["timeline"] = written
+        return built.model, result
+
+
+def begin_timeline(job: Job, first_step: int):
+    """``--timeline``: record the window's steps of a run that starts at global step
+    ``first_step``, and measure every rank's clock (collective; rank 0 gets the offsets)."""
+    config, rank = job.config, job.comm.Get_rank()
+    first, stop = timeline.window(config.timeline_steps, first_step,
+                                  config.epochs * job.sampler.steps_per_epoch)
+    job.timer.record(first, stop, timeline.capacity(stop - first, job.roles.is_server(rank),
+                                                    job.roles.n_workers))
+    return clocks.measure(job.comm)
+
+
+def end_timeline(job: Job, clock_before, run, progress: Progress) -> dict:
+    """Gather every rank's laps and the clocks again (collective); rank 0 writes the trace
+    and returns what result.json records of it ({} elsewhere, or when it cannot be written:
+    the path was checked at the start, and the run's own files matter more than a trace)."""
+    clock_after = clocks.measure(job.comm)
+    gathered = job.timer.gather(job.comm)
+    if job.comm.Get_rank() != 0:
+        return {}
+    path = timeline.output_path(job.config.timeline, None if run is None else run.path)
+    first, stop = job.timer.first, job.timer.stop
+    try:
+        written = timeline.write(path, gathered, clock_before, clock_after, job.roles,
+                                 job.sampler.steps_per_epoch, (first, stop), job.config.strategy)
+    except UsageError as exc:
+        progress.warn(f"{exc}; the trace is lost, the run's other files are saved")
+        return {}
+    steps = f"steps {first} to {stop - 1}" if stop > first else "no step (the run took none)"
+    progress.message(f"timeline of {steps}: {path}")
+    if written["dropped"]:
+        progress.warn(f"--timeline: {written['dropped']} phases did not fit the buffer "
+                      f"({timeline.MAX_EVENTS:,} per rank) and are not in {path}; record "
+                      "fewer steps with --timeline-steps")
+    return written
 
 
 class Loop:
@@ -295,15 +344,17 @@ class Loop:
                                                    or epoch == config.epochs)
             if evaluate_now or checkpoint_now:
                 pause = time.perf_counter()
+                timer.restart()
                 strategy.synchronize()
                 if evaluate_now:
                     self.record_evaluation(epoch, pause - started - overhead_s)
+                    timer.lap("evaluation")     # outside the training time, like checkpoints
                 if self.original_timing:
                     pause = time.perf_counter()    # the original timed its evaluations too
                 if checkpoint_now:
                     self.write_checkpoint(epoch)
+                    timer.lap("checkpoint")
                 overhead_s += time.perf_counter() - pause
-                timer.restart()
             training_s = time.perf_counter() - started - overhead_s
             self.progress.epoch_done(epoch, (epoch - first_epoch) * job.dataset.x_train.shape[0]
                                      / max(training_s, 1e-9))
@@ -391,7 +442,8 @@ def summary(job: Job, loop: Loop, train_time: float, first_epoch: int, resumed: 
     detach(comm)
     digest = check_replicas_agree(comm, job.model)
     times = comm.gather({"rank": comm.Get_rank(), "train_time_s": train_time,
-                         **{f"{phase}_s": job.timer.seconds[phase] for phase in PHASES},
+                         **{f"{phase}_s": seconds
+                            for phase, seconds in job.timer.category_seconds().items()},
                          "peak_rss_mb": peak_rss_mb(), "data_rss_mb": mapped_npy_rss_mb()},
                         root=0)
     slowest = comm.allreduce(train_time, op=MPI.MAX)

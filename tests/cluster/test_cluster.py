@@ -6,12 +6,14 @@ import os
 import signal
 import sys
 import time
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
 import pytest
 from virtual_cluster import wait_for
 
+from chrome_trace import check_trace, end, named, read_trace
 from helpers import max_relative_difference, read_result, train_params
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
@@ -158,3 +160,44 @@ def test_a_stopped_rank_on_another_host_ends_the_job_naming_it(hosts, tmp_path, 
     assert took < STALL_TIMEOUT_S + 10, stderr
     assert stderr.count("stalled:") == 1, stderr
     assert "rank 2 on host node2 has gone silent" in stderr
+
+
+@pytest.mark.parametrize("strategy, placement, roles", [
+    ("ps-sync", {"node1": 1, "node2": 2}, ["server", "worker", "worker"]),
+    ("allreduce", {"node1": 1, "node2": 1, "node3": 1}, ["worker"] * 3),
+])
+def test_a_timeline_across_hosts(hosts, tmp_path, strategy, placement, roles):
+    """A process per host, ranks on it, clocks measured over TCP: the hosts share one clock
+    here, so every measured offset must be within its uncertainty of 0, and the phases of
+    ranks on different hosts keep their causal order within it."""
+    out, steps = tmp_path / "run", range(5, 25)
+    done = hosts.run(placement, [*DISTNN, "train", "--quiet", "--out", str(out), "--strategy",
+                                 strategy, "--samples-per-class", "100", "--batch-size", "30",
+                                 "--epochs", "3", "--timeline", "timeline.json",
+                                 "--timeline-steps", "5:20"])
+    assert done.returncode == 0, done.stderr
+    trace = read_trace(out / "timeline.json")
+    ranks = check_trace(trace, roles, steps, steps_per_epoch=10)
+    names = {event["pid"]: event["args"]["name"] for event in trace["traceEvents"]
+             if event["name"] == "process_name"}
+    rank_hosts = [node for node, count in placement.items() for _ in range(count)]
+    assert [names[ranks[rank][0]["pid"]] for rank in range(len(roles))] == [
+        f"host {host}" for host in rank_hosts]
+    about = trace["otherData"]
+    uncertainty = [float(value) for value in about["clock_uncertainty_us"]]
+    for rank, host in enumerate(rank_hosts):
+        assert (uncertainty[rank] == 0) == (host == "node1"), uncertainty
+        for when in ("before", "after"):
+            assert abs(float(about["clock_offset_us"][when][rank])) <= uncertainty[rank] + 1
+    slack = Decimal(str(max(uncertainty)))
+    workers = [rank for rank, role in enumerate(roles) if role == "worker"]
+    appliers = [0] if strategy == "ps-sync" else workers
+    for step in steps:
+        computed = max(end(named(ranks[w], "compute")[step][0]) for w in workers)
+        for rank in appliers:
+            (update,) = named(ranks[rank], "update")[step]
+            assert update["ts"] >= computed - slack
+            # ps-sync's workers go on from the server's update; an allreduce rank from its own.
+            for worker in (workers if strategy == "ps-sync" else [rank]):
+                if step + 1 in steps:
+                    assert named(ranks[worker], "compute")[step + 1][0]["ts"] >= end(update) - slack

@@ -12,8 +12,9 @@ from distnn.errors import UsageError
 GROUPS = {"data": "data", "model": "model", "optimizer": "optimizer and schedule",
           "training": "training loop", "parallel": "processes and strategies",
           "run": "run directory and output"}
-# Fields a benchmark sets itself for every configuration it runs.
-BENCH_OWNS = ("strategy", "procs", "out")
+# Fields a benchmark sets itself for every configuration it runs, or leaves off (a trace
+# would be written by every timed run).
+BENCH_OWNS = ("strategy", "procs", "out", "timeline", "timeline_steps")
 
 
 class Parser(argparse.ArgumentParser):

@@ -25,8 +25,9 @@ from distnn.roles import Roles
 
 ABORT_GRACE_S = 0.5       # lets mpiexec forward a failing rank's message before MPI_Abort
 FINALIZE_TIMEOUT_S = 10   # a rank whose peers never reach MPI_Finalize exits anyway
-# None changes what is trained (ps-sync's servers only cut the same update into shards).
-RESUMABLE_CHANGES = {"epochs", "stall_timeout", "servers"}
+# None changes what is trained (ps-sync's servers only cut the same update into shards; a
+# trace is written only by the run that asks for one).
+RESUMABLE_CHANGES = {"epochs", "stall_timeout", "servers", "timeline", "timeline_steps"}
 
 
 def check_process_count(strategy: str, size: int, servers: int = 1) -> None:
@@ -63,11 +64,13 @@ def _resumed_config(resume_dir: str, settings: dict):
     if changed:
         flags = ", ".join(map(flag_of, changed))
         raise UsageError(f"--resume continues the saved configuration; only --epochs, --procs, "
-                         f"--servers (ps-sync), --threads, --stall-timeout and --quiet may be "
-                         f"given (got {flags})")
+                         f"--servers (ps-sync), --threads, --stall-timeout, --timeline, "
+                         f"--timeline-steps and --quiet may be given (got {flags})")
     checkpoint = load_checkpoint(Path(resume_dir))
     saved = dict(checkpoint["config"])
     saved["hidden"] = tuple(saved.get("hidden", ()))
+    for name in ("timeline", "timeline_steps"):
+        saved.pop(name, None)
     try:
         config = make_config(saved.pop("preset", "default"), **{**saved, **settings,
                                                                  "out": resume_dir})
@@ -140,10 +143,24 @@ def _setup(settings: dict, comm, procs: int | None):
         overwrite = bool(settings.get("overwrite"))
         out = Path(config.out) if config.out else None
         check_target(out, resume=resume, overwrite=overwrite)
+        if config.timeline is not None:
+            _check_timeline(config, dataset, checkpoint, out, settings.get("config"))
         run = RunDirectory(out, config.strategy,
                            resume_epoch=checkpoint["epoch"] if resume else None,
                            overwrite=overwrite)
     return config, dataset, run, checkpoint
+
+
+def _check_timeline(config, dataset, checkpoint, out: Path | None, config_file) -> None:
+    """``--timeline``'s path and window, before any work (rank 0)."""
+    from distnn import timeline
+
+    inputs = timeline.dataset_files(config.dataset) + ([config_file] if config_file else [])
+    timeline.check_output(config.timeline, out, inputs)
+    per_epoch = timeline.steps_per_epoch(config, dataset.x_train.shape[0])
+    first = 0 if checkpoint is None else (checkpoint["epoch"] * per_epoch
+                                          + checkpoint.get("epoch_step", 0))
+    timeline.window(config.timeline_steps, first, config.epochs * per_epoch)
 
 
 def _first_failure(comm, failure: UsageError | None):

@@ -70,13 +70,13 @@ class Allreduce(Strategy):
              "the gradient allreduce")
         self.timer.lap("comm")
         self.optimizer.apply([self.model.grads])
-        self.timer.lap("compute")
+        self.timer.lap("update")
 
     def _shared_step(self) -> None:
         self.shared.fence("the other ranks' gradients")
         self.timer.lap("wait")
         self.optimizer.apply(self._parts[:, self._shard], part=self._shard)
-        self.timer.lap("compute")
+        self.timer.lap("update")
         self.shared.fence("the other ranks' updates")
         self.timer.lap("wait")
 

@@ -94,7 +94,7 @@ class PSAsync(Strategy):
             raise ValueError("ps-async runs whole epochs; it cannot start mid-epoch")
         if self.worker_index is None:
             self._serve(batch_sizes_per_worker(sampler, self.roles.n_workers),
-                        should_stop if self.rank == 0 else None)
+                        should_stop if self.rank == 0 else None, epoch * sampler.steps_per_epoch)
         else:
             for index, batch in enumerate(sampler.batches(epoch)):
                 start, stop = self.roles.rows(batch_length(batch), self.rank)
@@ -113,28 +113,33 @@ class PSAsync(Strategy):
         self.sent += 1
         timer.lap("comm")
 
-    def _serve(self, batch_sizes: list[deque], before_update=None) -> None:
+    def _serve(self, batch_sizes: list[deque], before_update=None, first_batch: int = 0) -> None:
         """Apply one epoch's gradients; ``before_update(i)`` is told of each (progress only:
-        a stop waits for the epoch's end)."""
+        a stop waits for the epoch's end). ``first_batch``: the epoch's first global batch."""
         timer = self.timer
-        self._remaining[self.roles.servers:] += [len(sizes) for sizes in batch_sizes]
+        per_worker = [len(sizes) for sizes in batch_sizes]
+        self._remaining[self.roles.servers:] += per_worker
         self._release()
         for index in range(sum(map(len, batch_sizes))):
             if before_update is not None:
                 before_update(index)
             worker, gradient = self.transport.receive_gradient(self._acceptable_sources())
+            slot = self.roles.worker_index(worker)
+            sizes = batch_sizes[slot]
+            # The gradient's global batch (the timeline's step): a worker sends one per batch
+            # in order; only the last batch of an epoch can leave it no rows.
+            self.batch_number = first_batch + per_worker[slot] - len(sizes)
             timer.lap("wait")
             staleness = self.updates - self._version[worker]
             if self.max_staleness is not None and staleness > self.max_staleness:
                 raise RuntimeError(f"staleness {staleness} exceeds the bound {self.max_staleness}")
-            self.optimizer.apply([self.optimizer.prepare(gradient,
-                                                         batch_sizes[self.roles.worker_index(worker)].popleft())])
+            self.optimizer.apply([self.optimizer.prepare(gradient, sizes.popleft())])
             self.updates += 1
             self._record(worker, staleness)
             self._in_flight.remove(worker)
             self._remaining[worker] -= 1
             self._parked.append(worker)
-            timer.lap("compute")
+            timer.lap("update")
             self._release()
             timer.lap("comm")
 

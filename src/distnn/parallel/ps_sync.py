@@ -101,7 +101,7 @@ class PSSync(Strategy):
     def _update(self) -> None:
         """Server: one update of its shard from the workers' parts, added in rank order."""
         self.optimizer.apply(self._parts)
-        self.timer.lap("compute")
+        self.timer.lap("update")
 
     def _shared_step(self) -> None:
         shared, bells, roles = self.shared, self._bells, self.roles
@@ -174,7 +174,7 @@ class PSSync(Strategy):
             for row in self._parts[1:]:
                 mean += row
             mean /= self.roles.n_workers
-            timer.lap("compute")
+            timer.lap("update")
         else:
             self._send_to_servers(params, Tag.PARAMS, "parameters")
             self.model_bytes_sent += params.nbytes
