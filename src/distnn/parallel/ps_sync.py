@@ -22,6 +22,13 @@ the vectors:
   and an ``Igatherv`` measured the same there; point-to-point is the protocol ps-async
   shares.
 
+With ``--deterministic`` (``micro.py``) a worker computes the gradient sum of each of its
+micro-batches into that micro-batch's row of the server's ``(M, n_params)`` rows (shared
+memory on one node; otherwise its run of rows as one message, ``M / workers`` times the
+usual gradient's bytes), prepares nothing, and the server adds the ``M`` rows in
+micro-batch order, then prepares and applies: element by element, so a server that owns
+a shard of the parameters gets the same bits as one that owns them all.
+
 With ``--combine models`` (the original's algorithm) each worker instead takes a whole
 SGD step on its slice with its own optimizer and velocity, every ``--local-steps`` steps
 sends its *parameters* (tag PARAMS), and the server averages them, in rank order, and
@@ -34,6 +41,7 @@ from mpi4py import MPI
 from distnn.data.sampler import batch_length
 from distnn.parallel.comm import Tag, probe_politely, spin_until, wait_politely
 from distnn.parallel.doorbell import Doorbells
+from distnn.parallel.micro import fold, micro_batches_of
 from distnn.parallel.placement import Placement, private
 from distnn.parallel.shared_memory import SharedBuffers, on_one_node
 from distnn.parallel.strategy import Strategy
@@ -52,30 +60,59 @@ class PSSync(Strategy):
         rank, workers = comm.Get_rank(), roles.n_workers
         owns_state = roles.is_server(rank) or config.combine == "models"
         names = state_names if owns_state else ()
+        count = config.micro_batches if config.deterministic else workers
+        first = None if roles.is_server(rank) else \
+            cls.rows_of(roles, config, roles.worker_index(rank))
         if config.shared_memory and config.combine == "gradients" and on_one_node(comm):
             shared = SharedBuffers(comm)
-            rows = shared.array((workers, n_params), dtype)
+            rows = shared.array((count, n_params), dtype)
             params = shared.array((n_params,), dtype)
-            grads = np.zeros(n_params, dtype) if roles.is_server(rank) else \
-                rows[roles.worker_index(rank)]
+            grads = np.zeros(n_params, dtype) if first is None else rows[first.start]
             state = {name: np.zeros(n_params, dtype) for name in names}
             return Placement(params, grads, state, shared, {"parts": rows})
-        rows = {"parts": np.zeros((workers, n_params), dtype)} if roles.is_server(rank) else {}
-        return private(n_params, dtype, names, rows)
+        if first is None:
+            return private(n_params, dtype, names, {"parts": np.zeros((count, n_params), dtype)})
+        if not config.deterministic:
+            return private(n_params, dtype, names)
+        own = np.zeros((len(first), n_params), dtype)     # sent as one message
+        placed = private(n_params, dtype, names, {"own": own})
+        placed.grads = own[0]
+        return placed
+
+    @staticmethod
+    def rows_of(roles, config, worker: int) -> range:
+        """The server's rows that worker ``worker`` (an index) fills: its own, or with
+        ``--deterministic`` those of its micro-batches."""
+        if config.deterministic:
+            return micro_batches_of(config.micro_batches, roles.n_workers, worker)
+        return range(worker, worker + 1)
 
     def __init__(self, comm, roles, model, optimizer, data, timer, placement, config):
         super().__init__(comm, roles, model, optimizer, data, timer, placement, config)
         self._parts = placement.rows.get("parts")
+        self._rows_of = [self.rows_of(roles, config, worker) for worker in range(roles.n_workers)]
+        self._batch_size = 0
+        self._outgoing = [model.grads, self._type]     # a worker's message
         if self.shared is not None:
             self._bells = Doorbells(self.comm)
+        if self.micro_batches is not None and self.worker_index is not None:
+            own = placement.rows["own"] if self.shared is None else \
+                self._parts[self.micro.start:self.micro.stop]
+            self._rows = [model.gradient_buffer(row) for row in own]
+            self._outgoing = [own, self._type]
 
     def step(self, batch) -> None:
         if self.combine_models:
             self._model_step(batch)
             return
-        if self.rank != SERVER:
+        self._batch_size = batch_length(batch)
+        if self.rank != SERVER and self.micro_batches is not None:
+            self.micro_gradient_sums(batch, self._rows)     # the server prepares their sum
+            self.optimizer.advance()
+            self.timer.lap("compute")
+        elif self.rank != SERVER:
             self.local_gradient_sum(batch)
-            self.optimizer.prepare(self.model.grads, batch_length(batch))
+            self.optimizer.prepare(self.model.grads, self._batch_size)
             self.optimizer.advance()
             self.timer.lap("compute")
         if self.shared is not None:
@@ -86,8 +123,12 @@ class PSSync(Strategy):
             self._work()
 
     def _update(self) -> None:
-        """Server: one update from the workers' parts, added in rank order."""
-        self.optimizer.apply(self._parts)
+        """Server: one update from the workers' parts, added in rank order (with
+        ``--deterministic``: the micro-batches' sums, added in their order)."""
+        if self.micro_batches is not None:
+            self.apply_total(fold(self._parts), self._batch_size)
+        else:
+            self.optimizer.apply(self._parts)
         self.timer.lap("compute")
 
     def _shared_step(self) -> None:
@@ -119,7 +160,8 @@ class PSSync(Strategy):
                                                status=self._status), self.watch, "a gradient")
             timer.lap("wait")
             source = self._status.Get_source()
-            comm.Recv([self._parts[self.roles.worker_index(source)], self._type], source=source,
+            rows = self._rows_of[self.roles.worker_index(source)]
+            comm.Recv([self._parts[rows.start:rows.stop], self._type], source=source,
                       tag=Tag.GRADIENT)
             timer.lap("comm")
         self._update()
@@ -169,8 +211,8 @@ class PSSync(Strategy):
             self._average_models()
 
     def _work(self) -> None:
-        wait_politely(self.comm.Isend([self.model.grads, self._type], dest=SERVER,
-                                      tag=Tag.GRADIENT), self.watch, "the server to take a gradient")
+        wait_politely(self.comm.Isend(self._outgoing, dest=SERVER, tag=Tag.GRADIENT),
+                      self.watch, "the server to take a gradient")
         self.timer.lap("comm")
         self._broadcast_params()
         self.timer.lap("wait")
