@@ -103,7 +103,7 @@ class Strategy:
             loss_sum += self._gradient_of(batch, start, stop, measure)
             rows_done += stop - start
             if add_as_you_go and k:
-                total = rows[0][0]
+                total = rows[0][0]      # a buffer is (flat vector, layer views)
                 total += row[0]
         self._report_loss(measure, loss_sum, rows_done)
 
