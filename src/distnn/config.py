@@ -242,6 +242,16 @@ class TrainConfig:
     shared_memory: bool = option(
         True, "MPI-3 shared memory when all ranks share one node (--no-shared-memory moves "
         "gradients and parameters by MPI messages)", "parallel")
+    deterministic: bool = option(
+        False, "parameters bit-identical for every process count and placement (serial, "
+        "ps-sync, allreduce; float32 too): every global batch is cut into --micro-batches "
+        "parts, each computed whole on one worker, whose gradient sums are added in their "
+        "order", "parallel")
+    micro_batches: int = option(
+        8, "--deterministic: parts of every global batch (at least the number of workers, "
+        "at most the batch); the results depend on it, so keep it across runs you compare",
+        "parallel", low=1, high=MAX_PROCS, metavar="M",
+        applies=("deterministic", bool, "--deterministic"))
     stall_timeout: float = option(
         120.0, "end the job (exit 4) when a rank has waited this long for a silent peer (a dead "
         "host, a cut link, a stopped process), naming it; 0 waits forever", "parallel", low=0,
@@ -466,6 +476,7 @@ def validate(config: TrainConfig) -> None:
             raise UsageError("--timeline-steps needs --timeline FILE.json, the trace it "
                              "chooses the steps of")
         timeline_steps(config.timeline_steps)
+    _check_deterministic(config)
     if config.max_staleness is not None and config.strategy != "ps-async":
         raise UsageError(f"--max-staleness applies to --strategy ps-async only, "
                          f"not {config.strategy}")
@@ -572,6 +583,22 @@ def _number(bound: float) -> str:
 def _is_integer(value) -> bool:
     """An int or NumPy integer (scikit-learn parameter grids hold those), but not a bool."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _check_deterministic(config: TrainConfig) -> None:
+    """``--deterministic`` fixes the order of every sum, which only the synchronous
+    strategies that combine gradients have."""
+    if not config.deterministic:
+        return
+    if config.strategy == "ps-async":
+        raise UsageError("--deterministic needs --strategy serial, ps-sync or allreduce: "
+                         "ps-async applies each gradient when it arrives, so the order of the "
+                         "updates depends on timing; drop --deterministic or choose another "
+                         "strategy")
+    if config.combine == "models":
+        raise UsageError("--deterministic combines gradients: --combine models averages models "
+                         "that each worker trained on its own share of every batch, which "
+                         "depend on the number of workers; use --combine gradients")
 
 
 def _check_combine(config: TrainConfig) -> None:

@@ -95,6 +95,25 @@ def test_two_servers_on_two_hosts_equal_serial(hosts, tmp_path, serial, strategy
     assert result["workers"] == sum(placement.values()) - 2
 
 
+# Float32, where the plain path's sums would round differently at another process count.
+DETERMINISTIC = ["--deterministic", "--samples-per-class", "100", "--lr", "0.5", "--epochs", "6",
+                 "--batch-size", "37", "--kernels", "numpy"]
+
+
+@pytest.mark.parametrize("strategy, placement", [
+    ("allreduce", {"node1": 2, "node2": 1}),
+    ("ps-sync", {"node1": 1, "node2": 2}),
+    ("ps-sync", {"node1": 1, "node2": 1, "node3": 1}),
+])
+def test_deterministic_runs_across_hosts_are_serial_bit_for_bit(hosts, tmp_path, strategy,
+                                                                placement):
+    reference = train_params(tmp_path / "serial", DETERMINISTIC)
+    params = train(hosts, placement, tmp_path / "run", ["--strategy", strategy, *DETERMINISTIC])
+    assert params.dtype == np.float32
+    assert np.array_equal(params, reference)
+    assert read_result(tmp_path / "run")["shared_memory"] is False
+
+
 @pytest.mark.parametrize("strategy", ["ps-sync", "allreduce"])
 def test_a_rank_that_raises_on_a_remote_host_ends_the_job(hosts, tmp_path, strategy):
     started = time.monotonic()
