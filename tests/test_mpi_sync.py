@@ -5,7 +5,7 @@ import time
 import numpy as np
 import pytest
 
-from distnn.launch import binding_args
+from distnn.errors import UsageError
 from helpers import WORKLOADS, distnn, max_relative_difference, mpi_script, read_result, train_params
 
 
@@ -79,16 +79,27 @@ def test_procs_flag_relaunches_under_mpiexec(tmp_path):
     assert read_result(tmp_path)["processes"] == 3
 
 
-def test_hydra_binds_ranks_to_cores_and_other_launchers_are_left_alone(tmp_path):
-    hydra = tmp_path / "hydra"
-    hydra.write_text("#!/bin/sh\necho 'HYDRA build details:'\n")
-    other = tmp_path / "other"
-    other.write_text("#!/bin/sh\necho 'mpirun (Open MPI) 5.0'\n")
-    for script in (hydra, other):
+def test_launchers_are_told_apart_by_their_version_text(tmp_path, monkeypatch):
+    from distnn import launch
+    from distnn.launchers import HYDRA, OPEN_MPI, OTHER
+
+    versions = {"hydra": "HYDRA build details:\n    Version:   5.0.2", "ompi":
+                "mpiexec (Open MPI) 5.0.11", "other": "some launcher 1.0"}
+    for name, text in versions.items():
+        script = tmp_path / name
+        script.write_text(f"#!/bin/sh\nprintf '{text}\\n'\n")
         script.chmod(0o755)
-    assert binding_args(str(hydra)) == ["-bind-to", "core"]
-    assert binding_args(str(other)) == []
-    assert binding_args(str(tmp_path / "missing")) == []
+    found = {}
+    for name in (*versions, "missing"):
+        monkeypatch.setenv("DISTNN_MPIEXEC", str(tmp_path / name))
+        if name == "missing":
+            with pytest.raises(UsageError, match="is not an executable file"):
+                launch.find_launcher()
+            continue
+        found[name] = launch.find_launcher()
+    assert [found[name].kind for name in versions] == [HYDRA, OPEN_MPI, OTHER]
+    assert found["hydra"].version == "Version: 5.0.2"
+    assert found["ompi"].version == "mpiexec (Open MPI) 5.0.11"
 
 
 def test_sharded_batches_equal_serial_with_the_same_shards(tmp_path):

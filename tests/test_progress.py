@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from distnn import launch
+from distnn.launchers import OTHER, Launcher
 from distnn.progress import REFRESH_S, TTY_VAR, Progress
 from helpers import child_env, distnn
 
@@ -173,8 +174,7 @@ class FakeJob:
 
 def relaunch_env(monkeypatch, stderr) -> dict:
     FakeJob.started = []
-    monkeypatch.setattr(launch, "find_mpiexec", lambda: "mpiexec")
-    monkeypatch.setattr(launch, "binding_args", lambda mpiexec: [])
+    monkeypatch.setattr(launch, "find_launcher", lambda: Launcher("mpiexec", OTHER))
     monkeypatch.setattr(launch.subprocess, "Popen", FakeJob)
     monkeypatch.setattr(launch.sys, "stderr", stderr)
     assert launch.relaunch(2, ["train"]) == 0

@@ -9,7 +9,12 @@ The launcher is the process the user sees, so it answers for the whole job:
 - ``mpiexec`` dies with the launcher (``PR_SET_PDEATHSIG``): if the launcher is killed,
   even by SIGKILL, mpiexec gets SIGTERM and the ranks stop within seconds;
 - after the job, whatever its end, the launcher removes the temporary files a killed rank
-  may have left in the run directory (rank 0 tells it which directory that is).
+  may have left in the run directory (rank 0 tells it which directory that is);
+- mpiexec's standard error (which carries every rank's, from every host) is relayed
+  through the launcher, which so learns of a stall wherever the rank that saw it runs.
+
+Which flags the installed launcher needs (Hydra or Open MPI, hosts, binding) is
+``launchers.py``'s business; the hosts come from ``hosts.py``.
 """
 
 import ctypes
@@ -19,10 +24,13 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 from distnn.errors import UsageError
+from distnn.hosts import Hosts
+from distnn.launchers import Launcher, kind_of
 
 MPI_ENV_SIZE = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS")
 MPI_ENV_RANK = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK")
@@ -37,8 +45,10 @@ ESCALATION = (signal.SIGUSR1, signal.SIGINT, signal.SIGINT, signal.SIGKILL)
 STOP_GRACE_S = 30      # a stop request not honoured by then escalates, then every ESCALATE_S
 ESCALATE_S = 5
 STARTED_NOTE = "started"
-STALLED_NOTE = "stalled"   # a rank found a silent peer and is ending the job
+STALLED_MARK = "distnn: error: stalled: "   # how a rank that found a silent peer says so
 STALL_GRACE_S = 10         # then mpiexec may wait forever for an unreachable host: killed
+RELAY_CHUNK = 1 << 16
+RELAY_DRAIN_S = 5          # output still coming once mpiexec's group is gone is cut off
 EXIT_STALLED = 4
 PR_SET_PDEATHSIG = 1
 
@@ -85,15 +95,14 @@ def find_mpiexec() -> str:
     return found
 
 
-def binding_args(mpiexec: str) -> list[str]:
-    """``-bind-to core`` for MPICH's Hydra launcher: one core per rank, round robin.
-
-    Unbound, the kernel sometimes left both ps-sync workers on one core; bound, the
-    server shares a core with a worker, which costs nothing because it only runs while
-    the workers sleep. Other launchers spell binding differently, so they are left to
-    their defaults.
-    """
-    return ["-bind-to", "core"] if "HYDRA" in _version(mpiexec) else []
+def find_launcher() -> Launcher:
+    """The installed ``mpiexec`` (``find_mpiexec``) and which launcher it is."""
+    mpiexec = find_mpiexec()
+    text = _version(mpiexec)
+    lines = [" ".join(line.split()) for line in text.splitlines() if line.strip()]
+    # Hydra prints "HYDRA build details:", then "Version: 5.0.2"; others one line first.
+    version = next((line for line in lines if line.startswith("Version:")), lines[0] if lines else "")
+    return Launcher(mpiexec, kind_of(text), version)
 
 
 def _version(mpiexec: str, timeout_s: float = 10) -> str:
@@ -114,13 +123,17 @@ def _version(mpiexec: str, timeout_s: float = 10) -> str:
         probe.wait()
 
 
-def oversubscription_note(procs: int) -> str | None:
-    """One line when ``procs`` ranks exceed this machine's cores, else None."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    if cores and procs > cores:
-        return (f"note: {procs} processes on {cores} cores: ranks share cores, so timings "
-                "measure contention, not scaling")
-    return None
+def mpiexec_command(procs: int, hosts: Hosts | None = None) -> list[str]:
+    """``mpiexec ... -n procs``, as ``--procs`` would start it (without a job directory):
+    for tools and tests that start MPI jobs of their own."""
+    return find_launcher().launch(procs, hosts, forward=forwarded(os.environ)).command
+
+
+def forwarded(env) -> list[str]:
+    """The variables remote ranks need from the launcher's environment: those distnn sets
+    (BLAS threads, its own ``DISTNN_*``) and the terminal's width."""
+    names = [*BLAS_THREAD_VARS, "COLUMNS"]
+    return [name for name in env if name in names or name.startswith("DISTNN_")]
 
 
 def _die_with_parent() -> None:
@@ -132,11 +145,11 @@ def _die_with_parent() -> None:
 
 
 def relaunch(procs: int, argv: list[str], program: tuple[str, ...] = ("-m", "distnn"),
-             threads: int | None = None) -> int:
-    """Run ``python -m mpi4py PROGRAM argv`` (by default ``distnn argv``) under
-    ``mpiexec -n procs``, each rank with ``threads`` BLAS threads (default: the
+             threads: int | None = None, hosts: Hosts | None = None, quiet: bool = False) -> int:
+    """Run ``python -m mpi4py PROGRAM argv`` (by default ``distnn argv``) on ``procs`` ranks
+    (on ``hosts``, else here), each with ``threads`` BLAS threads (default: the
     environment's, else 1); returns the job's exit status."""
-    mpiexec = find_mpiexec()
+    launcher = find_launcher()
     env = dict(os.environ)
     pin_blas_threads(env)
     if threads is not None:
@@ -145,7 +158,7 @@ def relaunch(procs: int, argv: list[str], program: tuple[str, ...] = ("-m", "dis
     job_dir = tempfile.mkdtemp(prefix="distnn-job-")
     env[JOB_DIR_VAR] = job_dir
     env[LAUNCHER_PID_VAR] = str(os.getpid())
-    # Hydra pipes the ranks' output: tell rank 0 whether it reaches a terminal, and how wide.
+    # The launcher pipes the ranks' output: tell rank 0 whether it reaches a terminal, and how wide.
     from distnn.progress import TTY_VAR
 
     env[TTY_VAR] = "1" if sys.stderr.isatty() else "0"
@@ -158,34 +171,84 @@ def relaunch(procs: int, argv: list[str], program: tuple[str, ...] = ("-m", "dis
     # which ends its probe of mpiexec too; from then on, requests are forwarded.
     previous = {signum: signal.signal(signum, _interrupt) for signum in FORWARDED_SIGNALS}
     try:
-        command = [mpiexec, *binding_args(mpiexec), "-n", str(procs), sys.executable, "-m",
-                   "mpi4py", *program, *argv]
+        launch = launcher.launch(procs, hosts, Path(job_dir), forward=forwarded(env), environ=env)
+        for note in launch.notes if not quiet else ():
+            sys.stderr.write(note + "\n")
+        sys.stderr.flush()
+        command = [*launch.command, sys.executable, "-m", "mpi4py", *program, *argv]
         try:
             job = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL,
-                                   start_new_session=True, preexec_fn=_die_with_parent)
+                                   stderr=subprocess.PIPE, start_new_session=True,
+                                   preexec_fn=_die_with_parent)
         except OSError as exc:
-            raise UsageError(f"cannot start {mpiexec}: {exc.strerror}") from exc
-        stopping = _Stopping(job, Path(job_dir) / STALLED_NOTE)
+            raise UsageError(f"cannot start {launcher.path}: {exc.strerror}") from exc
+        relay = _Relay(getattr(job, "stderr", None))
+        stopping = _Stopping(job, relay.stalled)
         for signum in FORWARDED_SIGNALS:
             signal.signal(signum, lambda signum, frame: stopping.escalate())
         try:
             code = stopping.wait()
         finally:
             _kill_group(job.pid)
+            relay.finish()
         started = (Path(job_dir) / STARTED_NOTE).exists()
-        stalled = (Path(job_dir) / STALLED_NOTE).exists()
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         clean_up_after(job_dir)
     # A stall ends the job with MPI_Abort(4), but Hydra reports whichever rank it saw end
     # (9 for one it killed): the status is the stall's, whatever mpiexec says.
-    code = EXIT_STALLED if stalled else (128 - code if code < 0 else code)
-    if not started and not stopping.requests:
+    code = EXIT_STALLED if relay.stalled.is_set() else (128 - code if code < 0 else code)
+    # Rank 0 says it started through a file on this machine; on other hosts it cannot.
+    if not started and hosts is None and not stopping.requests:
         what = "exited" if code == 0 else f"failed (exit status {code})"
-        raise UsageError(f"{mpiexec} {what} without starting distnn's processes; is it the "
-                         "mpiexec of the MPI that mpi4py uses? (set DISTNN_MPIEXEC, or unset it)")
+        raise UsageError(f"{launcher.path} {what} without starting distnn's processes; is it "
+                         "the mpiexec of the MPI that mpi4py uses? (set DISTNN_MPIEXEC, or "
+                         "unset it)")
     return code
+
+
+class _Relay:
+    """Copies mpiexec's standard error to the launcher's as it comes (progress bars
+    included: no line buffering), and sets ``stalled`` when a rank's stall message
+    passes: the one sign of a stall that reaches the launcher from any host."""
+
+    def __init__(self, pipe):
+        self.stalled = threading.Event()
+        self._pipe = pipe
+        self._thread = None
+        if pipe is not None:
+            self._thread = threading.Thread(target=self._copy, daemon=True)
+            self._thread.start()
+
+    def _copy(self) -> None:
+        try:
+            sink = sys.stderr.fileno()
+        except (AttributeError, OSError, ValueError):
+            sink = 2
+        mark, tail = STALLED_MARK.encode(), b""
+        source = self._pipe.fileno()
+        while True:
+            try:
+                chunk = os.read(source, RELAY_CHUNK)
+            except OSError:
+                return
+            if not chunk:
+                return
+            if mark in tail + chunk:
+                self.stalled.set()
+            tail = (tail + chunk)[-len(mark):]
+            try:
+                while chunk:
+                    chunk = chunk[os.write(sink, chunk):]
+            except OSError:
+                pass             # the reader went away; keep draining, or mpiexec blocks
+
+    def finish(self) -> None:
+        """Once mpiexec is gone: copy what is left, then close the pipe."""
+        if self._thread is not None:
+            self._thread.join(RELAY_DRAIN_S)
+            self._pipe.close()
 
 
 def _interrupt(signum, frame) -> None:
@@ -196,9 +259,9 @@ class _Stopping:
     """The launcher's side of stopping a job: each stop request (or a request left
     unanswered for ``STOP_GRACE_S``) sends the next signal of ``ESCALATION``."""
 
-    def __init__(self, job: subprocess.Popen, stall_note: Path):
+    def __init__(self, job: subprocess.Popen, stalled: threading.Event):
         self.job, self.requests, self.deadline = job, 0, None
-        self.stall_note, self.stall_deadline, self.stalled = stall_note, None, False
+        self.stalled, self.stall_deadline = stalled, None
 
     def escalate(self) -> None:
         if self.job.poll() is not None or self.requests >= len(ESCALATION):
@@ -222,11 +285,10 @@ class _Stopping:
                 now = time.monotonic()
                 if self.deadline is not None and now > self.deadline:
                     self.escalate()
-                if self.stall_deadline is None and self.stall_note.exists():
+                if self.stall_deadline is None and self.stalled.is_set():
                     self.stall_deadline = now + STALL_GRACE_S
                 elif self.stall_deadline is not None and now > self.stall_deadline:
-                    self.stalled = True      # Hydra waits for a host it cannot reach
-                    _kill_group(self.job.pid)
+                    _kill_group(self.job.pid)    # mpiexec waits for a host it cannot reach
             except InterruptedError:
                 continue
 
@@ -249,11 +311,6 @@ def _leave_note(name: str, text: str = "") -> None:
             (Path(job_dir) / name).write_text(text)
         except OSError:
             pass
-
-
-def note_stalled() -> None:
-    """A rank on the launcher's machine: the job is ending for a stall (see STALL_GRACE_S)."""
-    _leave_note(STALLED_NOTE)
 
 
 def note_started() -> None:

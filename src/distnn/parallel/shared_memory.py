@@ -4,6 +4,10 @@ Ranks on one node can read each other's gradients and one copy of the parameters
 directly, instead of copying them through messages. Synchronisation follows the MPI-3
 shared-memory pattern: every window is locked once (``Lock_all``) and ``fence`` pairs a
 memory sync with a barrier, so writes before it are seen by every rank after it.
+
+The barrier is not MPI's: ranks that wait in ``MPI_Ibarrier`` spin in the library's
+progress loop, and on a machine with other work a spinning rank takes CPU time the
+computing ranks need (``benchmarks/idle_wait.py`` measures it). Doorbells sleep.
 """
 
 import os
@@ -11,8 +15,7 @@ import os
 import numpy as np
 from mpi4py import MPI
 
-from distnn.parallel.comm import wait_spinning
-from distnn.parallel.stall import watch_of
+from distnn.parallel.doorbell import Doorbells
 
 
 def on_one_node(comm: MPI.Comm) -> bool:
@@ -36,8 +39,8 @@ class SharedBuffers:
 
     def __init__(self, comm: MPI.Comm):
         self.comm = comm
-        self.watch = watch_of(comm)
         self._windows: list[MPI.Win] = []
+        self._bells = Doorbells(comm)
 
     def array(self, shape: tuple[int, ...], dtype) -> np.ndarray:
         """A zeroed array of ``shape`` every rank of ``comm`` sees (rank 0 owns the memory)."""
@@ -61,10 +64,12 @@ class SharedBuffers:
             window.Sync()
 
     def fence(self, what: str = "the other ranks of this node") -> None:
-        """Every rank's writes so far are visible to every rank afterwards. A barrier that
-        is tested, not blocked in, so that the stall timeout bounds it."""
+        """Every rank's writes so far are visible to every rank afterwards. The barrier is
+        rung on doorbells (``doorbell.py``): a rank that arrives first sleeps in the kernel
+        instead of spinning in the MPI library's progress loop, and the stall timeout
+        bounds its wait."""
         self.sync()
-        wait_spinning(self.comm.Ibarrier(), self.watch, what)
+        self._bells.barrier(what)
         self.sync()
 
     def free(self) -> None:
@@ -75,6 +80,7 @@ class SharedBuffers:
             window.Unlock_all()
             window.Free()
         self._windows = []
+        self._bells.close()
 
 
 SHM_DIR = "/dev/shm/"
