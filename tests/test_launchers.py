@@ -73,8 +73,8 @@ def test_hosts_are_spelled_for_each_launcher(two_cores, monkeypatch, tmp_path):
     assert hydra.command[1:] == ["-bind-to", "core", "-hosts", "node1:2,node2:1", "-n", "3"]
     assert not hydra.oversubscribed
     ompi = Launcher("mpiexec", OPEN_MPI).launch(4, hosts, tmp_path, environ={})
-    assert ompi.command[ompi.command.index("--host") + 1] == "node1:2,node2:1"
-    assert "--oversubscribe" in ompi.command      # 4 ranks on 3 slots
+    assert ompi.command[ompi.command.index("--host") + 1] == "node1:3,node2:1"   # 4 on 3 slots
+    assert ompi.oversubscribed and "--oversubscribe" not in ompi.command
 
 
 def test_a_hostfile_is_rewritten_in_the_launchers_own_syntax(two_cores, tmp_path):
@@ -87,16 +87,17 @@ def test_a_hostfile_is_rewritten_in_the_launchers_own_syntax(two_cores, tmp_path
     hydra = Launcher("mpiexec", HYDRA).launch(6, hosts, job, environ={}).command
     assert hydra[hydra.index("-f") + 1] == str(job / "hostfile")
     assert (job / "hostfile").read_text() == "node1:2\nnode2:3\n10.0.0.7:1\n"
-    ompi = Launcher("mpiexec", OPEN_MPI).launch(6, hosts, job, environ={}).command
+    ompi = Launcher("mpiexec", OPEN_MPI).launch(4, hosts, job, environ={}).command
     assert ompi[ompi.index("--hostfile") + 1] == str(job / "hostfile")
-    assert (job / "hostfile").read_text() == "node1 slots=2\nnode2 slots=3\n10.0.0.7 slots=1\n"
+    assert (job / "hostfile").read_text() == "node1 slots=2\nnode2 slots=2\n"
 
 
 def test_ranks_fill_each_hosts_slots_then_wrap_around():
     hosts = parse_hosts("a:2,b:1")
-    assert hosts.placement(3) == [("a", [0, 1]), ("b", [2])]
-    assert hosts.placement(2) == [("a", [0, 1])]
-    assert hosts.placement(5) == [("a", [0, 1, 3, 4]), ("b", [2])]
+    assert hosts.counts(3).slots == (("a", 2), ("b", 1))
+    assert hosts.counts(2).slots == (("a", 2),)
+    assert hosts.counts(5).slots == (("a", 4), ("b", 1))
+    assert hosts.placement(5) == [("a", range(0, 4)), ("b", range(4, 5))]
 
 
 @pytest.mark.parametrize("text, message", [

@@ -1,9 +1,10 @@
 """``--hosts`` and ``--hostfile``: which hosts a ``--procs`` job runs on, and how many ranks each.
 
 Both give hosts with a slot count (ranks the host takes before the next one is used), in
-order. distnn reads them itself, so that a mistake is reported with the file and line
-before any host is contacted, and so that one spelling works with every launcher: the
-launcher gets the list in its own syntax (``launchers.py``).
+order; ranks beyond the slots start again at the first host. distnn reads them itself,
+so that a mistake is reported with the file and line before any host is contacted, and
+so that one spelling works with every launcher: the launcher gets how many ranks each
+host runs, in its own syntax (``launchers.py``).
 
 Accepted, one host per line of a hostfile (``#`` starts a comment) or comma-separated
 in ``--hosts``: ``HOST`` (one slot), ``HOST:N`` (Hydra's spelling) or ``HOST slots=N``
@@ -35,18 +36,28 @@ class Hosts:
     def total(self) -> int:
         return sum(count for _, count in self.slots)
 
-    def placement(self, procs: int) -> list[tuple[str, list[int]]]:
-        """Which ranks each host runs: ranks fill each host's slots in order; ranks beyond
-        the total slots start again at the first host (Hydra's rule; Open MPI's
-        ``--oversubscribe`` is told to follow it, see ``launchers.py``)."""
-        ranks: dict[str, list[int]] = {host: [] for host, _ in self.slots}
-        rank = 0
-        while rank < procs:
-            for host, count in self.slots:
-                take = min(count, procs - rank)
-                ranks[host] += range(rank, rank + take)
-                rank += take
-        return [(host, ranks[host]) for host, _ in self.slots if ranks[host]]
+    def counts(self, procs: int) -> "Hosts":
+        """How many of ``procs`` ranks each host runs: passes over the hosts in order, each
+        pass giving every host up to its slots (Hydra's rule for more ranks than slots).
+        Hosts left without a rank are dropped. Launchers are given these counts, so that
+        every launcher places ranks alike."""
+        counts = dict.fromkeys((host for host, _ in self.slots), 0)
+        left = procs
+        while left > 0:
+            for host, slots in self.slots:
+                take = min(slots, left)
+                counts[host] += take
+                left -= take
+        return Hosts(tuple((host, count) for host, count in counts.items() if count),
+                     self.source)
+
+    def placement(self, procs: int) -> list[tuple[str, range]]:
+        """Which ranks each host runs: consecutive ranks, hosts in order."""
+        placed, first = [], 0
+        for host, count in self.counts(procs).slots:
+            placed.append((host, range(first, first + count)))
+            first += count
+        return placed
 
     def spelled(self, separator: str = ",") -> str:
         """``h1:2,h2:2``: the form both Hydra's ``-hosts`` and Open MPI's ``--host`` read."""

@@ -77,13 +77,9 @@ def launch_rows(launcher, procs: int, hosts, mpi_library: str) -> dict:
     return rows
 
 
-def _ranks(ranks: list[int]) -> str:
-    """'rank 0', 'ranks 0-3', or 'ranks 0, 4' (ranks that wrap around the hosts)."""
-    if len(ranks) == 1:
-        return f"rank {ranks[0]}"
-    if ranks == list(range(ranks[0], ranks[-1] + 1)):
-        return f"ranks {ranks[0]}-{ranks[-1]}"
-    return "ranks " + ", ".join(map(str, ranks))
+def _ranks(ranks: range) -> str:
+    """'rank 0' or 'ranks 0-3'."""
+    return f"rank {ranks[0]}" if len(ranks) == 1 else f"ranks {ranks[0]}-{ranks[-1]}"
 
 
 def format_info(info: dict, launch: dict) -> str:

@@ -8,12 +8,16 @@ Two are supported: MPICH's Hydra (the ``mpich`` wheel, Intel MPI) and Open MPI's
 what distnn needs       Hydra                Open MPI
 ======================  ===================  ==========================================
 one core per rank       ``-bind-to core``    ``--bind-to core:overload-allowed``
-more ranks than slots   (shares cores)       ``--oversubscribe``
+more ranks than cores   (shares cores)       ``--oversubscribe``
 running as root         (allowed)            ``--allow-run-as-root`` (with a note)
 hosts                   ``-f FILE/-hosts``   ``--hostfile FILE/--host``
 environment of ranks    all (its default)    ``-x NAME`` per variable distnn sets
 one-sided windows       -                    ``--mca osc ^ucx`` (see ``OSC_WITHOUT_UCX``)
 ======================  ===================  ==========================================
+
+With hosts, each launcher is given how many ranks each host runs (``Hosts.counts``), so
+both place ranks alike, even beyond the slots (where Open MPI's own rule would put every
+extra rank on the first host).
 
 ``DISTNN_MPIEXEC_ARGS`` adds arguments of the user's own (shell-quoted), before ``-n``:
 a remote shell of their choice, an interface to use, more variables to pass.
@@ -97,6 +101,8 @@ class Launcher:
         written into ``job_dir``."""
         slots = hosts.total if hosts is not None else local_cores()
         oversubscribed = procs > slots
+        if hosts is not None:
+            hosts = hosts.counts(procs)      # each launcher is told how many ranks, per host
         notes = []
         if self.kind == HYDRA:
             args = ["-bind-to", "core", *self._hydra_hosts(hosts, job_dir)]
@@ -106,7 +112,7 @@ class Launcher:
                 args.append("--allow-run-as-root")
                 notes.append("note: running as root: distnn passes --allow-run-as-root to Open "
                              "MPI's mpiexec")
-            if oversubscribed:
+            if oversubscribed and hosts is None:
                 args.append("--oversubscribe")
             args += ["--bind-to", "core:overload-allowed"]
             if "OMPI_MCA_osc" not in environ:

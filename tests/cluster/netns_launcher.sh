@@ -6,4 +6,4 @@ while [ "${1#-}" != "$1" ]; do shift; done
 host=$1
 shift
 node=node${host##*.}
-exec ip netns exec "${DISTNN_VC_PREFIX:?}-$node" unshare --uts sh -c "hostname $node && exec $*"
+exec ip netns exec "${DISTNN_VC_PREFIX:?}-$node" unshare --uts sh -c "hostname $node && $*"

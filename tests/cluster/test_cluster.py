@@ -1,5 +1,7 @@
 """Every claim made for one node, across hosts (DESIGN §3b): the virtual cluster of
-``conftest.py``, MPI over TCP between network namespaces."""
+``conftest.py``, MPI over TCP between network namespaces. Training runs as a user runs it
+on a cluster, ``distnn train --procs N --hostfile FILE`` on the login node; the scripts
+run under the mpiexec command ``--procs`` would use."""
 
 import json
 import os
@@ -16,12 +18,12 @@ from helpers import max_relative_difference, read_result, train_params
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 SCRIPTS = Path(__file__).parent.parent / "mpi_scripts"
-DISTNN = [sys.executable, "-m", "mpi4py", "-m", "distnn"]
 # Float64, and a batch (37) that does not divide the 300 samples: uneven slices.
 WORKLOAD = ["--samples-per-class", "100", "--dtype", "float64", "--lr", "0.5", "--eval-every", "5",
             "--epochs", "12", "--batch-size", "37"]
+# A first checkpoint within 2 epochs (240 steps): the hosts share this machine's 2 cores.
 LONG = ["--samples-per-class", "2000", "--batch-size", "50", "--epochs", "3000",
-        "--eval-every", "20", "--dtype", "float64", "--quiet"]
+        "--eval-every", "2", "--dtype", "float64", "--quiet"]
 
 
 def model_vector(run: Path) -> np.ndarray:
@@ -32,7 +34,7 @@ def model_vector(run: Path) -> np.ndarray:
 
 
 def train(hosts, placement: dict[str, int], out: Path, args: list[str]):
-    done = hosts.run(placement, [*DISTNN, "train", "--quiet", "--out", str(out), *args])
+    done = hosts.run_command(hosts.train_command(placement, ["--quiet", "--out", str(out), *args]))
     assert done.returncode == 0, done.stderr
     return model_vector(out)
 
@@ -90,12 +92,11 @@ def test_a_rank_that_raises_on_a_remote_host_ends_the_job(hosts, tmp_path, strat
 @pytest.mark.parametrize("strategy", ["ps-sync", "allreduce", "ps-async"])
 def test_a_rank_killed_on_a_remote_host_ends_the_job(hosts, tmp_path, strategy):
     out = tmp_path / "run"
-    job = hosts.start({"node1": 1, "node2": 2},
-                      [*DISTNN, "train", "--strategy", strategy, *LONG, "--out", str(out)])
+    job = hosts.start(hosts.train_command({"node1": 1, "node2": 2},
+                                          ["--strategy", strategy, *LONG, "--out", str(out)]))
     try:
         wait_for(out / "checkpoint.npz")
-        victim = hosts.pids("node2", "mpi4py")[-1]
-        os.kill(victim, signal.SIGKILL)
+        os.kill(hosts.rank_pid("node2", 2), signal.SIGKILL)
         killed = time.monotonic()
         job.communicate(timeout=60)
         assert time.monotonic() - killed < 30
@@ -111,18 +112,18 @@ def test_a_rank_killed_on_a_remote_host_ends_the_job(hosts, tmp_path, strategy):
 STALL_TIMEOUT_S = 5
 
 
-def stalled_job(hosts, tmp_path, strategy: str, placement: dict[str, int], stall) -> tuple[str, float]:
-    """Start a long run, ``stall(hosts)`` once it has checkpointed; returns its stderr and
-    the seconds from the stall to the job's end."""
+def stalled_job(hosts, tmp_path, strategy: str, placement: dict[str, int], stall):
+    """Start a long run through the launcher, ``stall(hosts)`` once it has checkpointed;
+    returns its exit status, its stderr and the seconds from the stall to the job's end."""
     out = tmp_path / "run"
-    job = hosts.start(placement, [*DISTNN, "train", "--strategy", strategy, *LONG,
-                                  "--stall-timeout", str(STALL_TIMEOUT_S), "--out", str(out)])
+    job = hosts.start(hosts.train_command(placement, [
+        "--strategy", strategy, *LONG, "--stall-timeout", str(STALL_TIMEOUT_S), "--out", str(out)]))
     try:
         wait_for(out / "checkpoint.npz")
         stall(hosts)
         stalled = time.monotonic()
         _, stderr = job.communicate(timeout=STALL_TIMEOUT_S + 30)
-        return stderr, time.monotonic() - stalled
+        return job.returncode, stderr, time.monotonic() - stalled
     finally:
         if job.poll() is None:
             os.killpg(job.pid, signal.SIGKILL)
@@ -134,9 +135,30 @@ def stalled_job(hosts, tmp_path, strategy: str, placement: dict[str, int], stall
 @pytest.mark.parametrize("strategy", ["ps-sync", "allreduce", "ps-async"])
 def test_a_stopped_rank_on_another_host_ends_the_job_naming_it(hosts, tmp_path, strategy):
     def stop_last_rank(hosts):
-        os.kill(hosts.pids("node2", "mpi4py")[-1], signal.SIGSTOP)
+        os.kill(hosts.rank_pid("node2", 2), signal.SIGSTOP)
 
-    stderr, took = stalled_job(hosts, tmp_path, strategy, {"node1": 1, "node2": 2}, stop_last_rank)
+    code, stderr, took = stalled_job(hosts, tmp_path, strategy, {"node1": 1, "node2": 2},
+                                     stop_last_rank)
+    assert code == 4, stderr
     assert took < STALL_TIMEOUT_S + 10, stderr
     assert stderr.count("stalled:") == 1, stderr
     assert "rank 2 on host node2 has gone silent" in stderr
+
+
+def test_a_host_whose_link_is_cut_ends_the_job_and_the_run_resumes_once_it_is_back(hosts, tmp_path):
+    placement = {"node1": 1, "node2": 2}
+    code, stderr, took = stalled_job(hosts, tmp_path, "ps-sync", placement,
+                                     lambda hosts: hosts.link("node2", "down"))
+    assert code == 4, stderr
+    assert took < STALL_TIMEOUT_S + 10, stderr
+    assert stderr.count("stalled:") == 1, stderr
+    assert "rank 1 on host node2, rank 2 on host node2 have gone silent" in stderr
+    hosts.end_all()                        # what the cut host still runs, it runs alone
+    hosts.link("node2", "up")
+    out = tmp_path / "run"
+    with np.load(out / "checkpoint.npz") as checkpoint:
+        epoch = int(checkpoint["epoch"])
+    done = hosts.run_command(hosts.train_command(placement, [
+        "--resume", str(out), "--epochs", str(epoch + 1), "--quiet"]))
+    assert done.returncode == 0, done.stderr
+    assert read_result(out)["resumed_from_epoch"] == epoch
