@@ -10,8 +10,10 @@ The launcher is the process the user sees, so it answers for the whole job:
   even by SIGKILL, mpiexec gets SIGTERM and the ranks stop within seconds;
 - after the job, whatever its end, the launcher removes the temporary files a killed rank
   may have left in the run directory (rank 0 tells it which directory that is);
-- mpiexec's standard error (which carries every rank's, from every host) is relayed
-  through the launcher, which so learns of a stall wherever the rank that saw it runs.
+- mpiexec's standard error (which carries every rank's, from every host) passes through
+  a relay process (``relay.py``), which tells the launcher of a stall wherever the rank
+  that saw it runs; an mpiexec still waiting ``STALL_GRACE_S`` later, for a host it
+  cannot reach, is killed with everything under it.
 
 Which flags the installed launcher needs (Hydra or Open MPI, hosts, binding) is
 ``launchers.py``'s business; the hosts come from ``hosts.py``.
@@ -24,7 +26,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -46,9 +47,9 @@ STOP_GRACE_S = 30      # a stop request not honoured by then escalates, then eve
 ESCALATE_S = 5
 STARTED_NOTE = "started"
 STALLED_MARK = "distnn: error: stalled: "   # how a rank that found a silent peer says so
+STALLED_NOTE = "stalled"   # the relay saw STALLED_MARK pass
 STALL_GRACE_S = 3          # then mpiexec may wait forever for an unreachable host: killed
-RELAY_CHUNK = 1 << 16
-RELAY_DRAIN_S = 5          # output still coming once mpiexec's group is gone is cut off
+RELAY_DRAIN_S = 5          # the relay copies what is left, then is killed
 EXIT_STALLED = 4
 PR_SET_PDEATHSIG = 1
 
@@ -176,29 +177,32 @@ def relaunch(procs: int, argv: list[str], program: tuple[str, ...] = ("-m", "dis
             sys.stderr.write(note + "\n")
         sys.stderr.flush()
         command = [*launch.command, sys.executable, "-m", "mpi4py", *program, *argv]
+        relay, errors = _start_relay(Path(job_dir) / STALLED_NOTE)
         try:
-            job = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL,
-                                   stderr=subprocess.PIPE, start_new_session=True,
-                                   preexec_fn=_die_with_parent)
+            job = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stderr=errors,
+                                   start_new_session=True, preexec_fn=_die_with_parent)
         except OSError as exc:
+            os.close(errors)
+            _finish_relay(relay)
             raise UsageError(f"cannot start {launcher.path}: {exc.strerror}") from exc
-        relay = _Relay(getattr(job, "stderr", None))
-        stopping = _Stopping(job, relay.stalled)
+        os.close(errors)
+        stopping = _Stopping(job, Path(job_dir) / STALLED_NOTE)
         for signum in FORWARDED_SIGNALS:
             signal.signal(signum, lambda signum, frame: stopping.escalate())
         try:
             code = stopping.wait()
         finally:
             _kill_group(job.pid)
-            relay.finish()
+            _finish_relay(relay)
         started = (Path(job_dir) / STARTED_NOTE).exists()
+        stalled = (Path(job_dir) / STALLED_NOTE).exists()
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         clean_up_after(job_dir)
     # A stall ends the job with MPI_Abort(4), but Hydra reports whichever rank it saw end
     # (9 for one it killed): the status is the stall's, whatever mpiexec says.
-    code = EXIT_STALLED if relay.stalled.is_set() else (128 - code if code < 0 else code)
+    code = EXIT_STALLED if stalled else (128 - code if code < 0 else code)
     # Rank 0 says it started through a file on this machine; on other hosts it cannot.
     if not started and hosts is None and not stopping.requests:
         what = "exited" if code == 0 else f"failed (exit status {code})"
@@ -208,47 +212,32 @@ def relaunch(procs: int, argv: list[str], program: tuple[str, ...] = ("-m", "dis
     return code
 
 
-class _Relay:
-    """Copies mpiexec's standard error to the launcher's as it comes (progress bars
-    included: no line buffering), and sets ``stalled`` when a rank's stall message
-    passes: the one sign of a stall that reaches the launcher from any host."""
+def _start_relay(note: Path) -> tuple[subprocess.Popen, int]:
+    """The relay process (``relay.py``) and the write end of its pipe, for mpiexec's
+    standard error. It runs in a session of its own, so that it outlives a killed
+    launcher: it ends when mpiexec and the ranks have closed the pipe."""
+    from distnn import relay
 
-    def __init__(self, pipe):
-        self.stalled = threading.Event()
-        self._pipe = pipe
-        self._thread = None
-        if pipe is not None:
-            self._thread = threading.Thread(target=self._copy, daemon=True)
-            self._thread.start()
+    read, write = os.pipe()
+    try:
+        process = subprocess.Popen([sys.executable, relay.__file__, str(note), STALLED_MARK],
+                                   stdin=read, stdout=subprocess.DEVNULL, start_new_session=True)
+    except OSError as exc:
+        os.close(write)
+        raise UsageError(f"cannot start {sys.executable}: {exc.strerror}") from exc
+    finally:
+        os.close(read)
+    return process, write
 
-    def _copy(self) -> None:
-        try:
-            sink = sys.stderr.fileno()
-        except (AttributeError, OSError, ValueError):
-            sink = 2
-        mark, tail = STALLED_MARK.encode(), b""
-        source = self._pipe.fileno()
-        while True:
-            try:
-                chunk = os.read(source, RELAY_CHUNK)
-            except OSError:
-                return
-            if not chunk:
-                return
-            if mark in tail + chunk:
-                self.stalled.set()
-            tail = (tail + chunk)[-len(mark):]
-            try:
-                while chunk:
-                    chunk = chunk[os.write(sink, chunk):]
-            except OSError:
-                pass             # the reader went away; keep draining, or mpiexec blocks
 
-    def finish(self) -> None:
-        """Once mpiexec is gone: copy what is left, then close the pipe."""
-        if self._thread is not None:
-            self._thread.join(RELAY_DRAIN_S)
-            self._pipe.close()
+def _finish_relay(relay: subprocess.Popen) -> None:
+    """Once mpiexec is gone: the relay copies what is left; one held up by a process
+    that still has the pipe open is killed."""
+    try:
+        relay.wait(timeout=RELAY_DRAIN_S)
+    except subprocess.TimeoutExpired:
+        relay.kill()
+        relay.wait()
 
 
 def _interrupt(signum, frame) -> None:
@@ -259,9 +248,9 @@ class _Stopping:
     """The launcher's side of stopping a job: each stop request (or a request left
     unanswered for ``STOP_GRACE_S``) sends the next signal of ``ESCALATION``."""
 
-    def __init__(self, job: subprocess.Popen, stalled: threading.Event):
+    def __init__(self, job: subprocess.Popen, stall_note: Path):
         self.job, self.requests, self.deadline = job, 0, None
-        self.stalled, self.stall_deadline = stalled, None
+        self.stall_note, self.stall_deadline = stall_note, None
 
     def escalate(self) -> None:
         if self.job.poll() is not None or self.requests >= len(ESCALATION):
@@ -270,7 +259,7 @@ class _Stopping:
         self.requests += 1
         self.deadline = time.monotonic() + (STOP_GRACE_S if self.requests == 1 else ESCALATE_S)
         if signum == signal.SIGKILL:
-            _kill_group(self.job.pid)
+            _kill_job(self.job.pid)
             return
         try:
             self.job.send_signal(signum)
@@ -285,10 +274,10 @@ class _Stopping:
                 now = time.monotonic()
                 if self.deadline is not None and now > self.deadline:
                     self.escalate()
-                if self.stall_deadline is None and self.stalled.is_set():
+                if self.stall_deadline is None and self.stall_note.exists():
                     self.stall_deadline = now + STALL_GRACE_S
                 elif self.stall_deadline is not None and now > self.stall_deadline:
-                    _kill_group(self.job.pid)    # mpiexec waits for a host it cannot reach
+                    _kill_job(self.job.pid)      # mpiexec waits for a host it cannot reach
             except InterruptedError:
                 continue
 
@@ -299,6 +288,31 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
     except OSError:
         pass
+
+
+def _kill_job(pid: int) -> None:
+    """A live mpiexec, its process group and every process under it: Open MPI puts the
+    remote shells it starts (ssh) in process groups of their own, and one that waits for
+    an unreachable host would outlive the job, holding its output open."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(entry.name))
+    tree, index = [pid], 0
+    while index < len(tree):
+        tree += children.get(tree[index], [])
+        index += 1
+    _kill_group(pid)
+    for member in tree:
+        try:
+            os.kill(member, signal.SIGKILL)
+        except OSError:
+            pass
 
 
 def _leave_note(name: str, text: str = "") -> None:

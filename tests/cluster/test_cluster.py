@@ -127,7 +127,8 @@ def stalled_job(hosts, tmp_path, strategy: str, placement: dict[str, int], stall
     finally:
         if job.poll() is None:
             os.killpg(job.pid, signal.SIGKILL)
-        job.communicate()
+            hosts.end_all()
+        job.communicate(timeout=30)
         with np.load(out / "checkpoint.npz") as checkpoint:
             assert np.all(np.isfinite(checkpoint["params"]))
 
