@@ -16,7 +16,7 @@ from virtual_cluster import wait_for
 
 from helpers import max_relative_difference, read_result, train_params
 
-pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.cluster, pytest.mark.both_mpis, pytest.mark.timeout(300)]
 SCRIPTS = Path(__file__).parent.parent / "mpi_scripts"
 # Float64, and a batch (37) that does not divide the 300 samples: uneven slices.
 WORKLOAD = ["--samples-per-class", "100", "--dtype", "float64", "--lr", "0.5", "--eval-every", "5",
