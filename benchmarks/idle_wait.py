@@ -41,7 +41,7 @@ def main():
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     shares = comm.gather(cpu / wall)
     if comm.Get_rank() == 0:
-        library = " ".join(MPI.Get_library_version().split(",")[0].split())
+        library = " ".join(MPI.Get_library_version().splitlines()[0].split(",")[0].split())
         print(f"{library}: {comm.Get_size()} ranks, {args.steps / wall:.0f} steps/s (ideal "
               f"{1000 / args.work_ms:.0f}); CPU per wall second, rank 0 waiting: "
               + ", ".join(f"{share:.0%}" for share in shares))

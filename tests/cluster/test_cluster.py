@@ -33,8 +33,9 @@ def model_vector(run: Path) -> np.ndarray:
                                                model[f"{layer}.bias"]]) for layer in layers])
 
 
-def train(hosts, placement: dict[str, int], out: Path, args: list[str]):
-    done = hosts.run_command(hosts.train_command(placement, ["--quiet", "--out", str(out), *args]))
+def train(hosts, placement: dict[str, int], out: Path, args: list[str], hosts_flag=False):
+    done = hosts.run_command(hosts.train_command(placement, ["--quiet", "--out", str(out), *args],
+                                                 hosts_flag))
     assert done.returncode == 0, done.stderr
     return model_vector(out)
 
@@ -72,7 +73,7 @@ def test_synchronous_strategies_across_hosts_equal_serial(hosts, tmp_path, seria
 
 def test_ps_async_with_one_worker_on_another_host_is_serial_exactly(hosts, tmp_path, serial):
     params = train(hosts, {"node1": 1, "node2": 1}, tmp_path / "run",
-                   ["--strategy", "ps-async", *WORKLOAD])
+                   ["--strategy", "ps-async", *WORKLOAD], hosts_flag=True)
     assert np.array_equal(params, serial)
     assert read_result(tmp_path / "run")["shared_memory"] is False
 

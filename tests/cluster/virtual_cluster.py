@@ -8,6 +8,10 @@ and routes are never touched):
     <prefix>-node2   eth0 10.200.0.2  --veth--  br0
     <prefix>-node3   eth0 10.200.0.3  --veth--  br0
 
+Inside the namespaces the hosts also have names, node1..node3 (``/etc/netns/<namespace>/hosts``,
+which ``ip netns exec`` puts in place of ``/etc/hosts``), so that commands can name hosts
+as a user names them.
+
 Jobs are started the way ``distnn train --procs N --hostfile FILE`` starts them
 (``distnn.launchers``), from the login namespace, with the remote shell replaced by
 ``netns_launcher.sh`` through ``DISTNN_MPIEXEC_ARGS`` (Hydra: ``-launcher ssh
@@ -25,6 +29,7 @@ removed first; this session's are removed at its end, whatever happened.
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -42,6 +47,7 @@ LOGIN_ADDRESS = f"{SUBNET}.254"
 NODES = ("node1", "node2", "node3")
 LAUNCHER = Path(__file__).parent / "netns_launcher.sh"
 CLUSTER_TIMEOUT_S = 120
+NETNS_ETC = Path("/etc/netns")
 
 
 def _ip(*args: str, namespace: str | None = None, check: bool = True):
@@ -55,7 +61,14 @@ def _namespaces() -> list[str]:
 
 
 def remove_namespaces(prefix: str = PREFIX) -> None:
-    """Kill every process in, then delete, each namespace named ``prefix-*``."""
+    """Kill every process in, then delete, each namespace named ``prefix-*``, and the
+    hosts files made for them."""
+    for folder in NETNS_ETC.glob(prefix + "-*"):
+        shutil.rmtree(folder, ignore_errors=True)
+    try:
+        NETNS_ETC.rmdir()                   # made by build, unless another cluster uses it
+    except OSError:
+        pass
     for namespace in _namespaces():
         if not namespace.startswith(prefix + "-"):
             continue
@@ -97,8 +110,7 @@ class Cluster:
     def hostfile(self, placement: dict[str, int]) -> Path:
         """A hostfile for ``--hostfile``: ranks fill hosts in the order given, ``count`` each."""
         path = self.workdir / ("hosts-" + "-".join(f"{n}x{c}" for n, c in placement.items()))
-        path.write_text("".join(f"{self.address(node)}:{count}\n"
-                                for node, count in placement.items()))
+        path.write_text("".join(f"{node}:{count}\n" for node, count in placement.items()))
         return path
 
     @staticmethod
@@ -123,11 +135,14 @@ class Cluster:
                                    environ=env)
         return ["ip", "netns", "exec", f"{PREFIX}-login", *launch.command, *program]
 
-    def train_command(self, placement: dict[str, int], args: list[str]) -> list[str]:
-        """``distnn train --procs N --hostfile FILE ARGS`` on the login node."""
+    def train_command(self, placement: dict[str, int], args: list[str],
+                      hosts_flag: bool = False) -> list[str]:
+        """``distnn train --procs N --hostfile FILE ARGS`` on the login node (with
+        ``hosts_flag``, ``--hosts node1:1,...`` instead of the file)."""
+        hosts = (["--hosts", ",".join(f"{node}:{count}" for node, count in placement.items())]
+                 if hosts_flag else ["--hostfile", str(self.hostfile(placement))])
         return ["ip", "netns", "exec", f"{PREFIX}-login", sys.executable, "-m", "distnn", "train",
-                "--procs", str(sum(placement.values())), "--hostfile",
-                str(self.hostfile(placement)), *args]
+                "--procs", str(sum(placement.values())), *hosts, *args]
 
     def run(self, placement: dict[str, int], program: list[str],
             timeout: float = CLUSTER_TIMEOUT_S) -> subprocess.CompletedProcess:
@@ -183,8 +198,18 @@ class Cluster:
                     pass
 
 
+def _hosts_file(namespace: str) -> None:
+    folder = NETNS_ETC / namespace
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "hosts").write_text("127.0.0.1 localhost\n" + "".join(
+        f"{Cluster.address(node)} {node}\n" for node in NODES)
+        + f"{LOGIN_ADDRESS} login {socket.gethostname()}\n")
+
+
 def build() -> None:
     login = f"{PREFIX}-login"
+    for namespace in (login, *map(Cluster.namespace, NODES)):
+        _hosts_file(namespace)
     _ip("netns", "add", login)
     _ip("link", "add", "br0", "type", "bridge", namespace=login)
     _ip("addr", "add", f"{LOGIN_ADDRESS}/24", "dev", "br0", namespace=login)
