@@ -23,7 +23,7 @@ def describe(comm=None) -> dict:
         "python": f"{platform.python_version()} ({sys.executable})",
         "numpy": np.__version__,
         "mpi4py": mpi4py.__version__,
-        "mpi_library": MPI.Get_library_version().splitlines()[0].strip(),
+        "mpi_library": MPI.Get_library_version().replace("\0", "").splitlines()[0].strip(),
         "mpi_standard": "{}.{}".format(*MPI.Get_version()),
         "ranks": comm.Get_size(),
         "cores_available": len(os.sched_getaffinity(0)),
