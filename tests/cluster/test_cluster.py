@@ -113,10 +113,17 @@ def test_a_rank_killed_on_a_remote_host_ends_the_job(hosts, tmp_path, strategy):
 STALL_TIMEOUT_S = 5
 
 
+def segments() -> set[Path]:
+    """MPICH's and Open MPI's shared-memory files (``shared_memory.SEGMENT_PREFIXES``)."""
+    return {path for path in Path("/dev/shm").glob("*")
+            if path.name.startswith(("mpich_shm_", "sm_segment."))}
+
+
 def stalled_job(hosts, tmp_path, strategy: str, placement: dict[str, int], stall):
     """Start a long run through the launcher, ``stall(hosts)`` once it has checkpointed;
     returns its exit status, its stderr and the seconds from the stall to the job's end."""
     out = tmp_path / "run"
+    before = segments()
     job = hosts.start(hosts.train_command(placement, [
         "--strategy", strategy, *LONG, "--stall-timeout", str(STALL_TIMEOUT_S), "--out", str(out)]))
     try:
@@ -124,7 +131,10 @@ def stalled_job(hosts, tmp_path, strategy: str, placement: dict[str, int], stall
         stall(hosts)
         stalled = time.monotonic()
         _, stderr = job.communicate(timeout=STALL_TIMEOUT_S + 30)
-        return job.returncode, stderr, time.monotonic() - stalled
+        took = time.monotonic() - stalled
+        hosts.end_all()                    # what a cut host still runs, it runs alone
+        assert segments() - before == set()    # the hosts share this machine's /dev/shm
+        return job.returncode, stderr, took
     finally:
         if job.poll() is None:
             os.killpg(job.pid, signal.SIGKILL)
@@ -155,7 +165,6 @@ def test_a_host_whose_link_is_cut_ends_the_job_and_the_run_resumes_once_it_is_ba
     assert took < STALL_TIMEOUT_S + 10, stderr
     assert stderr.count("stalled:") == 1, stderr
     assert "rank 1 on host node2, rank 2 on host node2 have gone silent" in stderr
-    hosts.end_all()                        # what the cut host still runs, it runs alone
     hosts.link("node2", "up")
     out = tmp_path / "run"
     with np.load(out / "checkpoint.npz") as checkpoint:

@@ -84,7 +84,9 @@ class SharedBuffers:
 
 
 SHM_DIR = "/dev/shm/"
-MPICH_SEGMENT_PREFIX = "mpich_shm_"
+# The files each library makes in MPI_Init: MPICH one per node, Open MPI's btl/sm one per
+# rank, every one of them mapped by every rank of the node before MPI_Init returns.
+SEGMENT_PREFIXES = {"MPICH": "mpich_shm_", "Open MPI": "sm_segment."}
 
 
 def _mapped_segments(prefix: str) -> set[str]:
@@ -104,18 +106,22 @@ def _mapped_segments(prefix: str) -> set[str]:
 
 
 def unlink_job_segments(comm: MPI.Comm) -> None:
-    """Remove the names of the shared-memory files MPICH made for this job in MPI_Init.
+    """Remove the names of the shared-memory files MPICH or Open MPI made for this job in
+    MPI_Init.
 
-    Every rank of a node maps the node's segment during MPI_Init, so once all ranks are
-    past a barrier the file's name is no longer needed: the memory lives while any rank
-    maps it. Without a name, no ending of the job (MPI_Abort, kill -9, a lost launcher)
-    can leave it behind in /dev/shm, where it would hold its memory until reboot.
-    Other MPI libraries may attach later, by name, so they are left alone.
+    Every rank of a node maps the node's segments during MPI_Init (MPICH's one, Open MPI's
+    one per rank), so once all ranks are past a barrier the files' names are no longer
+    needed: the memory lives while any rank maps it. Without a name, no ending of the job
+    (MPI_Abort, kill -9, a lost launcher) can leave it behind in /dev/shm, where it would
+    hold its memory until reboot. Other MPI libraries may attach later, by name, so their
+    files are left alone.
     """
-    if "MPICH" not in MPI.Get_library_version():
+    library = MPI.Get_library_version()
+    prefixes = [prefix for name, prefix in SEGMENT_PREFIXES.items() if library.startswith(name)]
+    if not prefixes:
         return
     comm.Barrier()
-    for path in _mapped_segments(MPICH_SEGMENT_PREFIX):
+    for path in _mapped_segments(prefixes[0]):
         try:
             os.unlink(path)
         except OSError:
