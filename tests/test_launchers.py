@@ -156,3 +156,13 @@ def test_info_shows_the_launcher_and_where_ranks_go():
     assert rows["launcher"].startswith(("MPICH's Hydra", "Open MPI (PRRTE)"))
     assert "-n 4" in rows["launch"] and "node1:2,node2:2" in rows["launch"]
     assert rows["binding"].startswith("one core per rank")
+
+
+def test_info_warns_when_the_launcher_belongs_to_the_other_mpi(two_cores):
+    from distnn.info import launch_rows
+
+    mismatched = launch_rows(Launcher("mpiexec", HYDRA), 2, None, "Open MPI v5.0.11, package")
+    assert "--procs would start single-process jobs" in mismatched["warning"]
+    matched = launch_rows(Launcher("mpiexec", OPEN_MPI), 2, None, "Open MPI v5.0.11, package")
+    assert "warning" not in matched
+    assert matched["placement"] == "2 ranks on this machine (2 cores)"

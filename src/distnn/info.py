@@ -49,12 +49,11 @@ def launch_rows(launcher, procs: int, hosts, mpi_library: str) -> dict:
     belong to the MPI library mpi4py loads."""
     import shlex
 
-    from distnn.launchers import HYDRA, OPEN_MPI
+    from distnn.launchers import HYDRA, OPEN_MPI, local_cores
 
     launch = launcher.launch(procs, hosts, forward=())
     if hosts is None:
-        cores = len(os.sched_getaffinity(0))
-        placement = f"{procs} ranks on this machine ({cores} cores)"
+        placement = f"{procs} ranks on this machine ({local_cores()} cores)"
     else:
         placement = "; ".join(f"{host}: {_ranks(ranks)}" for host, ranks in
                               hosts.placement(procs))
