@@ -15,6 +15,10 @@ environment of ranks    all (its default)    ``-x NAME`` per variable distnn set
 one-sided windows       -                    ``--mca osc ^ucx`` (see ``OSC_WITHOUT_UCX``)
 ======================  ===================  ==========================================
 
+Binding: unbound, the kernel sometimes left both ps-sync workers on one core; bound, the
+server shares a core with a worker, which costs nothing because it only runs while the
+workers sleep.
+
 With hosts, each launcher is given how many ranks each host runs (``Hosts.counts``), so
 both place ranks alike, even beyond the slots (where Open MPI's own rule would put every
 extra rank on the first host).
