@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
             config, _ = resolve_config(dict(settings))
             # --resume and --config keep the process count; hosts alone give one rank a slot.
             procs = procs or config.procs or (hosts.total if hosts is not None else None)
+            if procs is not None and procs > MAX_PROCS:
+                raise UsageError(f"{hosts.source} gives {procs} slots; at most {MAX_PROCS} "
+                                 "processes: give --procs")
             check_process_count(config.strategy, procs or 1)
             if procs is not None and (procs > 1 or hosts is not None):
                 return relaunch(procs, argv, threads=blas_threads, hosts=hosts,
