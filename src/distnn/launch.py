@@ -150,7 +150,7 @@ def relaunch(procs: int, argv: list[str], program: tuple[str, ...] = ("-m", "dis
     """Run ``python -m mpi4py PROGRAM argv`` (by default ``distnn argv``) on ``procs`` ranks
     (on ``hosts``, else here), each with ``threads`` BLAS threads (default: the
     environment's, else 1); returns the job's exit status."""
-    launcher = find_launcher()
+    find_mpiexec()                   # a missing mpiexec is named before anything is made
     env = dict(os.environ)
     pin_blas_threads(env)
     if threads is not None:
@@ -172,6 +172,7 @@ def relaunch(procs: int, argv: list[str], program: tuple[str, ...] = ("-m", "dis
     # which ends its probe of mpiexec too; from then on, requests are forwarded.
     previous = {signum: signal.signal(signum, _interrupt) for signum in FORWARDED_SIGNALS}
     try:
+        launcher = find_launcher()
         launch = launcher.launch(procs, hosts, Path(job_dir), forward=forwarded(env), environ=env)
         for note in launch.notes if not quiet else ():
             sys.stderr.write(note + "\n")

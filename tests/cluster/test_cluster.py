@@ -16,7 +16,9 @@ from virtual_cluster import wait_for
 
 from helpers import max_relative_difference, read_result, train_params
 
-pytestmark = [pytest.mark.cluster, pytest.mark.both_mpis, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
+# Under Open MPI too (make test-openmpi): every test, but one or two cases of each family.
+BOTH = pytest.mark.both_mpis
 SCRIPTS = Path(__file__).parent.parent / "mpi_scripts"
 # Float64, and a batch (37) that does not divide the 300 samples: uneven slices.
 WORKLOAD = ["--samples-per-class", "100", "--dtype", "float64", "--lr", "0.5", "--eval-every", "5",
@@ -46,6 +48,7 @@ def serial(tmp_path_factory):
     return train_params(tmp_path_factory.mktemp("serial") / "run", WORKLOAD)
 
 
+@BOTH
 def test_ranks_on_different_hosts_are_on_different_nodes(hosts):
     done = hosts.run({"node1": 1, "node2": 2}, [sys.executable, str(SCRIPTS / "placement.py")])
     assert done.returncode == 0, done.stderr
@@ -56,10 +59,10 @@ def test_ranks_on_different_hosts_are_on_different_nodes(hosts):
 
 @pytest.mark.parametrize("strategy, placement", [
     ("ps-sync", {"node1": 1, "node2": 1}),
-    ("ps-sync", {"node1": 1, "node2": 2}),
+    pytest.param("ps-sync", {"node1": 1, "node2": 2}, marks=BOTH),
     ("ps-sync", {"node1": 2, "node2": 1}),
     ("allreduce", {"node1": 1, "node2": 1}),
-    ("allreduce", {"node1": 2, "node2": 1}),
+    pytest.param("allreduce", {"node1": 2, "node2": 1}, marks=BOTH),
     ("allreduce", {"node1": 1, "node2": 1, "node3": 1}),
 ])
 def test_synchronous_strategies_across_hosts_equal_serial(hosts, tmp_path, serial, strategy, placement):
@@ -71,6 +74,7 @@ def test_synchronous_strategies_across_hosts_equal_serial(hosts, tmp_path, seria
     assert result["shared_memory"] is False
 
 
+@BOTH
 def test_ps_async_with_one_worker_on_another_host_is_serial_exactly(hosts, tmp_path, serial):
     params = train(hosts, {"node1": 1, "node2": 1}, tmp_path / "run",
                    ["--strategy", "ps-async", *WORKLOAD], hosts_flag=True)
@@ -78,7 +82,7 @@ def test_ps_async_with_one_worker_on_another_host_is_serial_exactly(hosts, tmp_p
     assert read_result(tmp_path / "run")["shared_memory"] is False
 
 
-@pytest.mark.parametrize("strategy", ["ps-sync", "allreduce"])
+@pytest.mark.parametrize("strategy", [pytest.param("ps-sync", marks=BOTH), "allreduce"])
 def test_a_rank_that_raises_on_a_remote_host_ends_the_job(hosts, tmp_path, strategy):
     started = time.monotonic()
     done = hosts.run({"node1": 1, "node2": 2},
@@ -90,7 +94,7 @@ def test_a_rank_that_raises_on_a_remote_host_ends_the_job(hosts, tmp_path, strat
     assert not (tmp_path / "model.npz").exists()
 
 
-@pytest.mark.parametrize("strategy", ["ps-sync", "allreduce", "ps-async"])
+@pytest.mark.parametrize("strategy", ["ps-sync", pytest.param("allreduce", marks=BOTH), "ps-async"])
 def test_a_rank_killed_on_a_remote_host_ends_the_job(hosts, tmp_path, strategy):
     out = tmp_path / "run"
     job = hosts.start(hosts.train_command({"node1": 1, "node2": 2},
@@ -144,7 +148,7 @@ def stalled_job(hosts, tmp_path, strategy: str, placement: dict[str, int], stall
             assert np.all(np.isfinite(checkpoint["params"]))
 
 
-@pytest.mark.parametrize("strategy", ["ps-sync", "allreduce", "ps-async"])
+@pytest.mark.parametrize("strategy", [pytest.param("ps-sync", marks=BOTH), "allreduce", "ps-async"])
 def test_a_stopped_rank_on_another_host_ends_the_job_naming_it(hosts, tmp_path, strategy):
     def stop_last_rank(hosts):
         os.kill(hosts.rank_pid("node2", 2), signal.SIGSTOP)
@@ -157,6 +161,7 @@ def test_a_stopped_rank_on_another_host_ends_the_job_naming_it(hosts, tmp_path, 
     assert "rank 2 on host node2 has gone silent" in stderr
 
 
+@BOTH
 def test_a_host_whose_link_is_cut_ends_the_job_and_the_run_resumes_once_it_is_back(hosts, tmp_path):
     placement = {"node1": 1, "node2": 2}
     code, stderr, took = stalled_job(hosts, tmp_path, "ps-sync", placement,
