@@ -15,7 +15,8 @@ class Placement:
     name; empty on a rank that never applies an update); ``owned``, the slice of ``params``
     the optimizer updates, which ``state`` is shaped like (a parameter server's shard);
     ``shared``, the shared memory to free at the end; ``rows``, the strategy's own views
-    (workers' gradient rows...)."""
+    (workers' gradient rows...); ``helpers``, the workers that apply a piece of a parameter
+    server's update (ps-sync on one node)."""
 
     params: np.ndarray
     grads: np.ndarray
@@ -23,6 +24,7 @@ class Placement:
     shared: SharedBuffers | None = None
     rows: dict[str, np.ndarray] = field(default_factory=dict)
     owned: slice = field(default_factory=lambda: slice(None))
+    helpers: tuple[int, ...] = ()
 
 
 def private(n: int, dtype, state_names=(), rows: dict | None = None,
