@@ -57,23 +57,26 @@ class StopRequest:
             raise KeyboardInterrupt
         self.signal = signum
 
-    def agreed(self, comm) -> bool:
-        """Collective: whether any rank has been asked to stop."""
+    def agreed(self, comm, spin: bool = True) -> bool:
+        """Collective: whether any rank has been asked to stop. ``spin``: whether this rank
+        may wait for the others by spinning (it has a core to itself); otherwise it sleeps
+        between tests, or a rank sharing its core would wait for its time slice to end."""
         if comm.Get_size() == 1:
             return self.requested
         from mpi4py import MPI  # not at import: the launcher imports this module, never MPI
 
-        from distnn.parallel.comm import wait_spinning
+        from distnn.parallel.comm import wait_politely, wait_spinning
         from distnn.parallel.stall import watch_of
 
         flag = np.array([1 if self.requested else 0], dtype=np.int32)
-        wait_spinning(comm.Iallreduce(MPI.IN_PLACE, flag, op=MPI.MAX), watch_of(comm),
-                      "the agreement on stopping")
+        wait = wait_spinning if spin else wait_politely
+        wait(comm.Iallreduce(MPI.IN_PLACE, flag, op=MPI.MAX), watch_of(comm),
+             "the agreement on stopping")
         return bool(flag[0])
 
 
 class NoStop(StopRequest):
     """For library callers that handle signals themselves: never asks to stop."""
 
-    def agreed(self, comm) -> bool:
+    def agreed(self, comm, spin: bool = True) -> bool:
         return False

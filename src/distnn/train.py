@@ -352,7 +352,8 @@ class Loop:
                 (lambda step, epoch=epoch: self.before_step(epoch - 1, step)))
             if stopped_at is not None:
                 self.interrupt(epoch - 1, stopped_at)
-            if not strategy.stops_mid_epoch and epoch < config.epochs and self.stop.agreed(comm):
+            if (not strategy.stops_mid_epoch and epoch < config.epochs
+                    and self.stop.agreed(comm, strategy.owns_core)):
                 self.interrupt(epoch, 0)
             evaluate_now = epoch % config.eval_every == 0 or epoch == config.epochs
             checkpoint_now = self.checkpoints and (epoch % checkpoint_every == 0
@@ -435,7 +436,7 @@ class Loop:
         if not strategy.stops_mid_epoch:
             return False
         global_step = epoch * job.sampler.steps_per_epoch + step
-        return global_step % CHECK_EVERY == 0 and self.stop.agreed(job.comm)
+        return global_step % CHECK_EVERY == 0 and self.stop.agreed(job.comm, strategy.owns_core)
 
     def interrupt(self, epoch: int, epoch_step: int) -> None:
         job = self.job

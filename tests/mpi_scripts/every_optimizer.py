@@ -63,7 +63,7 @@ class StopAfter:
     def __init__(self, agreements: int):
         self.left = agreements
 
-    def agreed(self, comm) -> bool:
+    def agreed(self, comm, spin: bool = True) -> bool:
         self.left -= 1
         return self.left == 0
 

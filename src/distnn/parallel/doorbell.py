@@ -62,6 +62,15 @@ def own_core(comm: MPI.Comm) -> bool:
     return own_cores(comm)[comm.Get_rank()]
 
 
+def own_core_on_node(comm: MPI.Comm) -> bool:
+    """``own_core`` among the ranks of ``comm`` on this rank's node (collective)."""
+    node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    try:
+        return own_core(node)
+    finally:
+        node.Free()
+
+
 class Doorbells:
     """One pipe per rank of ``comm`` (all on one node); collective to create."""
 

@@ -7,6 +7,7 @@ from mpi4py import MPI
 
 from distnn.data.sampler import batch_length, sub_batch, take
 from distnn.parallel.comm import mpi_type
+from distnn.parallel.doorbell import own_core_on_node
 from distnn.parallel.micro import micro_batches_of, micro_range
 from distnn.parallel.placement import Placement, private
 from distnn.parallel.shards import broadcast_shards, gather_shards
@@ -44,6 +45,8 @@ class Strategy:
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
         self.placement, self.shared = placement, placement.shared
         self.watch = watch_of(comm)     # bounds every wait (stall.py)
+        # Whether a wait may spin: no other rank of the job runs on this rank's cores.
+        self.owns_core = own_core_on_node(comm)
         self.worker_index = roles.worker_index(self.rank)    # None on a parameter server
         self.combine_models = config.combine == "models"   # local steps, then models averaged
         self.local_steps = config.local_steps                # local steps between averagings
