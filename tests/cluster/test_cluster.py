@@ -3,6 +3,7 @@
 
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -62,12 +63,39 @@ def test_ranks_on_different_hosts_are_on_different_nodes(hosts):
     ("allreduce", {"node1": 1, "node2": 1, "node3": 1}),
 ])
 def test_synchronous_strategies_across_hosts_equal_serial(hosts, tmp_path, serial, strategy, placement):
+    """The flat path: every rank exchanges by messages."""
     params = train(hosts, placement, tmp_path / "run",
-                   ["--strategy", strategy, *WORKLOAD])
+                   ["--strategy", strategy, "--sync", "flat", *WORKLOAD])
     assert max_relative_difference(params, serial) <= 1e-10
     result = read_result(tmp_path / "run")
     assert result["processes"] == sum(placement.values())
-    assert result["shared_memory"] is False
+    assert result["shared_memory"] is False and result["sync"] == "flat"
+
+
+@pytest.mark.parametrize("strategy, servers, placement", [
+    ("allreduce", 1, {"node1": 2, "node2": 2}),
+    ("allreduce", 1, {"node1": 2, "node2": 1, "node3": 1}),
+    ("ps-sync", 1, {"node1": 2, "node2": 2}),      # server and a worker; two workers
+    ("ps-sync", 2, {"node1": 2, "node2": 2}),      # both servers; two workers
+    ("ps-sync", 1, {"node1": 1, "node2": 2, "node3": 1}),
+    ("ps-sync", 2, {"node1": 1, "node2": 1, "node3": 2}),
+])
+def test_node_aware_equals_serial_and_the_flat_path(hosts, tmp_path, serial, strategy, servers,
+                                                   placement):
+    """Node-aware synchronisation, the default here (a host holds two ranks that combine):
+    each host adds its ranks' parts in shared memory and one rank per host exchanges;
+    the same learning as serial and as the flat path, to summation order."""
+    common = ["--strategy", strategy, *(["--servers", str(servers)] if servers > 1 else []),
+              *WORKLOAD]
+    node_aware = train(hosts, placement, tmp_path / "node-aware", common)
+    flat = train(hosts, placement, tmp_path / "flat", [*common, "--sync", "flat"])
+    assert max_relative_difference(node_aware, serial) <= 1e-10
+    assert max_relative_difference(node_aware, flat) <= 1e-10
+    result = read_result(tmp_path / "node-aware")
+    assert result["sync"] == "node-aware" and result["shared_memory"] is True
+    assert result["config"]["sync"] == "auto"
+    assert result["processes"] == sum(placement.values())
+    assert read_result(tmp_path / "flat")["sync"] == "flat"
 
 
 def test_ps_async_with_one_worker_on_another_host_is_serial_exactly(hosts, tmp_path, serial):
@@ -95,23 +123,32 @@ def test_two_servers_on_two_hosts_equal_serial(hosts, tmp_path, serial, strategy
     assert result["workers"] == sum(placement.values()) - 2
 
 
-@pytest.mark.parametrize("strategy", ["ps-sync", "allreduce"])
-def test_a_rank_that_raises_on_a_remote_host_ends_the_job(hosts, tmp_path, strategy):
+# Node-aware: node2's two ranks combine there; rank 1 leads it (allreduce), rank 2 does not.
+SYNCS = [("ps-sync", "flat", 2), ("allreduce", "flat", 2), ("ps-sync", "node-aware", 2),
+         ("allreduce", "node-aware", 1)]
+
+
+@pytest.mark.parametrize("strategy, sync, rank", SYNCS)
+def test_a_rank_that_raises_on_a_remote_host_ends_the_job(hosts, tmp_path, strategy, sync, rank):
     started = time.monotonic()
     done = hosts.run({"node1": 1, "node2": 2},
-                     [sys.executable, str(SCRIPTS / "raise_on_rank.py"), "2", "5", "--strategy",
-                      strategy, "--epochs", "50", "--quiet", "--out", str(tmp_path)], timeout=60)
+                     [sys.executable, str(SCRIPTS / "raise_on_rank.py"), str(rank), "5",
+                      "--strategy", strategy, "--sync", sync, "--epochs", "50", "--quiet",
+                      "--out", str(tmp_path)], timeout=60)
     assert time.monotonic() - started < 30
     assert done.returncode != 0
-    assert "[rank 2/3]" in done.stderr and "injected failure in call 5" in done.stderr
+    assert f"[rank {rank}/3]" in done.stderr and "injected failure in call 5" in done.stderr
     assert not (tmp_path / "model.npz").exists()
 
 
-@pytest.mark.parametrize("strategy", ["ps-sync", "allreduce", "ps-async"])
-def test_a_rank_killed_on_a_remote_host_ends_the_job(hosts, tmp_path, strategy):
+@pytest.mark.parametrize("strategy, sync", [("ps-sync", "flat"), ("allreduce", "flat"),
+                                            ("ps-sync", "node-aware"),
+                                            ("allreduce", "node-aware"), ("ps-async", None)])
+def test_a_rank_killed_on_a_remote_host_ends_the_job(hosts, tmp_path, strategy, sync):
     out = tmp_path / "run"
     job = hosts.start({"node1": 1, "node2": 2},
-                      [*DISTNN, "train", "--strategy", strategy, *LONG, "--out", str(out)])
+                      [*DISTNN, "train", "--strategy", strategy,
+                       *(["--sync", sync] if sync else []), *LONG, "--out", str(out)])
     try:
         wait_for(out / "checkpoint.npz")
         victim = hosts.pids("node2", "mpi4py")[-1]
@@ -129,13 +166,15 @@ def test_a_rank_killed_on_a_remote_host_ends_the_job(hosts, tmp_path, strategy):
 
 
 STALL_TIMEOUT_S = 5
+STEPPING_S = 1.0    # after the checkpoint of an evaluation, the ranks are in the steps again
 
 
-def stalled_job(hosts, tmp_path, strategy: str, placement: dict[str, int], stall) -> tuple[str, float]:
+def stalled_job(hosts, tmp_path, strategy: str, placement: dict[str, int], stall,
+                extra: list[str] = ()) -> tuple[str, float]:
     """Start a long run, ``stall(hosts)`` once it has checkpointed; returns its stderr and
     the seconds from the stall to the job's end."""
     out = tmp_path / "run"
-    job = hosts.start(placement, [*DISTNN, "train", "--strategy", strategy, *LONG,
+    job = hosts.start(placement, [*DISTNN, "train", "--strategy", strategy, *LONG, *extra,
                                   "--stall-timeout", str(STALL_TIMEOUT_S), "--out", str(out)])
     try:
         wait_for(out / "checkpoint.npz")
@@ -151,15 +190,44 @@ def stalled_job(hosts, tmp_path, strategy: str, placement: dict[str, int], stall
             assert np.all(np.isfinite(checkpoint["params"]))
 
 
-@pytest.mark.parametrize("strategy", ["ps-sync", "allreduce", "ps-async"])
-def test_a_stopped_rank_on_another_host_ends_the_job_naming_it(hosts, tmp_path, strategy):
+@pytest.mark.parametrize("strategy, sync, awaited", [
+    ("ps-sync", "flat", None),
+    ("allreduce", "flat", None),
+    ("ps-async", None, None),
+    ("ps-sync", "node-aware", "a host's gradient sum"),
+    ("allreduce", "node-aware", "the other hosts' gradient sums"),
+])
+def test_a_stopped_rank_on_another_host_ends_the_job_naming_it(hosts, tmp_path, strategy, sync,
+                                                              awaited):
+    """Node-aware, rank 0 (the server, or node1's only rank) reports what it waited for:
+    the host sum that node2's leader cannot finish without the stopped rank."""
     def stop_last_rank(hosts):
+        time.sleep(STEPPING_S)
         os.kill(hosts.pids("node2", "mpi4py")[-1], signal.SIGSTOP)
 
-    stderr, took = stalled_job(hosts, tmp_path, strategy, {"node1": 1, "node2": 2}, stop_last_rank)
+    stderr, took = stalled_job(hosts, tmp_path, strategy, {"node1": 1, "node2": 2}, stop_last_rank,
+                               ["--sync", sync] if sync else [])
     assert took < STALL_TIMEOUT_S + 10, stderr
     assert stderr.count("stalled:") == 1, stderr
     assert "rank 2 on host node2 has gone silent" in stderr
+    if awaited:
+        assert f"rank 0 waited {STALL_TIMEOUT_S} s for {awaited} (" in stderr
+
+
+def test_a_stopped_rank_of_a_host_ends_the_wait_of_its_neighbour(hosts, tmp_path):
+    """Node-aware allreduce on 2 + 1 ranks: rank 1 stops; rank 0, on its host, waits for it
+    in one of the host's fences, and says so. (MPICH's MPI_Abort then spins on that host:
+    the watchdog's alarm ends it.)"""
+    def stop_rank_1(hosts):
+        time.sleep(STEPPING_S)
+        os.kill(hosts.pids("node1", "mpi4py")[-1], signal.SIGSTOP)
+
+    stderr, took = stalled_job(hosts, tmp_path, "allreduce", {"node1": 2, "node2": 1}, stop_rank_1)
+    assert took < STALL_TIMEOUT_S + 10, stderr
+    assert stderr.count("stalled:") == 1, stderr
+    assert "rank 1 on host node1 has gone silent" in stderr
+    waited = re.search(r"rank 0 waited \d+ s for (.*) \(epoch", stderr)
+    assert waited and "of this host" in waited[1], stderr
 
 
 @pytest.mark.parametrize("strategy, placement, roles", [

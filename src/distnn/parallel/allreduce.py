@@ -10,9 +10,15 @@ update, so all replicas stay identical (checked by hash at the end). Two ways to
   and updates that shard of the one shared parameter vector and of the state; a second
   fence ends the step. No gradient is copied and each rank updates 1/n of the parameters.
   Measured with ``benchmarks/speed.py``.
-- otherwise: one blocking ``Allreduce`` of the prepared parts, then every rank updates
-  all parameters. Blocking even when ranks outnumber cores: every rank computes, so no
-  idle core is there to give back, and a multi-round collective pays the sleep latency
+- ranks on several hosts, a host holding several (``--sync node-aware``, the default
+  there; ``node_aware.py``): the same shared rows, parameters and state, one copy per
+  host. Rank r adds its shard of the host's rows into the leader's row; the leaders (one
+  per host) allreduce the host sums; every rank updates its shard of the host's
+  parameters. Four fences a step, one vector per host over the network.
+- otherwise (``--sync flat`` across hosts, ``--no-shared-memory``): one blocking
+  ``Allreduce`` of the prepared parts, then every rank updates all parameters. Blocking
+  even when ranks outnumber cores: every rank computes, so no idle core is there to give
+  back, and a multi-round collective pays the sleep latency
   once per round (``benchmarks/wait_policy.py --strategy allreduce``, 2 cores:
   blocking 156-220 vs polite 143-150 steps/s at 3 ranks, 187-215 vs 129-131 at 4 ranks).
 
@@ -25,8 +31,9 @@ from mpi4py import MPI
 
 from distnn.data.sampler import batch_length, worker_range
 from distnn.parallel.comm import wait_politely, wait_spinning
+from distnn.parallel.node_aware import fold_shard, group_by_host
 from distnn.parallel.placement import Placement, private
-from distnn.parallel.shared_memory import SharedBuffers, on_one_node
+from distnn.parallel.shared_memory import SharedBuffers
 from distnn.parallel.strategy import Strategy
 
 
@@ -36,22 +43,29 @@ class Allreduce(Strategy):
 
     @classmethod
     def place(cls, comm, roles, n_params, dtype, state_names, config) -> Placement:
-        size = comm.Get_size()
-        if not (config.shared_memory and config.combine == "gradients" and size > 1
-                and on_one_node(comm)):
-            return private(n_params, dtype, state_names)
-        shared = SharedBuffers(comm)
-        rows = shared.array((size, n_params), dtype)
+        """Shared rows, parameters and state for the ranks of one node (with node-aware
+        synchronisation, of each host); private memory otherwise."""
+        sync, groups = group_by_host(comm, config, combines=True)
+        local = comm if groups is None else groups.local
+        if groups is None and not (config.shared_memory and config.combine == "gradients"
+                                   and comm.Get_size() > 1 and sync is None):
+            placed = private(n_params, dtype, state_names)
+            placed.sync = sync
+            return placed
+        shared = SharedBuffers(local)
+        rows = shared.array((local.Get_size(), n_params), dtype)
         params = shared.array((n_params,), dtype)
         state = {name: shared.array((n_params,), dtype) for name in state_names}
-        return Placement(params, rows[comm.Get_rank()], state, shared, {"parts": rows})
+        return Placement(params, rows[local.Get_rank()], state, shared, {"parts": rows},
+                         sync=sync, groups=groups)
 
     def __init__(self, comm, roles, model, optimizer, data, timer, placement, config):
         super().__init__(comm, roles, model, optimizer, data, timer, placement, config)
         self._message = [model.grads, self._type]
         if self.shared is not None:
             self._parts = placement.rows["parts"]
-            self._shard = slice(*worker_range(model.n_params, self.size, self.rank))
+            self._shard = slice(*worker_range(model.n_params, self.size, self.rank)) \
+                if self.groups is None else self.groups.shard(model.n_params)
 
     def step(self, batch) -> None:
         if self.combine_models:
@@ -62,6 +76,9 @@ class Allreduce(Strategy):
         self.local_gradient_sum(batch)
         self.optimizer.prepare(self.model.grads, batch_length(batch))
         self.timer.lap("compute")
+        if self.groups is not None:
+            self._node_aware_step()
+            return
         if self.shared is not None:
             self._shared_step()
             return
@@ -80,6 +97,29 @@ class Allreduce(Strategy):
         self.shared.fence("the other ranks' updates")
         self.timer.lap("wait")
 
+    def _node_aware_step(self) -> None:
+        """The host's parts added in its shared memory (each rank its shard of them), the
+        host sums allreduced among the hosts' leaders, then every rank updates its shard of
+        the host's parameters."""
+        shared, groups, rows, timer = self.shared, self.groups, self._parts, self.timer
+        shared.fence("the gradients of the other ranks of this host")
+        timer.lap("wait")
+        fold_shard(rows, self._shard)
+        timer.lap("comm")
+        shared.fence("the other ranks of this host to add their shards of its sum")
+        timer.lap("wait")
+        if groups.leads:
+            wait = wait_politely if self.polite else wait_spinning
+            wait(groups.exchange.Iallreduce(MPI.IN_PLACE, [rows[0], self._type], op=MPI.SUM),
+                 self.watch, "the other hosts' gradient sums")
+            timer.lap("comm")
+        shared.fence("this host's leader to exchange its sum with the other hosts")
+        timer.lap("wait")
+        self.optimizer.apply(rows[0:1, self._shard], part=self._shard)
+        timer.lap("update")
+        shared.fence("the other ranks of this host to update their shards")
+        timer.lap("wait")
+
     def _average_models(self) -> None:
         """Every replica becomes the mean of all of them (one Allreduce of the parameters)."""
         params = self.model.params
@@ -96,4 +136,5 @@ class Allreduce(Strategy):
             self._average_models()
 
     def finish(self) -> dict:
-        return {**self._free_shared_memory(), **self.combine_statistics()}
+        return {**self._free_shared_memory(), **self.sync_statistics(),
+                **self.combine_statistics()}

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from distnn.parallel.node_aware import HostGroups
 from distnn.parallel.shared_memory import SharedBuffers
 
 
@@ -15,7 +16,9 @@ class Placement:
     name; empty on a rank that never applies an update); ``owned``, the slice of ``params``
     the optimizer updates, which ``state`` is shaped like (a parameter server's shard);
     ``shared``, the shared memory to free at the end; ``rows``, the strategy's own views
-    (workers' gradient rows...)."""
+    (workers' gradient rows...); ``sync``, how ranks on different hosts combine
+    (``node-aware`` or ``flat``; None on one host), and ``groups``, the node-aware path's
+    communicators."""
 
     params: np.ndarray
     grads: np.ndarray
@@ -23,6 +26,8 @@ class Placement:
     shared: SharedBuffers | None = None
     rows: dict[str, np.ndarray] = field(default_factory=dict)
     owned: slice = field(default_factory=lambda: slice(None))
+    sync: str | None = None
+    groups: HostGroups | None = None
 
 
 def private(n: int, dtype, state_names=(), rows: dict | None = None,

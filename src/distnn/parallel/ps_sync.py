@@ -15,6 +15,12 @@ the vectors:
   server's doorbell (``doorbell.py``) when their row is written and sleep on their own
   until the server has updated the parameters: every waiting rank sleeps in the kernel
   and wakes within a context switch. Measured with ``benchmarks/speed.py``.
+- workers on several hosts, a host holding several (``--sync node-aware``, the default
+  there; ``node_aware.py``): the workers of each host write their parts into rows of the
+  host's shared memory and add them up, each its shard of the columns; the host's leader
+  sends each server its shard of the sum (one message per host per server, tag GRADIENT)
+  and receives the parameters into the host's one shared copy, which every worker of
+  the host reads after a fence. A server adds the host sums in host order.
 - otherwise: one flat gradient message per worker (tag GRADIENT), received in arrival
   order with ``probe_politely``, and a parameter ``Ibcast`` completed with
   ``wait_politely``, so no waiting rank spins a core. Measured with
@@ -42,9 +48,10 @@ from mpi4py import MPI
 from distnn.data.sampler import batch_length
 from distnn.parallel.comm import Tag, probe_politely, spin_until, wait_politely
 from distnn.parallel.doorbell import Doorbells
+from distnn.parallel.node_aware import fold_shard, group_by_host
 from distnn.parallel.placement import Placement, private
-from distnn.parallel.shards import for_shard
-from distnn.parallel.shared_memory import SharedBuffers, on_one_node
+from distnn.parallel.shards import broadcast_shards, for_shard
+from distnn.parallel.shared_memory import SharedBuffers
 from distnn.parallel.strategy import Strategy
 
 
@@ -56,12 +63,26 @@ class PSSync(Strategy):
         """The workers' parts of each step are the servers' rows (shared memory on one node,
         else message buffers on each server, of its shard); the optimizer state lives on the
         servers, each its shard, and on every worker only when each steps its own model
-        (``--combine models``)."""
+        (``--combine models``). Node-aware: each host's workers share their rows and one
+        copy of the parameters; a server keeps a row per host."""
         rank, workers = comm.Get_rank(), roles.n_workers
         owned = roles.owned(n_params, rank)
         owns_state = roles.is_server(rank) or config.combine == "models"
         names = state_names if owns_state else ()
-        if config.shared_memory and config.combine == "gradients" and on_one_node(comm):
+        sync, groups = group_by_host(comm, config, combines=not roles.is_server(rank))
+        if groups is not None:
+            if roles.is_server(rank):
+                placed = private(n_params, dtype, names, {"parts": np.zeros(
+                    (groups.leaders, owned.stop - owned.start), dtype)}, owned)
+            else:
+                local = groups.local
+                shared = SharedBuffers(local)
+                rows = shared.array((local.Get_size(), n_params), dtype)
+                params = shared.array((n_params,), dtype)
+                placed = Placement(params, rows[local.Get_rank()], {}, shared, {"parts": rows})
+            placed.sync, placed.groups = sync, groups
+            return placed
+        if config.shared_memory and config.combine == "gradients" and sync is None:
             shared = SharedBuffers(comm)
             rows = shared.array((workers, n_params), dtype)
             params = shared.array((n_params,), dtype)
@@ -72,15 +93,23 @@ class PSSync(Strategy):
                              owned=owned)
         rows = {"parts": np.zeros((workers, owned.stop - owned.start), dtype)} \
             if roles.is_server(rank) else {}
-        return private(n_params, dtype, names, rows, owned)
+        placed = private(n_params, dtype, names, rows, owned)
+        placed.sync = sync
+        return placed
 
     def __init__(self, comm, roles, model, optimizer, data, timer, placement, config):
         super().__init__(comm, roles, model, optimizer, data, timer, placement, config)
         self._parts = placement.rows.get("parts")     # a server's: its shard of each part
         self._shard = placement.owned
         self._shards = roles.shards(model.n_params)
-        if self.shared is not None:
+        # Where gradients go and parameters come from: the servers and every worker, or
+        # (node-aware) the servers and the hosts' leaders, whose rows the servers keep.
+        self._exchange = comm if self.groups is None else self.groups.exchange
+        self._bells = None
+        if self.shared is not None and self.groups is None:
             self._bells = Doorbells(self.comm)
+        elif self.groups is not None and self.worker_index is not None:
+            self._fold = self.groups.shard(model.n_params)
 
     def step(self, batch) -> None:
         if self.combine_models:
@@ -91,7 +120,9 @@ class PSSync(Strategy):
             self.optimizer.prepare(self.model.grads, batch_length(batch))
             self.optimizer.advance()
             self.timer.lap("compute")
-        if self.shared is not None:
+        if self.groups is not None and self.worker_index is not None:
+            self._host_step()
+        elif self._bells is not None:
             self._shared_step()
         elif self.worker_index is None:
             self._serve()
@@ -123,10 +154,32 @@ class PSSync(Strategy):
             shared.sync()
             self.timer.lap("wait")
 
+    def _host_step(self) -> None:
+        """A worker, node-aware: the host's parts added up in its shared memory (each
+        worker its shard of the columns); the leader sends each server its shard of the
+        sum and brings the parameters into the host's copy."""
+        shared, groups, rows, timer = self.shared, self.groups, self._parts, self.timer
+        shared.fence("the gradients of the other workers of this host")
+        timer.lap("wait")
+        fold_shard(rows, self._fold)
+        timer.lap("comm")
+        shared.fence("the other workers of this host to add their shards of its sum")
+        timer.lap("wait")
+        if groups.leads:
+            self._send_to_servers(rows[0], Tag.GRADIENT, "this host's gradient sum")
+            timer.lap("comm")
+            broadcast_shards(self._exchange, self.roles, self.model.params, self.polite)
+            timer.lap("wait")
+        shared.fence("this host's leader to bring the parameters from the servers")
+        timer.lap("wait")
+
     def _serve(self) -> None:
-        timer, comm = self.timer, self.comm
-        what = for_shard("a gradient", self.roles, self.rank)
-        for _ in self.roles.worker_ranks:
+        """A server (messages): its shard of every worker's part, or node-aware of every
+        host's sum, in arrival order; the update; its shard of the parameters to all."""
+        timer, comm, servers = self.timer, self._exchange, self.roles.servers
+        what = for_shard("a gradient" if self.groups is None else "a host's gradient sum",
+                         self.roles, self.rank)
+        for _ in range(len(self._parts)):
             if self.polite:
                 probe_politely(comm, self._status, tag=Tag.GRADIENT, watch=self.watch, what=what)
             else:
@@ -134,11 +187,11 @@ class PSSync(Strategy):
                                                status=self._status), self.watch, what)
             timer.lap("wait")
             source = self._status.Get_source()
-            comm.Recv([self._parts[self.roles.worker_index(source)], self._type], source=source,
+            comm.Recv([self._parts[source - servers], self._type], source=source,
                       tag=Tag.GRADIENT)
             timer.lap("comm")
         self._update()
-        self._broadcast_params()
+        broadcast_shards(comm, self.roles, self.model.params, self.polite)
         timer.lap("comm")
 
     def _model_step(self, batch) -> None:
@@ -195,13 +248,14 @@ class PSSync(Strategy):
 
     def _send_to_servers(self, vector: np.ndarray, tag: Tag, what: str) -> None:
         """A worker's ``vector`` to the servers: one message to each, of its shard."""
-        requests = [self.comm.Isend([vector[shard], self._type], dest=server, tag=tag)
+        requests = [self._exchange.Isend([vector[shard], self._type], dest=server, tag=tag)
                     for server, shard in enumerate(self._shards)]
         for server, request in enumerate(requests):
             wait_politely(request, self.watch,
                           f"server {server} to take {for_shard(what, self.roles, server)}")
 
     def finish(self) -> dict:
-        if self.shared is not None:
+        if self._bells is not None:
             self._bells.close()
-        return {**self._free_shared_memory(), **self.combine_statistics()}
+        return {**self._free_shared_memory(), **self.sync_statistics(),
+                **self.combine_statistics()}
