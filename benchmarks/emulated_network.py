@@ -29,11 +29,6 @@ its namespaces carry a prefix of their own (``distnn-emu-<pid>``).
 import argparse
 import json
 import os
-
-for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ[_name] = "1"     # one BLAS thread, here and in every rank, as distnn runs
-
-import shutil  # noqa: E402
 import shutil
 import signal
 import subprocess
@@ -44,6 +39,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 import measured  # noqa: E402
 
+# One BLAS thread, here (numpy is imported later) and in every rank, as distnn runs.
+os.environ.update({name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                          "MKL_NUM_THREADS")})
 ROOT = measured.ROOT
 LAUNCHER = ROOT / "tests" / "cluster" / "netns_launcher.sh"
 SUBNET = "10.200.0"        # inside the script's own namespaces: no clash with anyone's
