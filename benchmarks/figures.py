@@ -183,7 +183,9 @@ def shown(command: list[str], work: Path) -> str:
 
 def _run(command: list[str]) -> None:
     print("$ " + " ".join(command), flush=True)
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parent))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parent),
+                                                      env.get("PYTHONPATH")]))
     subprocess.run(command, cwd=ROOT, check=True, env=env, timeout=3600)
 
 

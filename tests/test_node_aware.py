@@ -31,6 +31,8 @@ def test_what_sync_resolves_to(sync, hosts, most, expected):
      "--sync node-aware adds the parts of a host's ranks in shared memory"),
     (["--strategy", "ps-sync", "--sync", "node-aware", "--combine", "models"],
      "--combine models averages each worker's model by messages"),
+    (["--strategy", "allreduce", "--sync", "node-aware", "--deterministic"],
+     "out of the order of the micro-batch sums that --deterministic fixes"),
     (["--strategy", "ps-async", "--sync", "flat"],
      "--sync does not apply to --strategy ps-async"),
     (["--sync", "star"], "argument --sync: invalid choice: 'star'"),
@@ -65,3 +67,16 @@ def test_node_aware_on_emulated_nodes_equals_serial(tmp_path, monkeypatch, seria
     assert max_relative_difference(node_aware, flat) <= 1e-10
     assert read_result(tmp_path / "node-aware")["sync"] == "node-aware"
     assert read_result(tmp_path / "flat")["sync"] == "flat"
+
+
+@pytest.mark.skipif(not MPICH, reason="emulated nodes are MPICH's (MPIR_CVAR_NUM_CLIQUES)")
+def test_deterministic_runs_keep_the_flat_path_across_nodes(tmp_path, monkeypatch):
+    """A host's sum first would add the micro-batch sums out of their order: auto stays
+    flat, and the run is serial's bits."""
+    args = ["--deterministic", "--samples-per-class", "100", "--lr", "0.5", "--epochs", "6",
+            "--batch-size", "37", "--kernels", "numpy"]
+    reference = train_params(tmp_path / "serial", args)
+    monkeypatch.setenv("MPIR_CVAR_NUM_CLIQUES", "2")
+    params = train_params(tmp_path / "run", ["--strategy", "allreduce", *args], procs=4)
+    assert (params == reference).all()
+    assert read_result(tmp_path / "run")["sync"] == "flat"

@@ -36,6 +36,8 @@ EXAMPLES = {
         ["--epochs", "40"],
     "distnn train --procs 4 --strategy ps-sync --servers 2 --batch-size 100 --lr 0.1 "
     "--epochs 100": None,
+    "distnn train --procs 3 --strategy allreduce --batch-size 100 --lr 0.1 --deterministic":
+        ["--epochs", "20"],
     "distnn train --hidden 256,128 --batch-size 128 --epochs 50 --dtype float64": None,
     "distnn train --dataset mydata/ --hidden 64 --epochs 100 --batch-size 32 --out runs/mydata": None,
     "distnn train --dataset mydata/ --optimizer adamw --schedule cosine --warmup-epochs 2 "

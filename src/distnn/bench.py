@@ -60,6 +60,8 @@ STRATEGY_FIELDS = {
     "local_steps": ("ps-sync", "allreduce"),
     "drop_remainder": ("ps-sync", "allreduce"),
     "shared_memory": ("ps-sync", "ps-async", "allreduce"),
+    "deterministic": ("serial", "ps-sync", "allreduce"),
+    "micro_batches": ("serial", "ps-sync", "allreduce"),
 }
 
 

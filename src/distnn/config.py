@@ -250,6 +250,16 @@ class TrainConfig:
         "and a host holds two or more of the ranks that combine (workers, for ps-sync)",
         "parallel", choices=SYNCS,
         applies=("strategy", ("ps-sync", "allreduce").__contains__, "ps-sync and allreduce"))
+    deterministic: bool = option(
+        False, "parameters bit-identical for every process count and placement (serial, "
+        "ps-sync, allreduce; float32 too): every global batch is cut into --micro-batches "
+        "parts, each computed whole on one worker, whose gradient sums are added in their "
+        "order", "parallel")
+    micro_batches: int = option(
+        8, "--deterministic: parts of every global batch (at least the number of workers, "
+        "at most the batch); the results depend on it, so keep it across runs you compare",
+        "parallel", low=1, high=MAX_PROCS, metavar="M",
+        applies=("deterministic", bool, "--deterministic"))
     stall_timeout: float = option(
         120.0, "end the job (exit 4) when a rank has waited this long for a silent peer (a dead "
         "host, a cut link, a stopped process), naming it; 0 waits forever", "parallel", low=0,
@@ -475,6 +485,7 @@ def validate(config: TrainConfig) -> None:
             raise UsageError("--timeline-steps needs --timeline FILE.json, the trace it "
                              "chooses the steps of")
         timeline_steps(config.timeline_steps)
+    _check_deterministic(config)
     if config.max_staleness is not None and config.strategy != "ps-async":
         raise UsageError(f"--max-staleness applies to --strategy ps-async only, "
                          f"not {config.strategy}")
@@ -594,6 +605,26 @@ def _check_sync(config: TrainConfig) -> None:
     if not config.shared_memory:
         raise UsageError("--sync node-aware adds the parts of a host's ranks in shared memory; "
                          "drop --no-shared-memory or use --sync flat or auto")
+    if config.deterministic:
+        raise UsageError("--sync node-aware adds each host's parts first, out of the order of "
+                         "the micro-batch sums that --deterministic fixes; use --sync flat or "
+                         "auto (auto keeps the flat path under --deterministic)")
+
+
+def _check_deterministic(config: TrainConfig) -> None:
+    """``--deterministic`` fixes the order of every sum, which only the synchronous
+    strategies that combine gradients have."""
+    if not config.deterministic:
+        return
+    if config.strategy == "ps-async":
+        raise UsageError("--deterministic needs --strategy serial, ps-sync or allreduce: "
+                         "ps-async applies each gradient when it arrives, so the order of the "
+                         "updates depends on timing; drop --deterministic or choose another "
+                         "strategy")
+    if config.combine == "models":
+        raise UsageError("--deterministic combines gradients: --combine models averages models "
+                         "that each worker trained on its own share of every batch, which "
+                         "depend on the number of workers; use --combine gradients")
 
 
 def _check_combine(config: TrainConfig) -> None:

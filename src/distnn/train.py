@@ -73,6 +73,17 @@ def check_fits(config: TrainConfig, dataset: Dataset, size: int) -> None:
         raise UsageError(
             f"--batch-size ({config.batch_size}) must be at least the number of workers ({workers})"
         )
+    if config.deterministic:
+        batch = min(config.batch_size or n_train, n_train)
+        if config.micro_batches < workers:
+            raise UsageError(
+                f"--micro-batches ({config.micro_batches}) must be at least the number of "
+                f"workers ({workers}) with --deterministic: each micro-batch is computed whole "
+                f"on one worker; raise it to {workers} or more (the results depend on it: keep "
+                "the same value for every run you compare)")
+        if config.micro_batches > batch:
+            raise UsageError(f"--micro-batches ({config.micro_batches}) must be at most the "
+                             f"global batch ({batch} samples) with --deterministic")
     if workers > 1 and config.data_shards not in (1, workers):
         raise UsageError(f"--data-shards {config.data_shards} must be 1 or the number of "
                          f"workers ({workers}), so that each worker reads one shard")
@@ -91,6 +102,10 @@ def check_fits(config: TrainConfig, dataset: Dataset, size: int) -> None:
     rows = config.batch_size or n_train
     itemsize = np.dtype(config.dtype).itemsize
     vectors = REGISTRY[config.optimizer].memory_vectors
+    if config.deterministic:
+        # Serial adds the micro-batches' sums as it goes (one vector more); the other
+        # strategies hold a row per micro-batch (shared by a node's ranks, or not).
+        vectors += 1 if config.strategy == "serial" else config.micro_batches
     # An activation's own buffers; dropout's factors and its 8-byte hashes.
     layer_buffers = ACTIVATIONS[config.activation].buffers + (1 + 8 // itemsize) * (config.dropout > 0)
     check_memory(model_memory_bytes(sizes, rows, itemsize, vectors, layer_buffers),

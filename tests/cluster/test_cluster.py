@@ -123,6 +123,27 @@ def test_two_servers_on_two_hosts_equal_serial(hosts, tmp_path, serial, strategy
     assert result["workers"] == sum(placement.values()) - 2
 
 
+# Float32, where the plain path's sums would round differently at another process count.
+DETERMINISTIC = ["--deterministic", "--samples-per-class", "100", "--lr", "0.5", "--epochs", "6",
+                 "--batch-size", "37", "--kernels", "numpy"]
+
+
+@pytest.mark.parametrize("strategy, placement", [
+    ("allreduce", {"node1": 2, "node2": 1}),
+    ("ps-sync", {"node1": 1, "node2": 2}),
+    ("ps-sync", {"node1": 1, "node2": 1, "node3": 1}),
+])
+def test_deterministic_runs_across_hosts_are_serial_bit_for_bit(hosts, tmp_path, strategy,
+                                                                placement):
+    reference = train_params(tmp_path / "serial", DETERMINISTIC)
+    params = train(hosts, placement, tmp_path / "run", ["--strategy", strategy, *DETERMINISTIC])
+    assert params.dtype == np.float32
+    assert np.array_equal(params, reference)
+    result = read_result(tmp_path / "run")
+    assert result["shared_memory"] is False
+    assert result["sync"] == "flat"     # a host's sum first would change the order
+
+
 # Node-aware: node2's two ranks combine there; rank 1 leads it (allreduce), rank 2 does not.
 SYNCS = [("ps-sync", "flat", 2), ("allreduce", "flat", 2), ("ps-sync", "node-aware", 2),
          ("allreduce", "node-aware", 1)]

@@ -153,6 +153,24 @@ class MLP:
                                    layer.fan_in, layer.fan_out)
             offset = end
 
+    def gradient_buffer(self, flat: np.ndarray) -> tuple:
+        """``flat`` (a vector of ``n_params``) with every layer's gradient views into it,
+        made once, for ``use_gradients``."""
+        flat = self._buffer("gradient", flat)
+        views, offset = [], 0
+        for layer in self.layers:
+            end = offset + Dense.size(layer.fan_in, layer.fan_out)
+            views.append(layer.views(flat[offset:end]))
+            offset = end
+        return flat, views
+
+    def use_gradients(self, buffer: tuple) -> None:
+        """Write the next gradients into ``buffer`` (from ``gradient_buffer``), without
+        copying: ``--deterministic`` computes each micro-batch's sum into its own row."""
+        self.grads, views = buffer
+        for layer, (weight_grad, bias_grad) in zip(self.layers, views):
+            layer.weight_grad, layer.bias_grad = weight_grad, bias_grad
+
     def initialize(self, init: str, seed: int) -> None:
         rng = np.random.RandomState(seed)
         crand = CRand(seed) if init == "uniform" else None

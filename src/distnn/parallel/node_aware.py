@@ -8,7 +8,7 @@ its leader, exchanges the host's sum with the other hosts: each host sends one v
 per step (per server, of its shard), not one per rank.
 
 - ``local``: the combining ranks of one host (shared memory, fences); each rank adds its
-  column shard of the host's rows (``fold_shard``), in local rank order, into the leader's
+  column shard of the host's rows (``micro.fold``), in local rank order, into the leader's
   row, so that the host's sum costs every rank 1/L of it.
 - ``exchange``: the leaders, and for ps-sync the servers first (ranks ``0..K-1`` of it):
   allreduce's leaders allreduce the host sums; ps-sync's leaders send each server its
@@ -22,7 +22,6 @@ paths run and ``--sync`` changes nothing.
 
 from dataclasses import dataclass
 
-import numpy as np
 from mpi4py import MPI
 
 from distnn.data.sampler import worker_range
@@ -83,11 +82,13 @@ def chosen(sync: str, hosts: int, most: int) -> str | None:
 def group_by_host(comm: MPI.Comm, config, combines: bool) -> tuple[str | None, HostGroups | None]:
     """What ``config.sync`` resolves to here (``chosen``), and for the node-aware path this
     rank's communicators (collective; ranks that do not combine, the servers, join the
-    exchange first). ``auto`` stays flat where the path cannot run: model averaging, or no
-    shared memory (an explicit ``--sync node-aware`` with those is refused by config)."""
+    exchange first). ``auto`` stays flat where the path cannot run: model averaging, no
+    shared memory, or ``--deterministic``, whose order of additions a host's sum would
+    change (an explicit ``--sync node-aware`` with those is refused by config)."""
     host, hosts, most = host_layout(comm, combines)
     sync = config.sync
-    if sync == "auto" and (config.combine != "gradients" or not config.shared_memory):
+    if sync == "auto" and (config.combine != "gradients" or not config.shared_memory
+                           or config.deterministic):
         sync = "flat"
     sync = chosen(sync, hosts, most)
     if sync != "node-aware":
@@ -103,11 +104,3 @@ def group_by_host(comm: MPI.Comm, config, combines: bool) -> tuple[str | None, H
             share_watch(comm, sub)
     leaders = comm.allreduce(int(leads))
     return sync, HostGroups(hosts, leaders, local, exchange)
-
-
-def fold_shard(rows: np.ndarray, part: slice) -> None:
-    """``rows[0, part] += rows[1, part] + ... `` added in row order: this rank's share of
-    its host's sum, which ends in the leader's row."""
-    total = rows[0, part]
-    for row in rows[1:]:
-        total += row[part]

@@ -40,6 +40,15 @@ of the optimizer state: each worker sends each server its shard of its part of t
 parts of its shard in rank order and updates it, and broadcasts it (one broadcast per
 server). The update is element by element, so every shard gets the same bits as one
 server would: K changes only who computes what, and where the bytes travel.
+
+With ``--deterministic`` (``micro.py``) a worker computes the gradient sum of each of its
+micro-batches into that micro-batch's row of the servers' ``(M, n_params)`` rows (shared
+memory on one node; otherwise its run of rows, of each server's shard, as one message to
+that server: ``M / workers`` times the usual gradient's bytes), prepares nothing, and each
+server adds the ``M`` rows of its shard in micro-batch order, then prepares and applies:
+element by element, so any K gets the same bits as one server. Node-aware synchronisation
+would add a host's micro-batch sums out of that order: ``--deterministic`` keeps the flat
+path.
 """
 
 import numpy as np
@@ -48,7 +57,8 @@ from mpi4py import MPI
 from distnn.data.sampler import batch_length
 from distnn.parallel.comm import Tag, probe_politely, spin_until, wait_politely
 from distnn.parallel.doorbell import Doorbells
-from distnn.parallel.node_aware import fold_shard, group_by_host
+from distnn.parallel.micro import fold, micro_batches_of
+from distnn.parallel.node_aware import group_by_host
 from distnn.parallel.placement import Placement, private
 from distnn.parallel.shards import broadcast_shards, for_shard
 from distnn.parallel.shared_memory import SharedBuffers
@@ -65,15 +75,16 @@ class PSSync(Strategy):
         servers, each its shard, and on every worker only when each steps its own model
         (``--combine models``). Node-aware: each host's workers share their rows and one
         copy of the parameters; a server keeps a row per host."""
-        rank, workers = comm.Get_rank(), roles.n_workers
+        rank = comm.Get_rank()
         owned = roles.owned(n_params, rank)
+        width = owned.stop - owned.start
         owns_state = roles.is_server(rank) or config.combine == "models"
         names = state_names if owns_state else ()
         sync, groups = group_by_host(comm, config, combines=not roles.is_server(rank))
         if groups is not None:
             if roles.is_server(rank):
-                placed = private(n_params, dtype, names, {"parts": np.zeros(
-                    (groups.leaders, owned.stop - owned.start), dtype)}, owned)
+                placed = private(n_params, dtype, names,
+                                 {"parts": np.zeros((groups.leaders, width), dtype)}, owned)
             else:
                 local = groups.local
                 shared = SharedBuffers(local)
@@ -82,42 +93,71 @@ class PSSync(Strategy):
                 placed = Placement(params, rows[local.Get_rank()], {}, shared, {"parts": rows})
             placed.sync, placed.groups = sync, groups
             return placed
+        count = config.micro_batches if config.deterministic else roles.n_workers
+        first = None if roles.is_server(rank) else \
+            cls.rows_of(roles, config, roles.worker_index(rank))
         if config.shared_memory and config.combine == "gradients" and sync is None:
             shared = SharedBuffers(comm)
-            rows = shared.array((workers, n_params), dtype)
+            rows = shared.array((count, n_params), dtype)
             params = shared.array((n_params,), dtype)
-            grads = np.zeros(n_params, dtype) if roles.is_server(rank) else \
-                rows[roles.worker_index(rank)]
-            state = {name: np.zeros(owned.stop - owned.start, dtype) for name in names}
+            grads = np.zeros(n_params, dtype) if first is None else rows[first.start]
+            state = {name: np.zeros(width, dtype) for name in names}
             return Placement(params, grads, state, shared, {"parts": rows[:, owned]},
                              owned=owned)
-        rows = {"parts": np.zeros((workers, owned.stop - owned.start), dtype)} \
-            if roles.is_server(rank) else {}
-        placed = private(n_params, dtype, names, rows, owned)
+        if first is None:
+            placed = private(n_params, dtype, names,
+                             {"parts": np.zeros((count, width), dtype)}, owned)
+        elif not config.deterministic:
+            placed = private(n_params, dtype, names, owned=owned)
+        else:
+            own = np.zeros((len(first), n_params), dtype)     # a worker's micro-batch sums
+            placed = private(n_params, dtype, names, {"own": own}, owned)
+            placed.grads = own[0]
         placed.sync = sync
         return placed
+
+    @staticmethod
+    def rows_of(roles, config, worker: int) -> range:
+        """The servers' rows that worker ``worker`` (an index) fills: its own, or with
+        ``--deterministic`` those of its micro-batches."""
+        if config.deterministic:
+            return micro_batches_of(config.micro_batches, roles.n_workers, worker)
+        return range(worker, worker + 1)
 
     def __init__(self, comm, roles, model, optimizer, data, timer, placement, config):
         super().__init__(comm, roles, model, optimizer, data, timer, placement, config)
         self._parts = placement.rows.get("parts")     # a server's: its shard of each part
         self._shard = placement.owned
         self._shards = roles.shards(model.n_params)
+        self._rows_of = [self.rows_of(roles, config, worker) for worker in range(roles.n_workers)]
+        self._batch_size = 0
+        self._subarrays: dict = {}    # MPI datatypes of non-contiguous columns, by shape
+        self._outgoing = model.grads[np.newaxis]    # a worker's rows for the servers
         # Where gradients go and parameters come from: the servers and every worker, or
         # (node-aware) the servers and the hosts' leaders, whose rows the servers keep.
         self._exchange = comm if self.groups is None else self.groups.exchange
+        self._senders = roles.n_workers if self.groups is None else self.groups.leaders
         self._bells = None
         if self.shared is not None and self.groups is None:
             self._bells = Doorbells(self.comm)
         elif self.groups is not None and self.worker_index is not None:
             self._fold = self.groups.shard(model.n_params)
+        if self.micro_batches is not None and self.worker_index is not None:
+            self._outgoing = placement.rows["own"] if self.shared is None else \
+                self._parts[self.micro.start:self.micro.stop]
+            self._rows = [model.gradient_buffer(row) for row in self._outgoing]
 
     def step(self, batch) -> None:
         if self.combine_models:
             self._model_step(batch)
             return
+        self._batch_size = batch_length(batch)
         if self.worker_index is not None:
-            self.local_gradient_sum(batch)
-            self.optimizer.prepare(self.model.grads, batch_length(batch))
+            if self.micro_batches is not None:
+                self.micro_gradient_sums(batch, self._rows)     # the servers prepare their sum
+            else:
+                self.local_gradient_sum(batch)
+                self.optimizer.prepare(self.model.grads, self._batch_size)
             self.optimizer.advance()
             self.timer.lap("compute")
         if self.groups is not None and self.worker_index is not None:
@@ -130,8 +170,12 @@ class PSSync(Strategy):
             self._work()
 
     def _update(self) -> None:
-        """Server: one update of its shard from the workers' parts, added in rank order."""
-        self.optimizer.apply(self._parts)
+        """Server: one update of its shard from the workers' parts, added in rank order
+        (with ``--deterministic``: the micro-batches' sums, added in their order)."""
+        if self.micro_batches is not None:
+            self.apply_total(fold(self._parts), self._batch_size)
+        else:
+            self.optimizer.apply(self._parts)
         self.timer.lap("update")
 
     def _shared_step(self) -> None:
@@ -161,12 +205,12 @@ class PSSync(Strategy):
         shared, groups, rows, timer = self.shared, self.groups, self._parts, self.timer
         shared.fence("the gradients of the other workers of this host")
         timer.lap("wait")
-        fold_shard(rows, self._fold)
+        fold(rows, self._fold)
         timer.lap("comm")
         shared.fence("the other workers of this host to add their shards of its sum")
         timer.lap("wait")
         if groups.leads:
-            self._send_to_servers(rows[0], Tag.GRADIENT, "this host's gradient sum")
+            self._send_to_servers(rows[0:1], Tag.GRADIENT, "this host's gradient sum")
             timer.lap("comm")
             broadcast_shards(self._exchange, self.roles, self.model.params, self.polite)
             timer.lap("wait")
@@ -176,10 +220,10 @@ class PSSync(Strategy):
     def _serve(self) -> None:
         """A server (messages): its shard of every worker's part, or node-aware of every
         host's sum, in arrival order; the update; its shard of the parameters to all."""
-        timer, comm, servers = self.timer, self._exchange, self.roles.servers
+        timer, comm = self.timer, self._exchange
         what = for_shard("a gradient" if self.groups is None else "a host's gradient sum",
                          self.roles, self.rank)
-        for _ in range(len(self._parts)):
+        for _ in range(self._senders):
             if self.polite:
                 probe_politely(comm, self._status, tag=Tag.GRADIENT, watch=self.watch, what=what)
             else:
@@ -187,12 +231,20 @@ class PSSync(Strategy):
                                                status=self._status), self.watch, what)
             timer.lap("wait")
             source = self._status.Get_source()
-            comm.Recv([self._parts[source - servers], self._type], source=source,
+            rows = self._rows_from(source)
+            comm.Recv([self._parts[rows.start:rows.stop], self._type], source=source,
                       tag=Tag.GRADIENT)
             timer.lap("comm")
         self._update()
         broadcast_shards(comm, self.roles, self.model.params, self.polite)
         timer.lap("comm")
+
+    def _rows_from(self, source: int) -> range:
+        """A server's rows that rank ``source`` of the exchange fills: a worker's (its
+        micro-batches' with ``--deterministic``), or node-aware a host leader's one."""
+        if self.groups is not None:
+            return range(source - self.roles.servers, source - self.roles.servers + 1)
+        return self._rows_of[self.roles.worker_index(source)]
 
     def _model_step(self, batch) -> None:
         if self.worker_index is None:
@@ -229,7 +281,7 @@ class PSSync(Strategy):
             mean /= self.roles.n_workers
             timer.lap("update")
         else:
-            self._send_to_servers(params, Tag.PARAMS, "parameters")
+            self._send_to_servers(params[np.newaxis], Tag.PARAMS, "parameters")
             self.model_bytes_sent += params.nbytes
             timer.lap("comm")
         self._broadcast_params()
@@ -241,20 +293,34 @@ class PSSync(Strategy):
             self._average_models()
 
     def _work(self) -> None:
-        self._send_to_servers(self.model.grads, Tag.GRADIENT, "a gradient")
+        self._send_to_servers(self._outgoing, Tag.GRADIENT, "a gradient")
         self.timer.lap("comm")
         self._broadcast_params()
         self.timer.lap("wait")
 
-    def _send_to_servers(self, vector: np.ndarray, tag: Tag, what: str) -> None:
-        """A worker's ``vector`` to the servers: one message to each, of its shard."""
-        requests = [self._exchange.Isend([vector[shard], self._type], dest=server, tag=tag)
+    def _send_to_servers(self, rows: np.ndarray, tag: Tag, what: str) -> None:
+        """A worker's ``rows`` (``(k, n_params)``) to the servers: one message to each, of
+        its shard's columns (a subarray datatype where they are not contiguous)."""
+        requests = [self._exchange.Isend(self._columns(rows, shard), dest=server, tag=tag)
                     for server, shard in enumerate(self._shards)]
         for server, request in enumerate(requests):
             wait_politely(request, self.watch,
                           f"server {server} to take {for_shard(what, self.roles, server)}")
 
+    def _columns(self, rows: np.ndarray, shard: slice) -> list:
+        """An MPI buffer of ``rows[:, shard]``, built once per shape and shard."""
+        block = rows[:, shard]
+        if block.flags.c_contiguous:
+            return [block, self._type]
+        key = (rows.shape, shard.start, shard.stop)
+        if key not in self._subarrays:
+            self._subarrays[key] = self._type.Create_subarray(
+                rows.shape, block.shape, (0, shard.start)).Commit()
+        return [rows, 1, self._subarrays[key]]
+
     def finish(self) -> dict:
+        for datatype in self._subarrays.values():
+            datatype.Free()
         if self._bells is not None:
             self._bells.close()
         return {**self._free_shared_memory(), **self.sync_statistics(),

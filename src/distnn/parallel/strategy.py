@@ -7,6 +7,7 @@ from mpi4py import MPI
 
 from distnn.data.sampler import batch_length, sub_batch, take
 from distnn.parallel.comm import mpi_type
+from distnn.parallel.micro import micro_batches_of, micro_range
 from distnn.parallel.placement import Placement, private
 from distnn.parallel.shards import broadcast_shards, gather_shards
 from distnn.parallel.shared_memory import to_private_memory
@@ -58,6 +59,10 @@ class Strategy:
         self.model_bytes_sent = 0    # --combine models: model bytes this rank gave to MPI
         self._pending = 0            # --combine models: local steps since the last averaging
         self.batch_number = 0        # global batches so far: the dropout masks' step
+        # --deterministic: micro-batches per global batch, and this worker's run of them.
+        self.micro_batches = config.micro_batches if config.deterministic else None
+        self.micro = range(0) if self.micro_batches is None or self.worker_index is None \
+            else micro_batches_of(self.micro_batches, roles.n_workers, self.worker_index)
 
     @classmethod
     def place(cls, comm: MPI.Comm, roles: Roles, n_params: int, dtype, state_names,
@@ -80,6 +85,40 @@ class Strategy:
             start, stop = self.worker_index * share, (self.worker_index + 1) * share
         else:
             start, stop = self.roles.rows(n, self.rank)
+        measure = self.measure_loss
+        loss_sum = self._gradient_of(batch, start, stop, measure)
+        self._report_loss(measure, loss_sum, stop - start)
+        return stop - start
+
+    def micro_gradient_sums(self, batch, rows, add_as_you_go: bool = False) -> None:
+        """``--deterministic``: the gradient sum of each of this worker's micro-batches of
+        ``batch`` (``self.micro``) into its own row: ``rows``, buffers from
+        ``model.gradient_buffer``, one per micro-batch. With ``add_as_you_go`` (serial),
+        ``rows`` is two buffers: each sum after the first is computed into the second and
+        added to the first at once, the additions ``fold`` makes, in its order."""
+        n = batch_length(batch)
+        measure, loss_sum, rows_done = self.measure_loss, 0.0, 0
+        for k, index in enumerate(self.micro):
+            row = rows[min(k, 1)] if add_as_you_go else rows[k]
+            self.model.use_gradients(row)
+            start, stop = micro_range(n, self.micro_batches, index)
+            loss_sum += self._gradient_of(batch, start, stop, measure)
+            rows_done += stop - start
+            if add_as_you_go and k:
+                total = rows[0][0]      # a buffer is (flat vector, layer views)
+                total += row[0]
+        self._report_loss(measure, loss_sum, rows_done)
+
+    def apply_total(self, total: np.ndarray, batch_size: int, part: slice = slice(None)) -> None:
+        """``--deterministic``, where the parameters of ``part`` are owned: ``total``, the
+        batch's gradient sum over ``part`` added up in micro-batch order (``fold``),
+        prepared and applied here, so that the same operations meet the same values for
+        any process count and any cut of the vector."""
+        self.optimizer.apply([self.optimizer.prepare(total, batch_size)], part=part)
+
+    def _gradient_of(self, batch, start: int, stop: int, measure: bool) -> float:
+        """Summed gradient of positions ``[start, stop)`` of ``batch`` into ``model.grads``;
+        returns their summed loss when ``measure`` (else 0)."""
         part = sub_batch(batch, start, stop)
         rows = stop - start
         if not isinstance(part, slice) and self._x.shape[0] < rows:
@@ -91,15 +130,18 @@ class Strategy:
         if self.model.dropout:
             indices = np.arange(part.start, part.stop) if isinstance(part, slice) else part
             samples = (self.batch_number, indices)
-        if self.measure_loss:
+        if measure:
             # The same gradient (the loss only reads what the gradient computes), plus one
             # log per row: asked for only on steps where rank 0's live line redraws.
             loss_sum, _ = self.model.loss_and_gradient_sum(x, y, samples)
+            return loss_sum
+        self.model.gradient_sum(x, y, samples)
+        return 0.0
+
+    def _report_loss(self, measured: bool, loss_sum: float, rows: int) -> None:
+        if measured:
             self.recent_loss = loss_sum / max(rows, 1)
             self.measure_loss = False
-        else:
-            self.model.gradient_sum(x, y, samples)
-        return rows
 
     def local_model_step(self, batch) -> None:
         """``--combine models``, on a worker: one step of its own optimizer, with its own
