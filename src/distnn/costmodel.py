@@ -375,6 +375,57 @@ def host_step_time(strategy: str, hosts: list[int], batch: int, compute: dict, n
             "total": gradient + update + network_s}
 
 
+def host_placement(strategy: str, hosts: int, ranks_per_host: int, servers: int = 1) -> list[int]:
+    """Rank -> host for a projection: ``hosts`` hosts of ``ranks_per_host`` workers each,
+    in blocks; ps-sync's and ps-async's servers first, each alone on a host of its own."""
+    K = servers if strategy in ("ps-sync", "ps-async") else 0
+    return list(range(K)) + [K + h for h in range(hosts) for _ in range(ranks_per_host)]
+
+
+def project_hosts(compute: dict, network: dict, batch: int, ranks_per_host: int,
+                  hosts=None, servers: int = 1) -> dict:
+    """Weak scaling over ``hosts`` hosts of ``ranks_per_host`` workers (``batch`` samples
+    each, a core each), flat and node-aware: speedup over serial on the same global batch,
+    per ``strategy/sync``, and where efficiency (speedup / workers) first falls below 50%."""
+    hosts = hosts or [2**k for k in range(10)]
+    curves, workers = {}, [h * ranks_per_host for h in hosts]
+    for strategy in STRATEGIES:
+        for sync in ("flat", "node-aware") if strategy != "ps-async" else ("flat",):
+            curve = []
+            for count, n in zip(hosts, workers):
+                placement = host_placement(strategy, count, ranks_per_host, servers)
+                serial = host_step_time("serial", [0], batch * n, compute, network)["total"]
+                curve.append(serial / host_step_time(strategy, placement, batch * n, compute,
+                                                     network, servers, sync)["total"])
+            curves[f"{strategy}/{sync}"] = curve
+    below_half = {name: next((n for n, v in zip(workers, curve) if v / n < 0.5), None)
+                  for name, curve in curves.items()}
+    return {"ranks_per_host": ranks_per_host, "servers": servers, "hosts": hosts,
+            "workers": workers, "speedup": curves, "efficiency_below_half_at": below_half,
+            "peak_speedup": {name: max(curve) for name, curve in curves.items()},
+            "peak_workers": {name: workers[int(np.argmax(curve))]
+                             for name, curve in curves.items()}}
+
+
+def hosts_markdown(projection: dict) -> str:
+    """The table of ``project_hosts`` and where each strategy stops scaling."""
+    names = list(projection["speedup"])
+    lines = [f"| hosts × {projection['ranks_per_host']} workers | " + " | ".join(names) + " |",
+             "|---|" + "---|" * len(names)]
+    for i, (count, n) in enumerate(zip(projection["hosts"], projection["workers"])):
+        lines.append(f"| {count} × {projection['ranks_per_host']} = {n} | "
+                     + " | ".join(f"{projection['speedup'][name][i]:.2f}×" for name in names)
+                     + " |")
+    lines.append("")
+    for name in names:
+        stop = projection["efficiency_below_half_at"][name]
+        where = (f"efficiency falls below 50% at {stop} workers" if stop else
+                 f"efficiency stays above 50% up to {projection['workers'][-1]} workers")
+        lines.append(f"- {name}: {where}; peak speedup {projection['peak_speedup'][name]:.1f}× "
+                     f"at {projection['peak_workers'][name]} workers")
+    return "\n".join(lines) + "\n"
+
+
 if __name__ == "__main__":
     from mpi4py import MPI
 
