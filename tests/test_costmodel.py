@@ -135,9 +135,10 @@ def test_node_aware_ps_sync_sends_one_message_per_host_to_each_server():
 
 def test_ps_async_rounds_wait_for_the_busiest_link_or_a_workers_cycle():
     alpha, beta = 1e-5, 1e-8
-    # Workers 1 and 3 on host 1 share its link: each update's M in and M out.
-    assert host_step_time("ps-async", CYCLIC, 384, NO_COMPUTE, LINK)["total"] == \
-        pytest.approx(alpha + 2 * M * beta)
+    # Three workers on host 1 share its link: each update's M out and M back, 3 M a round,
+    # more than a worker's own M out then M back.
+    assert host_step_time("ps-async", [0, 1, 1, 1], 384, NO_COMPUTE, LINK)["total"] == \
+        pytest.approx(alpha + 3 * M * beta)
     slow = dict(NO_COMPUTE, seconds_per_sample=1e-3)
     cycle = 1e-3 * 384 / 3 + 2 * (alpha + M * beta)
     assert host_step_time("ps-async", CYCLIC, 384, slow, LINK)["total"] == pytest.approx(cycle)
