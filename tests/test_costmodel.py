@@ -157,9 +157,10 @@ def test_host_projection_says_where_each_strategy_stops_scaling():
     assert projection["workers"] == [4, 8, 16, 32]
     assert set(projection["speedup"]) == {"allreduce/flat", "allreduce/node-aware",
                                           "ps-sync/flat", "ps-sync/node-aware", "ps-async/flat"}
-    # One server's link takes every host's vector: node-aware divides its load by 4.
+    # The server's link takes one vector per host, not per worker: a quarter of the bytes
+    # in, the same broadcast out, and the same computing.
     flat, aware = (projection["speedup"][f"ps-sync/{sync}"][-1] for sync in ("flat", "node-aware"))
-    assert aware > 2 * flat
+    assert aware > 1.5 * flat
     assert host_placement("ps-sync", 2, 3, servers=2) == [0, 1, 2, 2, 2, 3, 3, 3]
 
 
