@@ -51,9 +51,16 @@ STRATEGIES = ("allreduce", "ps-sync", "ps-async")
 
 
 def fit(sizes, seconds) -> tuple[float, float]:
-    """Least-squares alpha (s) and beta (s/byte), both clipped at 0."""
-    beta, alpha = np.polyfit(np.asarray(sizes, float), np.asarray(seconds, float), 1)
-    return max(float(alpha), 0.0), max(float(beta), 0.0)
+    """Alpha (s): the smallest message's time less its bytes' share; beta (s/byte): the
+    least-squares slope over the larger half of the sizes, both clipped at 0. One line
+    fitted to all six decades of sizes would let the largest messages alone set the
+    intercept (often below 0 on a shaped link, whose token bucket lets a small message
+    through at the wire's speed), and the latency would be their noise."""
+    order = np.argsort(sizes)
+    sizes, seconds = np.asarray(sizes, float)[order], np.asarray(seconds, float)[order]
+    large = slice(len(sizes) // 2, None)
+    beta = max(float(np.polyfit(sizes[large], seconds[large], 1)[0]), 0.0)
+    return max(float(seconds[0] - beta * sizes[0]), 0.0), beta
 
 
 def measure_network(comm, repeats: int = 30) -> dict:
@@ -383,10 +390,11 @@ def host_placement(strategy: str, hosts: int, ranks_per_host: int, servers: int 
 
 
 def project_hosts(compute: dict, network: dict, batch: int, ranks_per_host: int,
-                  hosts=None, servers: int = 1) -> dict:
-    """Weak scaling over ``hosts`` hosts of ``ranks_per_host`` workers (``batch`` samples
-    each, a core each), flat and node-aware: speedup over serial on the same global batch,
-    per ``strategy/sync``, and where efficiency (speedup / workers) first falls below 50%."""
+                  hosts=None, servers: int = 1, scaling: str = "weak") -> dict:
+    """Scaling over ``hosts`` hosts of ``ranks_per_host`` workers (a core each), flat and
+    node-aware: weak, ``batch`` samples per worker; strong, a global batch of ``batch``.
+    Speedup over serial on the same global batch, per ``strategy/sync``, and where
+    efficiency (speedup / workers) first falls below 50%."""
     hosts = hosts or [2**k for k in range(10)]
     curves, workers = {}, [h * ranks_per_host for h in hosts]
     for strategy in STRATEGIES:
@@ -394,13 +402,15 @@ def project_hosts(compute: dict, network: dict, batch: int, ranks_per_host: int,
             curve = []
             for count, n in zip(hosts, workers):
                 placement = host_placement(strategy, count, ranks_per_host, servers)
-                serial = host_step_time("serial", [0], batch * n, compute, network)["total"]
-                curve.append(serial / host_step_time(strategy, placement, batch * n, compute,
+                total = batch * n if scaling == "weak" else batch
+                serial = host_step_time("serial", [0], total, compute, network)["total"]
+                curve.append(serial / host_step_time(strategy, placement, total, compute,
                                                      network, servers, sync)["total"])
             curves[f"{strategy}/{sync}"] = curve
     below_half = {name: next((n for n, v in zip(workers, curve) if v / n < 0.5), None)
                   for name, curve in curves.items()}
-    return {"ranks_per_host": ranks_per_host, "servers": servers, "hosts": hosts,
+    return {"scaling": scaling, "ranks_per_host": ranks_per_host, "servers": servers,
+            "hosts": hosts,
             "workers": workers, "speedup": curves, "efficiency_below_half_at": below_half,
             "peak_speedup": {name: max(curve) for name, curve in curves.items()},
             "peak_workers": {name: workers[int(np.argmax(curve))]

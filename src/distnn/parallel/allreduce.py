@@ -148,9 +148,12 @@ class Allreduce(Strategy):
         shared.fence("the other ranks of this host to add their shards of its sum")
         timer.lap("wait")
         if groups.leads:
-            wait = wait_politely if self.polite else wait_spinning
-            wait(groups.exchange.Iallreduce(MPI.IN_PLACE, [rows[0], self._type], op=MPI.SUM),
-                 self.watch, "the other hosts' gradient sums")
+            # Politely, unlike the flat path: a wait on another host's link is long beside
+            # the sleeps' latency, and the core it would spin on is the one the host's
+            # network stack and other ranks need meanwhile.
+            wait_politely(groups.exchange.Iallreduce(MPI.IN_PLACE, [rows[0], self._type],
+                                                     op=MPI.SUM),
+                          self.watch, "the other hosts' gradient sums")
             timer.lap("comm")
         shared.fence("this host's leader to exchange its sum with the other hosts")
         timer.lap("wait")
