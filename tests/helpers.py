@@ -1,5 +1,6 @@
 """Launching distnn (serial or under mpiexec) from tests, always with a timeout."""
 
+import functools
 import importlib.util
 import json
 import os
@@ -30,6 +31,20 @@ def mpiexec() -> str:
     return str(beside) if beside.exists() else "mpiexec"
 
 
+@functools.cache
+def launcher():
+    """The installed MPI's launcher (Hydra or Open MPI), as ``--procs`` finds it."""
+    from distnn.launch import find_launcher
+
+    return find_launcher()
+
+
+def mpiexec_prefix(procs: int) -> list[str]:
+    """``mpiexec ... -n procs`` with the flags ``--procs`` gives the installed launcher
+    (binding; for Open MPI also root, oversubscription and its one-sided component)."""
+    return launcher().launch(procs, forward=()).command
+
+
 def child_env() -> dict:
     env = dict(os.environ)
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -46,15 +61,14 @@ def distnn(args: list[str], procs: int = 1, timeout: float = MPI_TIMEOUT_S):
     """``distnn`` with ``args``, under ``mpiexec -n procs`` when procs > 1."""
     command = [sys.executable, "-m", "distnn", *args]
     if procs > 1:
-        command = [mpiexec(), "-n", str(procs), sys.executable, "-m", "mpi4py", "-m", "distnn",
-                   *args]
+        command = [*mpiexec_prefix(procs), sys.executable, "-m", "mpi4py", "-m", "distnn", *args]
     return run(command, timeout)
 
 
 def mpi_script(name: str, procs: int, args: list[str] = (), timeout: float = MPI_TIMEOUT_S):
     command = [sys.executable, str(HERE / "mpi_scripts" / name), *args]
     if procs > 1:
-        command = [mpiexec(), "-n", str(procs), *command]
+        command = [*mpiexec_prefix(procs), *command]
     return run(command, timeout)
 
 

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from helpers import child_env, distnn, mpi_script, mpiexec, read_result, train_params
+from helpers import child_env, distnn, mpi_script, mpiexec_prefix, read_result, train_params
 
 BASE = ["--samples-per-class", "100", "--batch-size", "100", "--lr", "0.2", "--eval-every", "2",
         "--dtype", "float64"]
@@ -58,7 +58,7 @@ def test_a_crashed_run_resumes_from_its_last_checkpoint_exactly(tmp_path):
 
 def test_kill_9_of_a_rank_keeps_a_loadable_checkpoint(tmp_path):
     out = tmp_path / "killed"
-    command = [mpiexec(), "-n", "3", sys.executable, "-m", "mpi4py", "-m", "distnn", "train",
+    command = [*mpiexec_prefix(3), sys.executable, "-m", "mpi4py", "-m", "distnn", "train",
                "--strategy", "ps-sync", "--samples-per-class", "2000", "--batch-size", "50",
                "--epochs", "1000", "--eval-every", "1", "--quiet", "--out", str(out)]
     job = subprocess.Popen(command, env=child_env(), stdout=subprocess.PIPE,

@@ -19,7 +19,9 @@ LONG = ["--samples-per-class", "2000", "--batch-size", "50", "--epochs", "3000",
 
 
 def segments() -> set[Path]:
-    return {p for p in SHM.iterdir() if p.name.startswith("mpich")} if SHM.is_dir() else set()
+    """MPICH's and Open MPI's shared-memory files (``shared_memory.SEGMENT_PREFIXES``)."""
+    prefixes = ("mpich_shm_", "sm_segment.")
+    return {p for p in SHM.iterdir() if p.name.startswith(prefixes)} if SHM.is_dir() else set()
 
 
 def job_dirs() -> set[Path]:
@@ -212,6 +214,7 @@ def test_a_killed_launcher_ends_its_job_and_leaves_nothing(tmp_path):
     assert (out / "model.npz").exists()     # the ranks stopped cleanly and saved
 
 
+@pytest.mark.both_mpis
 def test_a_rank_killed_with_kill_9_leaves_no_segment(tmp_path):
     out = tmp_path / "run"
     before = segments()

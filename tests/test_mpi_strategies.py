@@ -9,6 +9,7 @@ import pytest
 from helpers import WORKLOADS, distnn, max_relative_difference, mpi_script, read_result, train_params
 
 
+@pytest.mark.both_mpis
 @pytest.mark.parametrize("procs", [1, 2, 3, 4])
 @pytest.mark.parametrize("workload", ["shuffled", "full"])
 def test_allreduce_equals_serial(tmp_path, serial_params, procs, workload):
@@ -19,6 +20,7 @@ def test_allreduce_equals_serial(tmp_path, serial_params, procs, workload):
     assert result["workers"] == procs and len(result["params_sha256"]) == 64
 
 
+@pytest.mark.both_mpis
 @pytest.mark.parametrize("procs", [2, 3])
 def test_allreduce_through_mpi_instead_of_shared_memory_also_equals_serial(tmp_path, serial_params,
                                                                           procs):
@@ -42,6 +44,7 @@ def test_replica_hash_check_catches_a_one_ulp_difference():
 TRANSPORTS = {"shared memory": [], "messages": ["--no-shared-memory"]}
 
 
+@pytest.mark.both_mpis
 @pytest.mark.parametrize("transport", sorted(TRANSPORTS))
 @pytest.mark.parametrize("workload", ["shuffled", "full"])
 def test_ps_async_with_one_worker_is_serial_exactly(tmp_path, serial_params, workload, transport):
@@ -143,6 +146,7 @@ def test_max_staleness_holds_on_every_shard_with_a_slow_worker(tmp_path, transpo
         [[bounded["updates"]]] * 2
 
 
+@pytest.mark.both_mpis
 @pytest.mark.parametrize("strategy, rank", [("ps-async", 2), ("ps-async", 0), ("allreduce", 1)])
 def test_a_dying_rank_ends_the_job_within_seconds(tmp_path, strategy, rank):
     started = time.monotonic()

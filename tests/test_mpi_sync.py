@@ -5,10 +5,11 @@ import time
 import numpy as np
 import pytest
 
-from distnn.launch import binding_args
+from distnn.errors import UsageError
 from helpers import WORKLOADS, distnn, max_relative_difference, mpi_script, read_result, train_params
 
 
+@pytest.mark.both_mpis
 @pytest.mark.parametrize("procs", [2, 3, 4])
 @pytest.mark.parametrize("workload", ["shuffled", "full"])
 def test_ps_sync_equals_serial(tmp_path, serial_params, procs, workload):
@@ -20,6 +21,7 @@ def test_ps_sync_equals_serial(tmp_path, serial_params, procs, workload):
     assert [r["rank"] for r in result["ranks"]] == list(range(procs))
 
 
+@pytest.mark.both_mpis
 @pytest.mark.parametrize("procs", [2, 3])
 def test_ps_sync_through_messages_also_equals_serial(tmp_path, serial_params, procs):
     params = train_params(tmp_path, ["--strategy", "ps-sync", "--no-shared-memory",
@@ -28,6 +30,7 @@ def test_ps_sync_through_messages_also_equals_serial(tmp_path, serial_params, pr
     assert read_result(tmp_path)["shared_memory"] is False
 
 
+@pytest.mark.both_mpis
 def test_ps_sync_on_one_node_uses_shared_memory_and_leaves_no_pipes(tmp_path, monkeypatch):
     scratch = tmp_path / "tmp"
     scratch.mkdir()
@@ -50,6 +53,7 @@ def test_ps_sync_learns_in_float32(tmp_path):
     assert read_result(tmp_path / "run")["final"]["test_accuracy"] > 0.75
 
 
+@pytest.mark.both_mpis
 @pytest.mark.parametrize("rank", [0, 2])
 def test_a_rank_that_raises_ends_the_job_quickly(tmp_path, rank):
     started = time.monotonic()
@@ -72,23 +76,38 @@ def test_bad_flag_under_mpi_is_reported_once_with_exit_2(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
-def test_procs_flag_relaunches_under_mpiexec(tmp_path):
-    done = distnn(["train", "--procs", "3", "--strategy", "ps-sync", "--epochs", "5", "--quiet",
+@pytest.mark.both_mpis
+@pytest.mark.parametrize("strategy", ["ps-sync", "allreduce"])
+def test_procs_flag_relaunches_under_mpiexec_and_the_library_prints_nothing(tmp_path, strategy):
+    done = distnn(["train", "--procs", "3", "--strategy", strategy, "--epochs", "5",
                    "--out", str(tmp_path)])
     assert done.returncode == 0, done.stderr
     assert read_result(tmp_path)["processes"] == 3
+    lines = done.stderr.splitlines()
+    assert [line for line in lines if not line.startswith(("note: ", "recipe: ", "epoch "))] == []
 
 
-def test_hydra_binds_ranks_to_cores_and_other_launchers_are_left_alone(tmp_path):
-    hydra = tmp_path / "hydra"
-    hydra.write_text("#!/bin/sh\necho 'HYDRA build details:'\n")
-    other = tmp_path / "other"
-    other.write_text("#!/bin/sh\necho 'mpirun (Open MPI) 5.0'\n")
-    for script in (hydra, other):
+def test_launchers_are_told_apart_by_their_version_text(tmp_path, monkeypatch):
+    from distnn import launch
+    from distnn.launchers import HYDRA, OPEN_MPI, OTHER
+
+    versions = {"hydra": "HYDRA build details:\n    Version:   5.0.2", "ompi":
+                "mpiexec (Open MPI) 5.0.11", "other": "some launcher 1.0"}
+    for name, text in versions.items():
+        script = tmp_path / name
+        script.write_text(f"#!/bin/sh\nprintf '{text}\\n'\n")
         script.chmod(0o755)
-    assert binding_args(str(hydra)) == ["-bind-to", "core"]
-    assert binding_args(str(other)) == []
-    assert binding_args(str(tmp_path / "missing")) == []
+    found = {}
+    for name in (*versions, "missing"):
+        monkeypatch.setenv("DISTNN_MPIEXEC", str(tmp_path / name))
+        if name == "missing":
+            with pytest.raises(UsageError, match="is not an executable file"):
+                launch.find_launcher()
+            continue
+        found[name] = launch.find_launcher()
+    assert [found[name].kind for name in versions] == [HYDRA, OPEN_MPI, OTHER]
+    assert found["hydra"].version == "Version: 5.0.2"
+    assert found["ompi"].version == "mpiexec (Open MPI) 5.0.11"
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from distnn import launch
+from distnn.launchers import OTHER, Launcher
 from distnn.progress import REFRESH_S, TTY_VAR, Progress
 from helpers import child_env, distnn
 
@@ -160,7 +161,9 @@ class FakeJob:
 
     pid = 2**22 + 1      # no such process: killing its group after the job does nothing
 
-    def __init__(self, command, env, **kwargs):
+    def __init__(self, command, env=None, **kwargs):
+        if env is None:
+            return                                       # the launcher's relay
         FakeJob.started.append(env)
         (Path(env[launch.JOB_DIR_VAR]) / launch.STARTED_NOTE).touch()   # as rank 0 does
 
@@ -173,8 +176,7 @@ class FakeJob:
 
 def relaunch_env(monkeypatch, stderr) -> dict:
     FakeJob.started = []
-    monkeypatch.setattr(launch, "find_mpiexec", lambda: "mpiexec")
-    monkeypatch.setattr(launch, "binding_args", lambda mpiexec: [])
+    monkeypatch.setattr(launch, "find_launcher", lambda: Launcher("mpiexec", OTHER))
     monkeypatch.setattr(launch.subprocess, "Popen", FakeJob)
     monkeypatch.setattr(launch.sys, "stderr", stderr)
     assert launch.relaunch(2, ["train"]) == 0

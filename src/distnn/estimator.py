@@ -376,9 +376,8 @@ def _fit_in_job(procs: int, arrays: dict[str, np.ndarray], options: dict):
     """Train on ``procs`` MPI processes; returns ``(model, history, warnings)``."""
     from distnn.launch import (
         JOB_DIR_VAR,
-        binding_args,
         clean_up_after,  # the residue --procs removes
-        find_mpiexec,
+        mpiexec_command,
         pin_blas_threads,
     )
     from distnn.model_file import load_model
@@ -390,20 +389,19 @@ def _fit_in_job(procs: int, arrays: dict[str, np.ndarray], options: dict):
             np.save(directory / f"{name}.npy", array)
         (directory / OPTIONS_FILE).write_text(json.dumps(options, default=_plain))
         try:
-            mpiexec = find_mpiexec()
+            launch = mpiexec_command(procs)
         except UsageError as exc:
             raise DistributedFitError(f"procs={procs} needs mpiexec: {exc}", None, "") from None
         env = dict(os.environ)
         pin_blas_threads(env)
         env[JOB_DIR_VAR] = str(directory)     # rank 0 notes the launcher's residue there
-        command = [mpiexec, *binding_args(mpiexec), "-n", str(procs), sys.executable, "-m",
-                   "mpi4py", "-m", WORKER, str(directory)]
+        command = [*launch, sys.executable, "-m", "mpi4py", "-m", WORKER, str(directory)]
         with open(directory / LOG_FILE, "wb") as log:
             try:
                 job = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=log,
                                        stderr=subprocess.STDOUT, start_new_session=True)
             except OSError as exc:
-                raise DistributedFitError(f"cannot start {mpiexec}: {exc.strerror}", None,
+                raise DistributedFitError(f"cannot start {launch[0]}: {exc.strerror}", None,
                                           "") from None
             code = job.wait()
         output = (directory / LOG_FILE).read_text(errors="replace")

@@ -9,7 +9,14 @@ The launcher is the process the user sees, so it answers for the whole job:
 - ``mpiexec`` dies with the launcher (``PR_SET_PDEATHSIG``): if the launcher is killed,
   even by SIGKILL, mpiexec gets SIGTERM and the ranks stop within seconds;
 - after the job, whatever its end, the launcher removes the temporary files a killed rank
-  may have left in the run directory (rank 0 tells it which directory that is).
+  may have left in the run directory (rank 0 tells it which directory that is);
+- mpiexec's standard error (which carries every rank's, from every host) passes through
+  a relay process (``relay.py``), which tells the launcher of a stall wherever the rank
+  that saw it runs; an mpiexec still waiting ``STALL_GRACE_S`` later, for a host it
+  cannot reach, is killed with everything under it.
+
+Which flags the installed launcher needs (Hydra or Open MPI, hosts, binding) is
+``launchers.py``'s business; the hosts come from ``hosts.py``.
 """
 
 import ctypes
@@ -23,6 +30,8 @@ import time
 from pathlib import Path
 
 from distnn.errors import UsageError
+from distnn.hosts import Hosts
+from distnn.launchers import Launcher, kind_of
 
 MPI_ENV_SIZE = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS")
 MPI_ENV_RANK = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK")
@@ -37,8 +46,10 @@ ESCALATION = (signal.SIGUSR1, signal.SIGINT, signal.SIGINT, signal.SIGKILL)
 STOP_GRACE_S = 30      # a stop request not honoured by then escalates, then every ESCALATE_S
 ESCALATE_S = 5
 STARTED_NOTE = "started"
-STALLED_NOTE = "stalled"   # a rank found a silent peer and is ending the job
-STALL_GRACE_S = 10         # then mpiexec may wait forever for an unreachable host: killed
+STALLED_MARK = "distnn: error: stalled: "   # how a rank that found a silent peer says so
+STALLED_NOTE = "stalled"   # the relay saw STALLED_MARK pass
+STALL_GRACE_S = 3          # then mpiexec may wait forever for an unreachable host: killed
+RELAY_DRAIN_S = 5          # the relay copies what is left, then is killed
 EXIT_STALLED = 4
 PR_SET_PDEATHSIG = 1
 
@@ -85,15 +96,14 @@ def find_mpiexec() -> str:
     return found
 
 
-def binding_args(mpiexec: str) -> list[str]:
-    """``-bind-to core`` for MPICH's Hydra launcher: one core per rank, round robin.
-
-    Unbound, the kernel sometimes left both ps-sync workers on one core; bound, the
-    server shares a core with a worker, which costs nothing because it only runs while
-    the workers sleep. Other launchers spell binding differently, so they are left to
-    their defaults.
-    """
-    return ["-bind-to", "core"] if "HYDRA" in _version(mpiexec) else []
+def find_launcher() -> Launcher:
+    """The installed ``mpiexec`` (``find_mpiexec``) and which launcher it is."""
+    mpiexec = find_mpiexec()
+    text = _version(mpiexec)
+    lines = [" ".join(line.split()) for line in text.splitlines() if line.strip()]
+    # Hydra prints "HYDRA build details:", then "Version: 5.0.2"; others one line first.
+    version = next((line for line in lines if line.startswith("Version:")), lines[0] if lines else "")
+    return Launcher(mpiexec, kind_of(text), version)
 
 
 def _version(mpiexec: str, timeout_s: float = 10) -> str:
@@ -114,13 +124,17 @@ def _version(mpiexec: str, timeout_s: float = 10) -> str:
         probe.wait()
 
 
-def oversubscription_note(procs: int) -> str | None:
-    """One line when ``procs`` ranks exceed this machine's cores, else None."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    if cores and procs > cores:
-        return (f"note: {procs} processes on {cores} cores: ranks share cores, so timings "
-                "measure contention, not scaling")
-    return None
+def mpiexec_command(procs: int, hosts: Hosts | None = None) -> list[str]:
+    """``mpiexec ... -n procs``, as ``--procs`` would start it (without a job directory):
+    for tools and tests that start MPI jobs of their own."""
+    return find_launcher().launch(procs, hosts, forward=forwarded(os.environ)).command
+
+
+def forwarded(env) -> list[str]:
+    """The variables remote ranks need from the launcher's environment: those distnn sets
+    (BLAS threads, its own ``DISTNN_*``) and the terminal's width."""
+    names = [*BLAS_THREAD_VARS, "COLUMNS"]
+    return [name for name in env if name in names or name.startswith("DISTNN_")]
 
 
 def _die_with_parent() -> None:
@@ -132,11 +146,11 @@ def _die_with_parent() -> None:
 
 
 def relaunch(procs: int, argv: list[str], program: tuple[str, ...] = ("-m", "distnn"),
-             threads: int | None = None) -> int:
-    """Run ``python -m mpi4py PROGRAM argv`` (by default ``distnn argv``) under
-    ``mpiexec -n procs``, each rank with ``threads`` BLAS threads (default: the
+             threads: int | None = None, hosts: Hosts | None = None, quiet: bool = False) -> int:
+    """Run ``python -m mpi4py PROGRAM argv`` (by default ``distnn argv``) on ``procs`` ranks
+    (on ``hosts``, else here), each with ``threads`` BLAS threads (default: the
     environment's, else 1); returns the job's exit status."""
-    mpiexec = find_mpiexec()
+    find_mpiexec()                   # a missing mpiexec is named before anything is made
     env = dict(os.environ)
     pin_blas_threads(env)
     if threads is not None:
@@ -145,7 +159,7 @@ def relaunch(procs: int, argv: list[str], program: tuple[str, ...] = ("-m", "dis
     job_dir = tempfile.mkdtemp(prefix="distnn-job-")
     env[JOB_DIR_VAR] = job_dir
     env[LAUNCHER_PID_VAR] = str(os.getpid())
-    # Hydra pipes the ranks' output: tell rank 0 whether it reaches a terminal, and how wide.
+    # The launcher pipes the ranks' output: tell rank 0 whether it reaches a terminal, and how wide.
     from distnn.progress import TTY_VAR
 
     env[TTY_VAR] = "1" if sys.stderr.isatty() else "0"
@@ -158,13 +172,21 @@ def relaunch(procs: int, argv: list[str], program: tuple[str, ...] = ("-m", "dis
     # which ends its probe of mpiexec too; from then on, requests are forwarded.
     previous = {signum: signal.signal(signum, _interrupt) for signum in FORWARDED_SIGNALS}
     try:
-        command = [mpiexec, *binding_args(mpiexec), "-n", str(procs), sys.executable, "-m",
-                   "mpi4py", *program, *argv]
+        launcher = find_launcher()
+        launch = launcher.launch(procs, hosts, Path(job_dir), forward=forwarded(env), environ=env)
+        for note in launch.notes if not quiet else ():
+            sys.stderr.write(note + "\n")
+        sys.stderr.flush()
+        command = [*launch.command, sys.executable, "-m", "mpi4py", *program, *argv]
+        relay, errors = _start_relay(Path(job_dir) / STALLED_NOTE)
         try:
-            job = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL,
+            job = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stderr=errors,
                                    start_new_session=True, preexec_fn=_die_with_parent)
         except OSError as exc:
-            raise UsageError(f"cannot start {mpiexec}: {exc.strerror}") from exc
+            os.close(errors)
+            _finish_relay(relay)
+            raise UsageError(f"cannot start {launcher.path}: {exc.strerror}") from exc
+        os.close(errors)
         stopping = _Stopping(job, Path(job_dir) / STALLED_NOTE)
         for signum in FORWARDED_SIGNALS:
             signal.signal(signum, lambda signum, frame: stopping.escalate())
@@ -172,6 +194,7 @@ def relaunch(procs: int, argv: list[str], program: tuple[str, ...] = ("-m", "dis
             code = stopping.wait()
         finally:
             _kill_group(job.pid)
+            _finish_relay(relay)
         started = (Path(job_dir) / STARTED_NOTE).exists()
         stalled = (Path(job_dir) / STALLED_NOTE).exists()
     finally:
@@ -181,11 +204,41 @@ def relaunch(procs: int, argv: list[str], program: tuple[str, ...] = ("-m", "dis
     # A stall ends the job with MPI_Abort(4), but Hydra reports whichever rank it saw end
     # (9 for one it killed): the status is the stall's, whatever mpiexec says.
     code = EXIT_STALLED if stalled else (128 - code if code < 0 else code)
-    if not started and not stopping.requests:
+    # Rank 0 says it started through a file on this machine; on other hosts it cannot.
+    if not started and hosts is None and not stopping.requests:
         what = "exited" if code == 0 else f"failed (exit status {code})"
-        raise UsageError(f"{mpiexec} {what} without starting distnn's processes; is it the "
-                         "mpiexec of the MPI that mpi4py uses? (set DISTNN_MPIEXEC, or unset it)")
+        raise UsageError(f"{launcher.path} {what} without starting distnn's processes; is it "
+                         "the mpiexec of the MPI that mpi4py uses? (set DISTNN_MPIEXEC, or "
+                         "unset it)")
     return code
+
+
+def _start_relay(note: Path) -> tuple[subprocess.Popen, int]:
+    """The relay process (``relay.py``) and the write end of its pipe, for mpiexec's
+    standard error. It runs in a session of its own, so that it outlives a killed
+    launcher: it ends when mpiexec and the ranks have closed the pipe."""
+    from distnn import relay
+
+    read, write = os.pipe()
+    try:
+        process = subprocess.Popen([sys.executable, relay.__file__, str(note), STALLED_MARK],
+                                   stdin=read, stdout=subprocess.DEVNULL, start_new_session=True)
+    except OSError as exc:
+        os.close(write)
+        raise UsageError(f"cannot start {sys.executable}: {exc.strerror}") from exc
+    finally:
+        os.close(read)
+    return process, write
+
+
+def _finish_relay(relay: subprocess.Popen) -> None:
+    """Once mpiexec is gone: the relay copies what is left; one held up by a process
+    that still has the pipe open is killed."""
+    try:
+        relay.wait(timeout=RELAY_DRAIN_S)
+    except subprocess.TimeoutExpired:
+        relay.kill()
+        relay.wait()
 
 
 def _interrupt(signum, frame) -> None:
@@ -198,7 +251,7 @@ class _Stopping:
 
     def __init__(self, job: subprocess.Popen, stall_note: Path):
         self.job, self.requests, self.deadline = job, 0, None
-        self.stall_note, self.stall_deadline, self.stalled = stall_note, None, False
+        self.stall_note, self.stall_deadline = stall_note, None
 
     def escalate(self) -> None:
         if self.job.poll() is not None or self.requests >= len(ESCALATION):
@@ -207,7 +260,7 @@ class _Stopping:
         self.requests += 1
         self.deadline = time.monotonic() + (STOP_GRACE_S if self.requests == 1 else ESCALATE_S)
         if signum == signal.SIGKILL:
-            _kill_group(self.job.pid)
+            _kill_job(self.job.pid)
             return
         try:
             self.job.send_signal(signum)
@@ -225,8 +278,7 @@ class _Stopping:
                 if self.stall_deadline is None and self.stall_note.exists():
                     self.stall_deadline = now + STALL_GRACE_S
                 elif self.stall_deadline is not None and now > self.stall_deadline:
-                    self.stalled = True      # Hydra waits for a host it cannot reach
-                    _kill_group(self.job.pid)
+                    _kill_job(self.job.pid)      # mpiexec waits for a host it cannot reach
             except InterruptedError:
                 continue
 
@@ -239,6 +291,31 @@ def _kill_group(pgid: int) -> None:
         pass
 
 
+def _kill_job(pid: int) -> None:
+    """A live mpiexec, its process group and every process under it: Open MPI puts the
+    remote shells it starts (ssh) in process groups of their own, and one that waits for
+    an unreachable host would outlive the job, holding its output open."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(entry.name))
+    tree, index = [pid], 0
+    while index < len(tree):
+        tree += children.get(tree[index], [])
+        index += 1
+    _kill_group(pid)
+    for member in tree:
+        try:
+            os.kill(member, signal.SIGKILL)
+        except OSError:
+            pass
+
+
 def _leave_note(name: str, text: str = "") -> None:
     """Write ``text`` into the launcher's job directory as ``name``; nothing without a
     launcher on this machine (plain mpiexec, or a rank on another host). Best effort: a
@@ -249,11 +326,6 @@ def _leave_note(name: str, text: str = "") -> None:
             (Path(job_dir) / name).write_text(text)
         except OSError:
             pass
-
-
-def note_stalled() -> None:
-    """A rank on the launcher's machine: the job is ending for a stall (see STALL_GRACE_S)."""
-    _leave_note(STALLED_NOTE)
 
 
 def note_started() -> None:

@@ -1,9 +1,12 @@
 #!/bin/sh
-# Hydra's "ssh" launcher for the virtual cluster: `netns_launcher.sh [-x] HOST COMMAND...`.
-# Runs COMMAND inside the network namespace of HOST (10.200.0.N is node N), with its own
-# hostname (nodeN), as ssh would run it on that machine.
+# The "ssh" of the virtual cluster (Hydra's -launcher-exec, Open MPI's plm_rsh_agent):
+# `netns_launcher.sh [-x] HOST COMMAND...` runs COMMAND inside the network namespace of
+# HOST (nodeN, or its address 10.200.0.N), with its own hostname, as ssh would run it there.
 while [ "${1#-}" != "$1" ]; do shift; done
 host=$1
 shift
-node=node${host##*.}
-exec ip netns exec "${DISTNN_VC_PREFIX:?}-$node" unshare --uts sh -c "hostname $node && exec $*"
+case $host in
+  node*) node=$host ;;
+  *) node=node${host##*.} ;;
+esac
+exec ip netns exec "${DISTNN_VC_PREFIX:?}-$node" unshare --uts sh -c "hostname $node && $*"

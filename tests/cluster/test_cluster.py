@@ -1,5 +1,7 @@
 """Every claim made for one node, across hosts (DESIGN §3b): the virtual cluster of
-``conftest.py``, MPI over TCP between network namespaces."""
+``conftest.py``, MPI over TCP between network namespaces. Training runs as a user runs it
+on a cluster, ``distnn train --procs N --hostfile FILE`` on the login node; the scripts
+run under the mpiexec command ``--procs`` would use."""
 
 import json
 import os
@@ -18,13 +20,15 @@ from chrome_trace import check_trace, end, named, read_trace
 from helpers import max_relative_difference, read_result, train_params
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
+# Under Open MPI too (make test-openmpi): every test, but one or two cases of each family.
+BOTH = pytest.mark.both_mpis
 SCRIPTS = Path(__file__).parent.parent / "mpi_scripts"
-DISTNN = [sys.executable, "-m", "mpi4py", "-m", "distnn"]
 # Float64, and a batch (37) that does not divide the 300 samples: uneven slices.
 WORKLOAD = ["--samples-per-class", "100", "--dtype", "float64", "--lr", "0.5", "--eval-every", "5",
             "--epochs", "12", "--batch-size", "37"]
+# A first checkpoint within 2 epochs (240 steps): the hosts share this machine's 2 cores.
 LONG = ["--samples-per-class", "2000", "--batch-size", "50", "--epochs", "3000",
-        "--eval-every", "20", "--dtype", "float64", "--quiet"]
+        "--eval-every", "2", "--dtype", "float64", "--quiet"]
 
 
 def model_vector(run: Path) -> np.ndarray:
@@ -34,8 +38,9 @@ def model_vector(run: Path) -> np.ndarray:
                                                model[f"{layer}.bias"]]) for layer in layers])
 
 
-def train(hosts, placement: dict[str, int], out: Path, args: list[str]):
-    done = hosts.run(placement, [*DISTNN, "train", "--quiet", "--out", str(out), *args])
+def train(hosts, placement: dict[str, int], out: Path, args: list[str], hosts_flag=False):
+    done = hosts.run_command(hosts.train_command(placement, ["--quiet", "--out", str(out), *args],
+                                                 hosts_flag))
     assert done.returncode == 0, done.stderr
     return model_vector(out)
 
@@ -46,6 +51,7 @@ def serial(tmp_path_factory):
     return train_params(tmp_path_factory.mktemp("serial") / "run", WORKLOAD)
 
 
+@BOTH
 def test_ranks_on_different_hosts_are_on_different_nodes(hosts):
     done = hosts.run({"node1": 1, "node2": 2}, [sys.executable, str(SCRIPTS / "placement.py")])
     assert done.returncode == 0, done.stderr
@@ -56,10 +62,10 @@ def test_ranks_on_different_hosts_are_on_different_nodes(hosts):
 
 @pytest.mark.parametrize("strategy, placement", [
     ("ps-sync", {"node1": 1, "node2": 1}),
-    ("ps-sync", {"node1": 1, "node2": 2}),
+    pytest.param("ps-sync", {"node1": 1, "node2": 2}, marks=BOTH),
     ("ps-sync", {"node1": 2, "node2": 1}),
     ("allreduce", {"node1": 1, "node2": 1}),
-    ("allreduce", {"node1": 2, "node2": 1}),
+    pytest.param("allreduce", {"node1": 2, "node2": 1}, marks=BOTH),
     ("allreduce", {"node1": 1, "node2": 1, "node3": 1}),
 ])
 def test_synchronous_strategies_across_hosts_equal_serial(hosts, tmp_path, serial, strategy, placement):
@@ -73,10 +79,10 @@ def test_synchronous_strategies_across_hosts_equal_serial(hosts, tmp_path, seria
 
 
 @pytest.mark.parametrize("strategy, servers, placement", [
-    ("allreduce", 1, {"node1": 2, "node2": 2}),
+    pytest.param("allreduce", 1, {"node1": 2, "node2": 2}, marks=BOTH),
     ("allreduce", 1, {"node1": 2, "node2": 1, "node3": 1}),
     ("ps-sync", 1, {"node1": 2, "node2": 2}),      # server and a worker; two workers
-    ("ps-sync", 2, {"node1": 2, "node2": 2}),      # both servers; two workers
+    pytest.param("ps-sync", 2, {"node1": 2, "node2": 2}, marks=BOTH),   # both servers; 2 workers
     ("ps-sync", 1, {"node1": 1, "node2": 2, "node3": 1}),
     ("ps-sync", 2, {"node1": 1, "node2": 1, "node3": 2}),
 ])
@@ -98,9 +104,10 @@ def test_node_aware_equals_serial_and_the_flat_path(hosts, tmp_path, serial, str
     assert read_result(tmp_path / "flat")["sync"] == "flat"
 
 
+@BOTH
 def test_ps_async_with_one_worker_on_another_host_is_serial_exactly(hosts, tmp_path, serial):
     params = train(hosts, {"node1": 1, "node2": 1}, tmp_path / "run",
-                   ["--strategy", "ps-async", *WORKLOAD])
+                   ["--strategy", "ps-async", *WORKLOAD], hosts_flag=True)
     assert np.array_equal(params, serial)
     assert read_result(tmp_path / "run")["shared_memory"] is False
 
@@ -144,12 +151,10 @@ def test_deterministic_runs_across_hosts_are_serial_bit_for_bit(hosts, tmp_path,
     assert result["sync"] == "flat"     # a host's sum first would change the order
 
 
-# Node-aware: node2's two ranks combine there; rank 1 leads it (allreduce), rank 2 does not.
-SYNCS = [("ps-sync", "flat", 2), ("allreduce", "flat", 2), ("ps-sync", "node-aware", 2),
-         ("allreduce", "node-aware", 1)]
-
-
-@pytest.mark.parametrize("strategy, sync, rank", SYNCS)
+# Node-aware: node2's two ranks combine there; rank 1 leads it, rank 2 does not.
+@pytest.mark.parametrize("strategy, sync, rank", [
+    pytest.param("ps-sync", "flat", 2, marks=BOTH), ("allreduce", "flat", 2),
+    ("ps-sync", "node-aware", 2), pytest.param("allreduce", "node-aware", 1, marks=BOTH)])
 def test_a_rank_that_raises_on_a_remote_host_ends_the_job(hosts, tmp_path, strategy, sync, rank):
     started = time.monotonic()
     done = hosts.run({"node1": 1, "node2": 2},
@@ -162,18 +167,16 @@ def test_a_rank_that_raises_on_a_remote_host_ends_the_job(hosts, tmp_path, strat
     assert not (tmp_path / "model.npz").exists()
 
 
-@pytest.mark.parametrize("strategy, sync", [("ps-sync", "flat"), ("allreduce", "flat"),
-                                            ("ps-sync", "node-aware"),
-                                            ("allreduce", "node-aware"), ("ps-async", None)])
+@pytest.mark.parametrize("strategy, sync", [
+    ("ps-sync", "flat"), pytest.param("allreduce", "flat", marks=BOTH), ("ps-sync", "node-aware"),
+    ("allreduce", "node-aware"), ("ps-async", None)])
 def test_a_rank_killed_on_a_remote_host_ends_the_job(hosts, tmp_path, strategy, sync):
     out = tmp_path / "run"
-    job = hosts.start({"node1": 1, "node2": 2},
-                      [*DISTNN, "train", "--strategy", strategy,
-                       *(["--sync", sync] if sync else []), *LONG, "--out", str(out)])
+    job = hosts.start(hosts.train_command({"node1": 1, "node2": 2}, [
+        "--strategy", strategy, *(["--sync", sync] if sync else []), *LONG, "--out", str(out)]))
     try:
         wait_for(out / "checkpoint.npz")
-        victim = hosts.pids("node2", "mpi4py")[-1]
-        os.kill(victim, signal.SIGKILL)
+        os.kill(hosts.rank_pid("node2", 2), signal.SIGKILL)
         killed = time.monotonic()
         job.communicate(timeout=60)
         assert time.monotonic() - killed < 30
@@ -190,33 +193,46 @@ STALL_TIMEOUT_S = 5
 STEPPING_S = 1.0    # after the checkpoint of an evaluation, the ranks are in the steps again
 
 
+def segments() -> set[Path]:
+    """Open MPI's shared-memory files of the cluster's hosts (their names hold the host's;
+    MPICH's do not, and other jobs on this machine may hold some: test_lifecycle checks
+    those on one node)."""
+    return set(Path("/dev/shm").glob("sm_segment.node*"))
+
+
 def stalled_job(hosts, tmp_path, strategy: str, placement: dict[str, int], stall,
-                extra: list[str] = ()) -> tuple[str, float]:
-    """Start a long run, ``stall(hosts)`` once it has checkpointed; returns its stderr and
-    the seconds from the stall to the job's end."""
+                extra: list[str] = ()):
+    """Start a long run through the launcher, ``stall(hosts)`` once it has checkpointed;
+    returns its exit status, its stderr and the seconds from the stall to the job's end."""
     out = tmp_path / "run"
-    job = hosts.start(placement, [*DISTNN, "train", "--strategy", strategy, *LONG, *extra,
-                                  "--stall-timeout", str(STALL_TIMEOUT_S), "--out", str(out)])
+    before = segments()
+    job = hosts.start(hosts.train_command(placement, [
+        "--strategy", strategy, *LONG, *extra, "--stall-timeout", str(STALL_TIMEOUT_S), "--out",
+        str(out)]))
     try:
         wait_for(out / "checkpoint.npz")
         stall(hosts)
         stalled = time.monotonic()
         _, stderr = job.communicate(timeout=STALL_TIMEOUT_S + 30)
-        return stderr, time.monotonic() - stalled
+        took = time.monotonic() - stalled
+        hosts.end_all()                    # what a cut host still runs, it runs alone
+        assert segments() - before == set()    # the hosts share this machine's /dev/shm
+        return job.returncode, stderr, took
     finally:
         if job.poll() is None:
             os.killpg(job.pid, signal.SIGKILL)
-        job.communicate()
+            hosts.end_all()
+        job.communicate(timeout=30)
         with np.load(out / "checkpoint.npz") as checkpoint:
             assert np.all(np.isfinite(checkpoint["params"]))
 
 
 @pytest.mark.parametrize("strategy, sync, awaited", [
-    ("ps-sync", "flat", None),
+    pytest.param("ps-sync", "flat", None, marks=BOTH),
     ("allreduce", "flat", None),
     ("ps-async", None, None),
     ("ps-sync", "node-aware", "a host's gradient sum"),
-    ("allreduce", "node-aware", "the other hosts' gradient sums"),
+    pytest.param("allreduce", "node-aware", "the other hosts' gradient sums", marks=BOTH),
 ])
 def test_a_stopped_rank_on_another_host_ends_the_job_naming_it(hosts, tmp_path, strategy, sync,
                                                               awaited):
@@ -224,10 +240,11 @@ def test_a_stopped_rank_on_another_host_ends_the_job_naming_it(hosts, tmp_path, 
     the host sum that node2's leader cannot finish without the stopped rank."""
     def stop_last_rank(hosts):
         time.sleep(STEPPING_S)
-        os.kill(hosts.pids("node2", "mpi4py")[-1], signal.SIGSTOP)
+        os.kill(hosts.rank_pid("node2", 2), signal.SIGSTOP)
 
-    stderr, took = stalled_job(hosts, tmp_path, strategy, {"node1": 1, "node2": 2}, stop_last_rank,
-                               ["--sync", sync] if sync else [])
+    code, stderr, took = stalled_job(hosts, tmp_path, strategy, {"node1": 1, "node2": 2},
+                                     stop_last_rank, ["--sync", sync] if sync else [])
+    assert code == 4, stderr
     assert took < STALL_TIMEOUT_S + 10, stderr
     assert stderr.count("stalled:") == 1, stderr
     assert "rank 2 on host node2 has gone silent" in stderr
@@ -241,9 +258,11 @@ def test_a_stopped_rank_of_a_host_ends_the_wait_of_its_neighbour(hosts, tmp_path
     the watchdog's alarm ends it.)"""
     def stop_rank_1(hosts):
         time.sleep(STEPPING_S)
-        os.kill(hosts.pids("node1", "mpi4py")[-1], signal.SIGSTOP)
+        os.kill(hosts.rank_pid("node1", 1), signal.SIGSTOP)
 
-    stderr, took = stalled_job(hosts, tmp_path, "allreduce", {"node1": 2, "node2": 1}, stop_rank_1)
+    code, stderr, took = stalled_job(hosts, tmp_path, "allreduce", {"node1": 2, "node2": 1},
+                                     stop_rank_1)
+    assert code == 4, stderr
     assert took < STALL_TIMEOUT_S + 10, stderr
     assert stderr.count("stalled:") == 1, stderr
     assert "rank 1 on host node1 has gone silent" in stderr
@@ -260,10 +279,10 @@ def test_a_timeline_across_hosts(hosts, tmp_path, strategy, placement, roles):
     here, so every measured offset must be within its uncertainty of 0, and the phases of
     ranks on different hosts keep their causal order within it."""
     out, steps = tmp_path / "run", range(5, 25)
-    done = hosts.run(placement, [*DISTNN, "train", "--quiet", "--out", str(out), "--strategy",
-                                 strategy, "--samples-per-class", "100", "--batch-size", "30",
-                                 "--epochs", "3", "--timeline", "timeline.json",
-                                 "--timeline-steps", "5:20"])
+    done = hosts.run_command(hosts.train_command(placement, [
+        "--quiet", "--out", str(out), "--strategy", strategy, "--samples-per-class", "100",
+        "--batch-size", "30", "--epochs", "3", "--timeline", "timeline.json",
+        "--timeline-steps", "5:20"]))
     assert done.returncode == 0, done.stderr
     trace = read_trace(out / "timeline.json")
     ranks = check_trace(trace, roles, steps, steps_per_epoch=10)
@@ -290,3 +309,22 @@ def test_a_timeline_across_hosts(hosts, tmp_path, strategy, placement, roles):
             for worker in (workers if strategy == "ps-sync" else [rank]):
                 if step + 1 in steps:
                     assert named(ranks[worker], "compute")[step + 1][0]["ts"] >= end(update) - slack
+
+
+@BOTH
+def test_a_host_whose_link_is_cut_ends_the_job_and_the_run_resumes_once_it_is_back(hosts, tmp_path):
+    placement = {"node1": 1, "node2": 2}
+    code, stderr, took = stalled_job(hosts, tmp_path, "ps-sync", placement,
+                                     lambda hosts: hosts.link("node2", "down"))
+    assert code == 4, stderr
+    assert took < STALL_TIMEOUT_S + 10, stderr
+    assert stderr.count("stalled:") == 1, stderr
+    assert "rank 1 on host node2, rank 2 on host node2 have gone silent" in stderr
+    hosts.link("node2", "up")
+    out = tmp_path / "run"
+    with np.load(out / "checkpoint.npz") as checkpoint:
+        epoch = int(checkpoint["epoch"])
+    done = hosts.run_command(hosts.train_command(placement, [
+        "--resume", str(out), "--epochs", str(epoch + 1), "--quiet"]))
+    assert done.returncode == 0, done.stderr
+    assert read_result(out)["resumed_from_epoch"] == epoch

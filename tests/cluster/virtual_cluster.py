@@ -8,10 +8,18 @@ and routes are never touched):
     <prefix>-node2   eth0 10.200.0.2  --veth--  br0
     <prefix>-node3   eth0 10.200.0.3  --veth--  br0
 
-Hydra starts its proxies with ``-launcher ssh -launcher-exec netns_launcher.sh``, which
-runs them in the host's namespace under its own hostname (``nodeN``), so MPI sees one
-node per namespace. ``UCX_TLS=tcp,self`` keeps UCX off shared memory between them: ranks
-on different hosts talk through TCP over the veth pairs.
+Inside the namespaces the hosts also have names, node1..node3 (``/etc/netns/<namespace>/hosts``,
+which ``ip netns exec`` puts in place of ``/etc/hosts``), so that commands can name hosts
+as a user names them.
+
+Jobs are started the way ``distnn train --procs N --hostfile FILE`` starts them
+(``distnn.launchers``), from the login namespace, with the remote shell replaced by
+``netns_launcher.sh`` through ``DISTNN_MPIEXEC_ARGS`` (Hydra: ``-launcher ssh
+-launcher-exec``; Open MPI: ``--mca plm_rsh_agent``): it runs the launcher's daemon in the
+host's namespace under its own hostname (``nodeN``), so MPI sees one node per namespace.
+``UCX_TLS=tcp,self`` keeps MPICH's UCX off shared memory between them: ranks on different
+hosts talk through TCP over the veth pairs. Every namespace shares this machine's
+filesystem (a shared home, as on most clusters).
 
 Needs root and ``ip`` (iproute2) and ``unshare`` (util-linux); otherwise every test here
 is skipped with the reason. Namespaces left by a crashed earlier session (same prefix) are
@@ -21,12 +29,16 @@ removed first; this session's are removed at its end, whatever happened.
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from helpers import child_env, mpiexec
+from distnn.hosts import read_hostfile
+from distnn.launch import forwarded
+from distnn.launchers import EXTRA_ARGS_VAR, HYDRA
+from helpers import child_env, launcher
 
 # Several checkouts may build clusters at once: each names its namespaces apart.
 PREFIX = os.environ.get("DISTNN_VC_PREFIX", "distnn-vc")
@@ -35,6 +47,7 @@ LOGIN_ADDRESS = f"{SUBNET}.254"
 NODES = ("node1", "node2", "node3")
 LAUNCHER = Path(__file__).parent / "netns_launcher.sh"
 CLUSTER_TIMEOUT_S = 120
+NETNS_ETC = Path("/etc/netns")
 
 
 def _ip(*args: str, namespace: str | None = None, check: bool = True):
@@ -48,7 +61,14 @@ def _namespaces() -> list[str]:
 
 
 def remove_namespaces(prefix: str = PREFIX) -> None:
-    """Kill every process in, then delete, each namespace named ``prefix-*``."""
+    """Kill every process in, then delete, each namespace named ``prefix-*``, and the
+    hosts files made for them."""
+    for folder in NETNS_ETC.glob(prefix + "-*"):
+        shutil.rmtree(folder, ignore_errors=True)
+    try:
+        NETNS_ETC.rmdir()                   # made by build, unless another cluster uses it
+    except OSError:
+        pass
     for namespace in _namespaces():
         if not namespace.startswith(prefix + "-"):
             continue
@@ -88,34 +108,55 @@ class Cluster:
         return f"{SUBNET}.{NODES.index(node) + 1}"
 
     def hostfile(self, placement: dict[str, int]) -> Path:
-        """A Hydra hostfile: ranks fill hosts in the order given, ``count`` each."""
+        """A hostfile for ``--hostfile``: ranks fill hosts in the order given, ``count`` each."""
         path = self.workdir / ("hosts-" + "-".join(f"{n}x{c}" for n, c in placement.items()))
-        path.write_text("".join(f"{self.address(node)}:{count}\n"
-                                for node, count in placement.items()))
+        path.write_text("".join(f"{node}:{count}\n" for node, count in placement.items()))
         return path
+
+    @staticmethod
+    def launcher_args() -> str:
+        """What replaces ssh for the installed launcher (``DISTNN_MPIEXEC_ARGS``)."""
+        if launcher().kind == HYDRA:
+            return f"-launcher ssh -launcher-exec {LAUNCHER} -localhost {LOGIN_ADDRESS}"
+        return f"--mca plm_rsh_agent {LAUNCHER}"
 
     def env(self) -> dict:
         env = child_env()
         env.update(UCX_TLS="tcp,self", DISTNN_VC_PREFIX=PREFIX)
+        env[EXTRA_ARGS_VAR] = self.launcher_args()
         return env
 
     def command(self, placement: dict[str, int], program: list[str]) -> list[str]:
-        """``program`` (an argv) on ``sum(placement)`` ranks, mpiexec on the login node."""
-        return ["ip", "netns", "exec", f"{PREFIX}-login", mpiexec(),
-                "-f", str(self.hostfile(placement)), "-launcher", "ssh",
-                "-launcher-exec", str(LAUNCHER), "-localhost", LOGIN_ADDRESS,
-                "-n", str(sum(placement.values())), *program]
+        """``program`` (an argv) on ``sum(placement)`` ranks, mpiexec on the login node
+        with the arguments ``--procs`` gives it."""
+        env = self.env()
+        hosts = read_hostfile(str(self.hostfile(placement)))
+        launch = launcher().launch(hosts.total, hosts, self.workdir, forward=forwarded(env),
+                                   environ=env)
+        return ["ip", "netns", "exec", f"{PREFIX}-login", *launch.command, *program]
+
+    def train_command(self, placement: dict[str, int], args: list[str],
+                      hosts_flag: bool = False) -> list[str]:
+        """``distnn train --procs N --hostfile FILE ARGS`` on the login node (with
+        ``hosts_flag``, ``--hosts node1:1,...`` instead of the file)."""
+        hosts = (["--hosts", ",".join(f"{node}:{count}" for node, count in placement.items())]
+                 if hosts_flag else ["--hostfile", str(self.hostfile(placement))])
+        return ["ip", "netns", "exec", f"{PREFIX}-login", sys.executable, "-m", "distnn", "train",
+                "--procs", str(sum(placement.values())), *hosts, *args]
 
     def run(self, placement: dict[str, int], program: list[str],
             timeout: float = CLUSTER_TIMEOUT_S) -> subprocess.CompletedProcess:
-        return subprocess.run(self.command(placement, program), capture_output=True, text=True,
-                              timeout=timeout, env=self.env())
+        return self.run_command(self.command(placement, program), timeout)
 
-    def start(self, placement: dict[str, int], program: list[str]) -> subprocess.Popen:
-        """In the background, in its own session, so that a test can always end it."""
-        return subprocess.Popen(self.command(placement, program), env=self.env(), text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                start_new_session=True)
+    def run_command(self, command: list[str], timeout: float = CLUSTER_TIMEOUT_S):
+        return subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                              env=self.env())
+
+    def start(self, command: list[str]) -> subprocess.Popen:
+        """``command`` in the background, in its own session, so that a test can always
+        end it."""
+        return subprocess.Popen(command, env=self.env(), text=True, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, start_new_session=True)
 
     def pids(self, node: str, naming: str) -> list[int]:
         """Processes in ``node``'s namespace whose command line contains ``naming``."""
@@ -129,6 +170,19 @@ class Cluster:
             except OSError:
                 pass
         return found
+
+    def rank_pid(self, node: str, rank: int) -> int:
+        """The process of MPI rank ``rank``, which must run on ``node`` (told by the rank
+        variable its launcher gave it: Hydra's ``PMI_RANK``, Open MPI's ``OMPI_COMM_WORLD_RANK``)."""
+        wanted = {f"{name}={rank}".encode() for name in ("PMI_RANK", "OMPI_COMM_WORLD_RANK")}
+        for pid in self.pids(node, "mpi4py"):
+            try:
+                variables = set(Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"))
+            except OSError:
+                continue
+            if variables & wanted:
+                return pid
+        raise AssertionError(f"rank {rank} is not running on {node}")
 
     def link(self, node: str, state: str) -> None:
         """Plug (``up``) or cut (``down``) ``node``'s cable to the switch."""
@@ -144,8 +198,18 @@ class Cluster:
                     pass
 
 
+def _hosts_file(namespace: str) -> None:
+    folder = NETNS_ETC / namespace
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "hosts").write_text("127.0.0.1 localhost\n" + "".join(
+        f"{Cluster.address(node)} {node}\n" for node in NODES)
+        + f"{LOGIN_ADDRESS} login {socket.gethostname()}\n")
+
+
 def build() -> None:
     login = f"{PREFIX}-login"
+    for namespace in (login, *map(Cluster.namespace, NODES)):
+        _hosts_file(namespace)
     _ip("netns", "add", login)
     _ip("link", "add", "br0", "type", "bridge", namespace=login)
     _ip("addr", "add", f"{LOGIN_ADDRESS}/24", "dev", "br0", namespace=login)

@@ -18,16 +18,9 @@ from distnn.cli.report import os_error, report
 from distnn.cli.run import check_process_count, resolve_config, train_on_ranks
 from distnn.config import MAX_PROCS
 from distnn.errors import UsageError
+from distnn.hosts import hosts_from
 from distnn.interrupt import EXIT_INTERRUPTED
-from distnn.launch import (
-    MPI_ENV_SIZE,
-    env_int,
-    env_rank,
-    oversubscription_note,
-    pin_blas_threads,
-    relaunch,
-    under_mpi,
-)
+from distnn.launch import MPI_ENV_SIZE, env_int, env_rank, pin_blas_threads, relaunch, under_mpi
 
 __all__ = ["build_parser", "check_process_count", "main"]
 
@@ -44,17 +37,21 @@ def main(argv: list[str] | None = None) -> int:
         settings = vars(args)
         procs = settings.pop("procs", None)
         blas_threads = threads.wanted(settings.pop("threads", None))
+        hosts_text, hostfile = settings.pop("hosts", None), settings.pop("hostfile", None)
         if procs is not None and not 1 <= procs <= MAX_PROCS:
             raise UsageError(f"--procs must be in [1, {MAX_PROCS}], got {procs}")
         if not under_mpi():
+            hosts = hosts_from(hosts_text, hostfile)
             config, _ = resolve_config(dict(settings))
-            procs = procs or config.procs    # --resume and --config keep the process count
+            # --resume and --config keep the process count; hosts alone give one rank a slot.
+            procs = procs or config.procs or (hosts.total if hosts is not None else None)
+            if procs is not None and procs > MAX_PROCS:
+                raise UsageError(f"{hosts.source} gives {procs} slots; at most {MAX_PROCS} "
+                                 "processes: give --procs")
             check_process_count(config.strategy, procs or 1, config.servers)
-            if procs is not None and procs > 1:
-                note = oversubscription_note(procs)
-                if note and not settings.get("quiet"):
-                    print(note, file=sys.stderr, flush=True)
-                return relaunch(procs, argv, threads=blas_threads)
+            if procs is not None and (procs > 1 or hosts is not None):
+                return relaunch(procs, argv, threads=blas_threads, hosts=hosts,
+                                quiet=bool(settings.get("quiet")))
     except UsageError as exc:
         if env_rank() == 0:
             report(str(exc))

@@ -13,7 +13,8 @@ from distnn.cli.parser import BENCH_OWNS
 from distnn.cli.report import report
 from distnn.config import FIELD_INFO, MAX_PROCS, flag_of, make_config
 from distnn.errors import UsageError
-from distnn.launch import binding_args, find_mpiexec, pin_blas_threads
+from distnn.hosts import hosts_from
+from distnn.launch import find_launcher, mpiexec_command, pin_blas_threads
 from distnn.runs import data_settings, locate_model, locate_run
 
 
@@ -25,15 +26,20 @@ def run_command(args) -> int:
 
 
 def _info(args) -> int:
-    from distnn.info import describe, format_info
+    from distnn.info import describe, format_info, launch_rows
 
+    hosts = hosts_from(args.hosts, args.hostfile)
+    if args.procs is not None and not 1 <= args.procs <= MAX_PROCS:
+        raise UsageError(f"--procs must be in [1, {MAX_PROCS}], got {args.procs}")
+    procs = args.procs or (hosts.total if hosts is not None else 2)
+    info = describe()
     try:
-        mpiexec = find_mpiexec()
-        binding = " ".join(binding_args(mpiexec)) or "the launcher's default"
-        mpiexec += f" (--procs binds ranks: {binding})"
-    except UsageError:
-        mpiexec = "not found"
-    print(format_info(describe(), mpiexec))
+        launcher = find_launcher()
+    except UsageError as exc:
+        rows = {"mpiexec": f"not found ({exc})"}
+    else:
+        rows = launch_rows(launcher, procs, hosts, info["mpi_library"])
+    print(format_info(info, rows))
     return 0
 
 
@@ -213,7 +219,7 @@ def _costmodel(args) -> int:
     if network is None:
         env = dict(os.environ)
         pin_blas_threads(env)
-        network_run = subprocess.run([find_mpiexec(), "-n", "2", sys.executable, "-m",
+        network_run = subprocess.run([*mpiexec_command(2), sys.executable, "-m",
                                       "distnn.costmodel", str(out / "network.json")],
                                      env=env, timeout=600, stdin=subprocess.DEVNULL)
         if network_run.returncode != 0:

@@ -146,7 +146,16 @@ def _add_train(commands) -> None:
         "make speedups look larger than they are)")
     add("--quiet", action="store_true", help="no progress output, only warnings and where the "
         "run was saved (default: progress on rank 0)")
+    _add_host_flags(train)
     add_fields(train, flag_fields())
+
+
+def _add_host_flags(parser) -> None:
+    """Where ``--procs`` places its ranks: launcher flags, not part of what is trained."""
+    parser.add_argument("--hosts", metavar="HOST:N,...", help="run the ranks on these hosts, "
+                        "filling each with N ranks in order (default: this machine alone)")
+    parser.add_argument("--hostfile", metavar="FILE", help="the hosts, one per line: HOST, "
+                        "HOST:N or HOST slots=N (default: this machine alone)")
 
 
 def _add_model_commands(commands) -> None:
@@ -233,7 +242,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_commands(commands)
     _add_bench(commands)
     _add_costmodel(commands)
-    commands.add_parser("info", help="versions, MPI library, BLAS and threads")
+    info = commands.add_parser("info", help="versions, MPI library and launcher, where --procs "
+                               "places ranks, BLAS and threads")
+    info.add_argument("--procs", type=int, metavar="N", help="show how N ranks would be placed "
+                      "(default: one per slot of --hosts/--hostfile, else 2)")
+    _add_host_flags(info)
     return parser
 
 

@@ -1,13 +1,14 @@
 """Doorbells: blocking wake-ups between ranks on one node, through named pipes.
 
-Why they exist: MPICH busy-polls inside every blocking call, so a rank that waits burns
-a core; polite polling (``comm.sleep_until``) gives the core back but adds up to
-``MAX_SLEEP_S`` of latency to each wait. A read from an empty pipe sleeps in the kernel
-and returns the moment another rank writes a byte: no core burnt and no latency beyond a
-context switch. The data itself stays in MPI-3 shared memory; a doorbell only says
-"ready". Each rank owns one pipe, which any rank may ring; a ring carries a small integer
-(4 bytes, so a write is atomic and rings never interleave), which tells a server which
-worker rang.
+Why they exist: MPICH and Open MPI busy-poll inside every blocking call (and in the
+progress loop that completes a tested request), so a rank that waits burns a core;
+polite polling (``comm.sleep_until``) gives the core back but adds up to ``MAX_SLEEP_S``
+of latency to each wait. A read from an empty pipe sleeps in the kernel and returns the
+moment another rank writes a byte: no core burnt and no latency beyond a context switch.
+The data itself stays in MPI-3 shared memory; a doorbell only says "ready", and the
+shared-memory fence is a barrier rung on doorbells (``barrier``). Each rank owns one
+pipe, which any rank may ring; a ring carries a small integer (4 bytes, so a write is
+atomic and rings never interleave), which tells a server which worker rang.
 
 Every wait polls the pipe with the stall timeout (``stall.py``) before reading it: a
 poll that returns at once costs one system call, and one that times out ends the job.
@@ -58,7 +59,7 @@ class Doorbells:
     """One pipe per rank of ``comm`` (all on one node); collective to create."""
 
     def __init__(self, comm: MPI.Comm, spin_s: float = SPIN_S):
-        self.rank = comm.Get_rank()
+        self.rank, self.size = comm.Get_rank(), comm.Get_size()
         self.watch = watch_of(comm)
         directory = error = None
         if self.rank == 0:
@@ -115,6 +116,19 @@ class Doorbells:
                 self.watch.stalled(what)
             data += os.read(pipe, size - len(data))
         return [message for (message,) in RING.iter_unpack(data)]
+
+    def barrier(self, what: str = "the other ranks of this node") -> None:
+        """Return once every rank has called ``barrier``: each rings rank 0, which rings
+        every rank back once it has heard them all. Every waiting rank sleeps."""
+        if self.size == 1:
+            return
+        if self.rank == 0:
+            self.wait(self.size - 1, what)
+            for rank in range(1, self.size):
+                self.ring(rank)
+        else:
+            self.ring(0)
+            self.wait(what=what)
 
     def close(self) -> None:
         for pipe in self._pipes:

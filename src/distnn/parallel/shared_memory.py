@@ -4,6 +4,10 @@ Ranks on one node can read each other's gradients and one copy of the parameters
 directly, instead of copying them through messages. Synchronisation follows the MPI-3
 shared-memory pattern: every window is locked once (``Lock_all``) and ``fence`` pairs a
 memory sync with a barrier, so writes before it are seen by every rank after it.
+
+The barrier is not MPI's: ranks that wait in ``MPI_Ibarrier`` spin in the library's
+progress loop, and on a machine with other work a spinning rank takes CPU time the
+computing ranks need (``benchmarks/idle_wait.py`` measures it). Doorbells sleep.
 """
 
 import os
@@ -11,8 +15,7 @@ import os
 import numpy as np
 from mpi4py import MPI
 
-from distnn.parallel.comm import wait_spinning
-from distnn.parallel.stall import watch_of
+from distnn.parallel.doorbell import Doorbells
 
 
 def on_one_node(comm: MPI.Comm) -> bool:
@@ -38,8 +41,8 @@ class SharedBuffers:
 
     def __init__(self, comm: MPI.Comm):
         self.comm = comm
-        self.watch = watch_of(comm)
         self._windows: list[MPI.Win] = []
+        self._bells = Doorbells(comm)
 
     def array(self, shape: tuple[int, ...], dtype) -> np.ndarray:
         """A zeroed array of ``shape`` every rank of ``comm`` sees (rank 0 owns the memory)."""
@@ -63,10 +66,12 @@ class SharedBuffers:
             window.Sync()
 
     def fence(self, what: str = "the other ranks of this node") -> None:
-        """Every rank's writes so far are visible to every rank afterwards. A barrier that
-        is tested, not blocked in, so that the stall timeout bounds it."""
+        """Every rank's writes so far are visible to every rank afterwards. The barrier is
+        rung on doorbells (``doorbell.py``): a rank that arrives first sleeps in the kernel
+        instead of spinning in the MPI library's progress loop, and the stall timeout
+        bounds its wait."""
         self.sync()
-        wait_spinning(self.comm.Ibarrier(), self.watch, what)
+        self._bells.barrier(what)
         self.sync()
 
     def free(self) -> None:
@@ -77,10 +82,13 @@ class SharedBuffers:
             window.Unlock_all()
             window.Free()
         self._windows = []
+        self._bells.close()
 
 
 SHM_DIR = "/dev/shm/"
-MPICH_SEGMENT_PREFIX = "mpich_shm_"
+# The files each library makes in MPI_Init: MPICH one per node, Open MPI's btl/sm one per
+# rank, every one of them mapped by every rank of the node before MPI_Init returns.
+SEGMENT_PREFIXES = {"MPICH": "mpich_shm_", "Open MPI": "sm_segment."}
 
 
 def _mapped_segments(prefix: str) -> set[str]:
@@ -100,18 +108,22 @@ def _mapped_segments(prefix: str) -> set[str]:
 
 
 def unlink_job_segments(comm: MPI.Comm) -> None:
-    """Remove the names of the shared-memory files MPICH made for this job in MPI_Init.
+    """Remove the names of the shared-memory files MPICH or Open MPI made for this job in
+    MPI_Init.
 
-    Every rank of a node maps the node's segment during MPI_Init, so once all ranks are
-    past a barrier the file's name is no longer needed: the memory lives while any rank
-    maps it. Without a name, no ending of the job (MPI_Abort, kill -9, a lost launcher)
-    can leave it behind in /dev/shm, where it would hold its memory until reboot.
-    Other MPI libraries may attach later, by name, so they are left alone.
+    Every rank of a node maps the node's segments during MPI_Init (MPICH's one, Open MPI's
+    one per rank), so once all ranks are past a barrier the files' names are no longer
+    needed: the memory lives while any rank maps it. Without a name, no ending of the job
+    (MPI_Abort, kill -9, a lost launcher) can leave it behind in /dev/shm, where it would
+    hold its memory until reboot. Other MPI libraries may attach later, by name, so their
+    files are left alone.
     """
-    if "MPICH" not in MPI.Get_library_version():
+    library = MPI.Get_library_version()
+    prefixes = [prefix for name, prefix in SEGMENT_PREFIXES.items() if library.startswith(name)]
+    if not prefixes:
         return
     comm.Barrier()
-    for path in _mapped_segments(MPICH_SEGMENT_PREFIX):
+    for path in _mapped_segments(prefixes[0]):
         try:
             os.unlink(path)
         except OSError:

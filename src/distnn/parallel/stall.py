@@ -13,7 +13,9 @@ A rank whose wait runs past its deadline calls ``StallWatch.stalled``:
 2. the lowest rank that is not silent prints one message naming the silent ranks, their
    hosts and what it was waiting for, then ends the whole job with ``MPI_Abort`` and exit
    status ``EXIT_STALLED``; the other waiting ranks exit quietly (behind a cut cable, the
-   far side cannot reach the user anyway).
+   far side cannot reach the user anyway). The ``--procs`` launcher recognises the
+   message in the output mpiexec relays (``STALLED_MARK``), from whichever host, and
+   kills an mpiexec that then keeps waiting for a host it cannot reach.
 
 Checkpoints are written atomically, so the last one stays usable. The clock is read only
 once a wait's first fast tests have failed, so a step that does not wait pays nothing.
@@ -29,7 +31,7 @@ import time
 import numpy as np
 from mpi4py import MPI
 
-from distnn.launch import EXIT_STALLED, note_stalled
+from distnn.launch import EXIT_STALLED, STALLED_MARK
 
 DEFAULT_TIMEOUT_S = 120.0
 NOTICE_GRACE_S = 3.0      # how long a stalled rank listens for the other waiting ranks
@@ -68,7 +70,6 @@ class StallWatch:
         """This rank waited ``timeout_s`` for ``what``: find the silent ranks, and end the
         job with one message (see the module docstring). Does not return."""
         comm, rank, size = self._comm, self._comm.Get_rank(), self._comm.Get_size()
-        note_stalled()
         notice = np.array([self.epoch, self.step], dtype=np.int64)
         sends = [comm.Isend(notice, dest=other, tag=NOTICE_TAG)
                  for other in range(size) if other != rank]
@@ -85,7 +86,7 @@ class StallWatch:
         fallback.start()
         if rank == min(heard):
             silent = sorted(set(range(size)) - heard)
-            sys.stderr.write(f"[rank {rank}/{size}] distnn: error: "
+            sys.stderr.write(f"[rank {rank}/{size}] {STALLED_MARK}"
                              f"{self.describe(silent, rank, what)}\n")
             sys.stderr.flush()
             time.sleep(ABORT_GRACE_S)
@@ -105,7 +106,7 @@ class StallWatch:
             who = f"{names} {'has' if len(silent) == 1 else 'have'} gone silent"
         else:
             who = "every rank is waiting for another"
-        return (f"stalled: {who}: rank {rank} waited {self.timeout_s:g} s for {what} "
+        return (f"{who}: rank {rank} waited {self.timeout_s:g} s for {what} "
                 f"(epoch {self.epoch}, step {self.step}); ending the job (exit {EXIT_STALLED}). The last "
                 "checkpoint is kept: continue with --resume once the hosts are healthy, or "
                 "raise --stall-timeout if steps legitimately take longer")
