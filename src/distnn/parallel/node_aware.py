@@ -34,7 +34,6 @@ class HostGroups:
     does not combine (a parameter server); ``exchange`` is None on a rank that neither
     leads a host nor serves. ``leaders``: hosts with combining ranks (a server's rows)."""
 
-    hosts: int
     leaders: int
     local: MPI.Comm | None
     exchange: MPI.Comm | None
@@ -103,4 +102,4 @@ def group_by_host(comm: MPI.Comm, config, combines: bool) -> tuple[str | None, H
         if sub is not None:
             share_watch(comm, sub)
     leaders = comm.allreduce(int(leads))
-    return sync, HostGroups(hosts, leaders, local, exchange)
+    return sync, HostGroups(leaders, local, exchange)
