@@ -443,8 +443,11 @@ def main() -> None:
     for rate in args.rates.split(","):
         rate_bits(rate)
     stamp = measured.Stamp("python benchmarks/emulated_network.py " + " ".join(sys.argv[1:]))
-    # Ctrl-C raises KeyboardInterrupt; SIGTERM too ends through the same cleanups.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    # Ctrl-C (even where a shell started us with SIGINT ignored), SIGTERM and SIGHUP end
+    # through the same cleanups: the namespaces and the work folder go.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for stop in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(stop, lambda number, _: sys.exit(128 + number))
     configs = configurations()
     if args.only:
         words = args.only.split(",")
@@ -468,4 +471,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        print("interrupted: the emulated hosts and the work folder are removed", file=sys.stderr)
+        sys.exit(130)
