@@ -353,7 +353,8 @@ def run_rate(rate: str, delay_ms: float, configs: list[Config], computes: dict, 
 
 def row_text(row: dict) -> str:
     split = row["split_s"]
-    return (f"{row['workload']} {row['strategy']} K={row['servers']} {row['sync'] or '-'} "
+    servers = f" K={row['servers']}" if row["strategy"] != "allreduce" else ""
+    return (f"{row['workload']} {row['strategy']}{servers} {row['sync'] or '-'} "
             f"{row['placement']}: {row['step_s'] * 1e3:.1f} ms measured, "
             f"{row['predicted_s'] * 1e3:.1f} ms predicted ({row['ratio']:.2f}); slowest rank "
             f"{split['compute'] * 1e3:.1f}/{split['comm'] * 1e3:.1f}/{split['wait'] * 1e3:.1f} ms")
