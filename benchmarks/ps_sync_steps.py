@@ -5,10 +5,12 @@
 784-256-10, float32, 128 samples per worker per step, the default (shared-memory) ps-sync
 exactly as ``distnn train`` builds it (``train.setup``), with its doorbells and the
 optimizer's ``apply`` wrapped to note the time of each event. Per step: the slowest
-worker's compute (step start to its ring), the server's wake-up after the last ring, the
-server's update, its rings, the slowest worker's wake-up after the server's last ring,
-and the step period. Variants alternate within each round: waiting ranks that have a core
-to themselves spin before they sleep (the default), or every rank sleeps at once.
+worker's compute (step start to its ring), the server's wake-up after the last ring,
+the server's update (its piece, when workers help), its wait for the helping workers'
+pieces, its rings, the slowest worker's wake-up after the server's last ring, and the
+step period. Variants alternate within each round: the default (waiting ranks that have
+a core to themselves spin before they sleep, and help the server with its update), the
+server updating alone, and every rank sleeping at once.
 """
 
 import argparse
@@ -25,15 +27,18 @@ from mpi4py import MPI  # noqa: E402
 
 from distnn.config import make_config  # noqa: E402
 from distnn.data import Dataset  # noqa: E402
-from distnn.parallel import doorbell  # noqa: E402
+from distnn.parallel import doorbell, ps_sync  # noqa: E402
 from distnn.train import setup  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 import measured  # noqa: E402
 
-VARIANTS = {"spin on an own core, then sleep": doorbell.SPIN_S, "always sleep": 0.0}
-PHASES = ("worker compute", "server wake-up", "server update", "server rings",
-          "worker wake-up", "step period")
+# name: (spin before sleeping on an own core, workers with an own core help the update)
+VARIANTS = {"default: spin on an own core, helpers update pieces": (doorbell.SPIN_S, True),
+            "spin on an own core, the server updates alone": (doorbell.SPIN_S, False),
+            "always sleep, the server updates alone": (0.0, False)}
+PHASES = ("worker compute", "server wake-up", "server update", "helpers' pieces",
+          "server rings", "worker wake-up", "step period")
 
 
 class Events:
@@ -76,24 +81,30 @@ def phases(server_marks, worker_marks) -> dict:
     out = {phase: [] for phase in PHASES}
     for i in range(n):
         last_ring = max(w[i]["ring"][0] for w in workers)
+        applied = server[i]["applied"][0]
+        helped = server[i]["woken"][1] if len(server[i]["woken"]) > 1 else applied
         out["worker compute"].append(max(w[i]["ring"][0] - w[i]["step"] for w in workers))
         out["server wake-up"].append(server[i]["woken"][0] - last_ring)
-        out["server update"].append(server[i]["applied"][0] - server[i]["apply"][0])
-        out["server rings"].append(server[i]["ring"][-1] - server[i]["applied"][0])
-        out["worker wake-up"].append(max(w[i]["woken"][0] - server[i]["ring"][-1] for w in workers))
+        out["server update"].append(applied - server[i]["apply"][0])
+        out["helpers' pieces"].append(helped - applied)
+        out["server rings"].append(server[i]["ring"][-1] - helped)
+        out["worker wake-up"].append(max(w[i]["woken"][-1] - server[i]["ring"][-1]
+                                         for w in workers))
         out["step period"].append(server[i + 1]["step"] - server[i]["step"])
     return out
 
 
-def measure(comm, data, steps: int, spin_s: float) -> tuple[float, dict | None]:
+def measure(comm, data, steps: int, spin_s: float, helpers: bool) -> tuple[float, dict | None]:
     config = make_config(strategy="ps-sync", hidden=(256,), batch_size=128 * (comm.Get_size() - 1),
                          lr=0.05, lr_decay=5e-4, momentum=0.9, standardize=False)
-    previous = doorbell.Doorbells.__init__.__defaults__
+    previous = doorbell.Doorbells.__init__.__defaults__, ps_sync.update_helpers
     doorbell.Doorbells.__init__.__defaults__ = (spin_s,)
+    if not helpers:
+        ps_sync.update_helpers = lambda comm, roles: ()
     try:
         job = setup(config, comm, data)
     finally:
-        doorbell.Doorbells.__init__.__defaults__ = previous
+        doorbell.Doorbells.__init__.__defaults__, ps_sync.update_helpers = previous
     strategy, events = job.strategy, Events()
     events.wrap(strategy._bells, "ring", "ring")
     events.wrap(strategy._bells, "wait", "wait", "woken")
@@ -139,8 +150,8 @@ def main():
     walls = {label: [] for label in VARIANTS}
     split = {label: {phase: [] for phase in PHASES} for label in VARIANTS}
     for _ in range(args.rounds):
-        for label, spin_s in VARIANTS.items():
-            wall, per_step = measure(comm, data, args.steps, spin_s)
+        for label, (spin_s, helpers) in VARIANTS.items():
+            wall, per_step = measure(comm, data, args.steps, spin_s, helpers)
             walls[label].append(wall)
             if per_step:
                 for phase, values in per_step.items():

@@ -255,7 +255,9 @@ def test_an_aborted_launched_job_leaves_no_temporary_file(tmp_path):
     code = launch.relaunch(3, ["1", "5", "--strategy", "ps-sync", "--epochs", "50", "--quiet",
                                "--out", str(tmp_path / "run")], program=(str(script),))
     assert code != 0
-    assert (segments(), job_dirs(), hydra_files()) == before
+    # Only what appeared counts: other jobs on the machine may remove their own files meanwhile.
+    after = segments(), job_dirs(), hydra_files()
+    assert [now - then for now, then in zip(after, before)] == [set(), set(), set()]
     assert not list((tmp_path / "run").glob(".*.tmp"))
 
 

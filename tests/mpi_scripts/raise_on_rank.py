@@ -13,18 +13,18 @@ from distnn.optim import SGD
 from distnn.parallel.strategy import Strategy
 
 failing_rank, failing_call = int(sys.argv[1]), int(sys.argv[2])
-calls = {"n": 0}
+calls = {"gradient": 0, "update": 0}   # each counted apart: a worker may also apply a piece
 
 
-def failing(original):
+def failing(original, kind: str):
     def wrapper(*args, **kwargs):
-        calls["n"] += 1
-        if MPI.COMM_WORLD.Get_rank() == failing_rank and calls["n"] == failing_call:
+        calls[kind] += 1
+        if MPI.COMM_WORLD.Get_rank() == failing_rank and calls[kind] == failing_call:
             raise RuntimeError(f"injected failure in call {failing_call}")
         return original(*args, **kwargs)
     return wrapper
 
 
-Strategy.local_gradient_sum = failing(Strategy.local_gradient_sum)
-SGD.apply = failing(SGD.apply)
+Strategy.local_gradient_sum = failing(Strategy.local_gradient_sum, "gradient")
+SGD.apply = failing(SGD.apply, "update")
 sys.exit(cli.main(["train", *sys.argv[3:]]))

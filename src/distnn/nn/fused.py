@@ -151,17 +151,39 @@ def sgd_momentum_step(params, grads, velocity, scale, momentum):
 APPLY_BLOCK = 2048   # elements per block: a block's velocity stays in L1 across the passes
 
 
-@njit(cache=True)
 def sgd_apply_parts(params, parts, velocity, momentum):
     """``v = momentum * v + parts[0] + parts[1] + ...; w += v`` (``w +=`` the parts in
     order when ``momentum == 0``): a parameter server's (or a shard owner's) update from
-    the workers' prepared parts, ``parts`` of shape (n_parts, n).
+    the workers' prepared parts, ``parts`` of shape (n_parts, n), a 2-D array or its
+    columns (a shard of each part).
 
     NumPy's ``sgd_step`` makes one pass over the whole vector per part and two more; here
     each block of ``APPLY_BLOCK`` elements takes those passes while it is in cache, so
     memory is read once. The parts are added in order and every operation rounds as
     NumPy's (no fast-math), so the result is bit-identical.
     """
+    _sgd_apply_parts(params, row_major(parts), velocity, momentum)
+
+
+def row_major(parts: np.ndarray) -> np.ndarray:
+    """``parts``, columns of the contiguous rows of a larger array (a shard of every
+    worker's part), as an array that numba types as C-contiguous: the same first element
+    and row stride, each row running on into the next. A kernel given it reads only the
+    first ``parts.shape[1]`` elements of each row, all inside ``parts``. Typed as a
+    strided array instead, numba's loops over a row neither vectorise nor hoist the
+    stride: three times slower (``tests/test_kernels.py`` checks the results are equal)."""
+    if parts.flags.c_contiguous or parts.ndim != 2 or parts.strides[1] != parts.itemsize \
+            or parts.strides[0] % parts.itemsize:
+        return parts
+    row = parts.strides[0] // parts.itemsize
+    return np.lib.stride_tricks.as_strided(parts, shape=(parts.shape[0], row),
+                                           strides=(parts.strides[0], parts.itemsize))
+
+
+@njit(cache=True)
+def _sgd_apply_parts(params, parts, velocity, momentum):
+    """``sgd_apply_parts`` on a C-contiguous ``parts`` (its rows may be longer than
+    ``params``: only their first ``params.size`` elements are read)."""
     n, n_parts = params.size, parts.shape[0]
     for start in range(0, n, APPLY_BLOCK):
         stop = min(start + APPLY_BLOCK, n)

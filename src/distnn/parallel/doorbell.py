@@ -40,19 +40,26 @@ MOST_RINGS_READ = 1024
 SPIN_S = 0.002      # a rank with its own core polls this long before it sleeps
 
 
-def own_core(comm: MPI.Comm) -> bool:
-    """Whether no other rank of ``comm`` (one node) may run on this rank's cores (collective).
+def own_cores(comm: MPI.Comm) -> list[bool]:
+    """For each rank of ``comm`` (one node), whether no other rank may run on its cores
+    (collective; the same list on every rank).
 
     Bound ranks (``-bind-to core``) have disjoint CPU sets except where ranks outnumber
     cores; unbound ones share every core, and then each has one to itself only when they
     are no more than the cores.
     """
-    mine = os.sched_getaffinity(0)
-    sets = [set(cpus) for cpus in comm.allgather(sorted(mine))]
-    others = sets[:comm.Get_rank()] + sets[comm.Get_rank() + 1:]
-    if not any(mine & other for other in others):
-        return True
-    return all(other == mine for other in others) and comm.Get_size() <= len(mine)
+    sets = [set(cpus) for cpus in comm.allgather(sorted(os.sched_getaffinity(0)))]
+    found = []
+    for rank, mine in enumerate(sets):
+        others = sets[:rank] + sets[rank + 1:]
+        found.append(not any(mine & other for other in others)
+                     or (all(other == mine for other in others) and len(sets) <= len(mine)))
+    return found
+
+
+def own_core(comm: MPI.Comm) -> bool:
+    """Whether no other rank of ``comm`` may run on this rank's cores (collective)."""
+    return own_cores(comm)[comm.Get_rank()]
 
 
 class Doorbells:
@@ -93,19 +100,22 @@ class Doorbells:
         """Wake ``rank`` (or let its next ``wait`` return at once), telling it ``message``."""
         os.write(self._pipes[rank], RING.pack(message))
 
-    def wait(self, rings: int = 1, what: str = "a doorbell") -> list[int]:
+    def wait(self, rings: int = 1, what: str = "a doorbell", spin: bool = False) -> list[int]:
         """Sleep until this rank's bell has rung ``rings`` times; returns their messages.
-        ``what`` names what the rings mean, for the stall message."""
-        return self._read(RING.size * rings, exact=True, what=what)
+        ``what`` names what the rings mean, for the stall message. ``spin``: poll first even
+        on a shared core, for a caller that knows the ranks it shares it with are waiting."""
+        return self._read(RING.size * rings, exact=True, what=what,
+                          spin_s=SPIN_S if spin else self.spin_s)
 
     def wait_any(self, what: str = "a doorbell") -> list[int]:
         """Sleep until this rank's bell has rung; returns the messages of every ring so far."""
         return self._read(RING.size * MOST_RINGS_READ, exact=False, what=what)
 
-    def _read(self, size: int, exact: bool, what: str) -> list[int]:
+    def _read(self, size: int, exact: bool, what: str, spin_s: float | None = None) -> list[int]:
         """Read rings; any ring restarts the stall timeout (the ringing peer is alive)."""
         pipe, data, poll = self._pipes[self.rank], b"", self._poller.poll
-        spin_until = time.perf_counter() + self.spin_s if self.spin_s else 0.0
+        spin_s = self.spin_s if spin_s is None else spin_s
+        spin_until = time.perf_counter() + spin_s if spin_s else 0.0
         while not data or len(data) % RING.size or (exact and len(data) < size):
             if spin_until:
                 while not poll(0):

@@ -16,7 +16,8 @@ class Placement:
     name; empty on a rank that never applies an update); ``owned``, the slice of ``params``
     the optimizer updates, which ``state`` is shaped like (a parameter server's shard);
     ``shared``, the shared memory to free at the end; ``rows``, the strategy's own views
-    (workers' gradient rows...); ``sync``, how ranks on different hosts combine
+    (workers' gradient rows...); ``helpers``, the workers that apply a piece of a parameter
+    server's update (ps-sync on one node); ``sync``, how ranks on different hosts combine
     (``node-aware`` or ``flat``; None on one host), and ``groups``, the node-aware path's
     communicators."""
 
@@ -26,6 +27,7 @@ class Placement:
     shared: SharedBuffers | None = None
     rows: dict[str, np.ndarray] = field(default_factory=dict)
     owned: slice = field(default_factory=lambda: slice(None))
+    helpers: tuple[int, ...] = ()
     sync: str | None = None
     groups: HostGroups | None = None
 

@@ -41,6 +41,14 @@ parts of its shard in rank order and updates it, and broadcasts it (one broadcas
 server). The update is element by element, so every shard gets the same bits as one
 server would: K changes only who computes what, and where the bytes travel.
 
+On one node with one server, workers that have a core to themselves (``own_cores``: no
+other rank may run there) help the server with its update: once every part is in, the
+server rings them, and each applies its piece of the vector and of the optimizer state
+(which then live in shared memory) while the server applies the first piece. Those
+workers would only spin on their doorbell meanwhile, so the update's time on the step's
+critical path is divided among the server and them, and each piece stays in the cache of
+the core that updates it. The update is element by element: the same bits.
+
 With ``--deterministic`` (``micro.py``) a worker computes the gradient sum of each of its
 micro-batches into that micro-batch's row of the servers' ``(M, n_params)`` rows (shared
 memory on one node; otherwise its run of rows, of each server's shard, as one message to
@@ -54,15 +62,25 @@ path.
 import numpy as np
 from mpi4py import MPI
 
-from distnn.data.sampler import batch_length
+from distnn.data.sampler import batch_length, worker_range
 from distnn.parallel.comm import Tag, probe_politely, spin_until, wait_politely
-from distnn.parallel.doorbell import Doorbells
+from distnn.parallel.doorbell import Doorbells, own_cores
 from distnn.parallel.micro import fold, micro_batches_of
 from distnn.parallel.node_aware import group_by_host
 from distnn.parallel.placement import Placement, private
 from distnn.parallel.shards import broadcast_shards, for_shard
 from distnn.parallel.shared_memory import SharedBuffers
 from distnn.parallel.strategy import Strategy
+
+
+def update_helpers(comm, roles) -> tuple[int, ...]:
+    """The workers that help the one parameter server of a node with its update: those
+    with a core to themselves (collective). None with several servers, which share the
+    update out already."""
+    if roles.servers != 1:
+        return ()
+    owns = own_cores(comm)
+    return tuple(rank for rank in roles.worker_ranks if owns[rank])
 
 
 class PSSync(Strategy):
@@ -97,13 +115,18 @@ class PSSync(Strategy):
         first = None if roles.is_server(rank) else \
             cls.rows_of(roles, config, roles.worker_index(rank))
         if config.shared_memory and config.combine == "gradients" and sync is None:
+            helpers = update_helpers(comm, roles)
             shared = SharedBuffers(comm)
             rows = shared.array((count, n_params), dtype)
             params = shared.array((n_params,), dtype)
             grads = np.zeros(n_params, dtype) if first is None else rows[first.start]
-            state = {name: np.zeros(width, dtype) for name in names}
+            if helpers:       # the state where the helpers reach it (allocated by every rank)
+                whole = {name: shared.array((width,), dtype) for name in state_names}
+                state = whole if owns_state or rank in helpers else {}
+            else:
+                state = {name: np.zeros(width, dtype) for name in names}
             return Placement(params, grads, state, shared, {"parts": rows[:, owned]},
-                             owned=owned)
+                             owned=owned, helpers=helpers)
         if first is None:
             placed = private(n_params, dtype, names,
                              {"parts": np.zeros((count, width), dtype)}, owned)
@@ -142,6 +165,15 @@ class PSSync(Strategy):
             self._bells = Doorbells(self.comm)
         elif self.groups is not None and self.worker_index is not None:
             self._fold = self.groups.shard(model.n_params)
+        # The pieces of the server's update: the server's, then each helper's.
+        self._helpers = placement.helpers
+        pieces = [slice(*worker_range(model.n_params, len(self._helpers) + 1, piece))
+                  for piece in range(len(self._helpers) + 1)]
+        self._piece = None
+        if self._helpers and self.worker_index is None:
+            self._piece = pieces[0]
+        elif self.rank in self._helpers:
+            self._piece = pieces[1 + self._helpers.index(self.rank)]
         if self.micro_batches is not None and self.worker_index is not None:
             self._outgoing = placement.rows["own"] if self.shared is None else \
                 self._parts[self.micro.start:self.micro.stop]
@@ -158,7 +190,8 @@ class PSSync(Strategy):
             else:
                 self.local_gradient_sum(batch)
                 self.optimizer.prepare(self.model.grads, self._batch_size)
-            self.optimizer.advance()
+            if self._piece is None:
+                self.optimizer.advance()      # a helper counts the update it applies
             self.timer.lap("compute")
         if self.groups is not None and self.worker_index is not None:
             self._host_step()
@@ -178,13 +211,31 @@ class PSSync(Strategy):
             self.optimizer.apply(self._parts)
         self.timer.lap("update")
 
+    def _apply_piece(self) -> None:
+        """The server's or a helper's piece of the update (its columns of the parts)."""
+        piece = self._piece
+        if self.micro_batches is not None:
+            self.apply_total(fold(self._parts, piece), self._batch_size, piece)
+        else:
+            self.optimizer.apply(self._parts[:, piece], part=piece)
+        self.timer.lap("update")
+
     def _shared_step(self) -> None:
-        shared, bells, roles = self.shared, self._bells, self.roles
+        shared, bells, roles, helpers = self.shared, self._bells, self.roles, self._helpers
         if self.worker_index is None:
             bells.wait(roles.n_workers, for_shard("the workers' gradients", roles, self.rank))
             shared.sync()
             self.timer.lap("wait")
-            self._update()
+            if helpers:
+                for helper in helpers:
+                    bells.ring(helper)
+                self._apply_piece()
+                # Every worker now waits for the parameters: spinning takes no one's core.
+                bells.wait(len(helpers), "the helping workers' pieces of the update", spin=True)
+                shared.sync()
+                self.timer.lap("wait")
+            else:
+                self._update()
             shared.sync()
             for worker in roles.worker_ranks:
                 bells.ring(worker)
@@ -193,6 +244,14 @@ class PSSync(Strategy):
             shared.sync()
             for server in roles.server_ranks:
                 bells.ring(server)
+            if self._piece is not None:
+                bells.wait(what="the server's signal to apply this worker's piece")
+                shared.sync()
+                self.timer.lap("wait")
+                self._apply_piece()
+                shared.sync()
+                bells.ring(roles.server_ranks[0])
+                self.timer.lap("comm")
             bells.wait(roles.servers, "the parameters from the server" if roles.servers == 1
                        else f"the parameters from all {roles.servers} servers")
             shared.sync()
@@ -323,5 +382,6 @@ class PSSync(Strategy):
             datatype.Free()
         if self._bells is not None:
             self._bells.close()
+        helping = {"update_helpers": list(self._helpers)} if self.shared is not None else {}
         return {**self._free_shared_memory(), **self.sync_statistics(),
-                **self.combine_statistics()}
+                **self.combine_statistics(), **helping}
