@@ -56,6 +56,7 @@ class Figure:
     commands: callable
     render: callable
     needs: str | None = None      # a module the benchmark needs, beyond distnn's dev extra
+    unavailable: callable = lambda: None    # why it cannot run here (root, tools), or None
 
 
 def _json(path: Path) -> dict:
@@ -150,6 +151,19 @@ def _costmodel():
     return Figure(commands, render)
 
 
+def _emulated_network():
+    import emulated_network
+
+    def commands(work):
+        return [[PYTHON, "benchmarks/emulated_network.py", "--json",
+                 str(work / "emulated-network.json")]]
+
+    def render(work):
+        result = _json(work / "emulated-network.json")
+        return emulated_network.markdown(result), result
+    return Figure(commands, render, unavailable=emulated_network.why_not)
+
+
 FIGURES = {
     "speed": _speed,
     "kernels": _kernels,
@@ -159,6 +173,7 @@ FIGURES = {
                                                 "--repeats", "3"]),
     "bench-fmnist": lambda: _bench("bench-fmnist", BENCH_FMNIST),
     "costmodel": _costmodel,
+    "emulated-network": _emulated_network,
 }
 
 
@@ -214,6 +229,11 @@ def regenerate(names: list[str]) -> None:
             if _missing(figure.needs):
                 print(f"{name}: skipped, `{figure.needs}` is not installed; its README block "
                       "keeps the figures and the stamp of its last run", flush=True)
+                continue
+            reason = figure.unavailable()
+            if reason:
+                print(f"{name}: skipped, it {reason}; its README block keeps the figures and "
+                      "the stamp of its last run", flush=True)
                 continue
             commands = figure.commands(work)
             stamp = measured.Stamp(" && ".join(shown(command, work) for command in commands))

@@ -4,7 +4,16 @@ import json
 
 import pytest
 
-from distnn.costmodel import fit, project, step_time
+from distnn.costmodel import (
+    allreduce_phases,
+    bcast_phases,
+    fit,
+    host_placement,
+    host_step_time,
+    project,
+    project_hosts,
+    step_time,
+)
 from helpers import distnn
 
 NETWORK = {name: {"alpha": 1e-5, "beta": 1e-9} for name in ("p2p", "allreduce", "bcast")}
@@ -68,3 +77,109 @@ def test_costmodel_command_writes_its_report(tmp_path):
     assert set(report["network"]) == {"p2p", "allreduce", "bcast"}
     assert "## weak scaling: 64 samples per worker" in (tmp_path / "costmodel.md").read_text()
     assert (tmp_path / "costmodel.png").read_bytes()[:4] == b"\x89PNG"
+
+
+# -- Hosts sharing links (host_step_time): bytes per link direction, phase by phase --------
+M = 4000.0
+LINK = {name: {"alpha": 1e-5, "beta": 1e-8} for name in ("p2p", "allreduce", "bcast")}
+NO_COMPUTE = {"seconds_per_sample": 0.0, "seconds_per_param_update": 0.0, "n_params": 1000,
+              "bytes": M}
+BLOCKS, CYCLIC = [0, 0, 1, 1], [0, 1, 0, 1]
+
+
+def busiest(phases):
+    return [phase.busiest for phase in phases]
+
+
+def test_recursive_halving_keeps_the_big_halves_inside_hosts_placed_in_blocks():
+    # Step 1 pairs ranks 1 apart (M/2 each), step 2 ranks 2 apart (M/4); the allgather retraces.
+    assert busiest(allreduce_phases(BLOCKS, M, 2)) == [0, M / 2, M / 2, 0]
+    assert busiest(allreduce_phases(CYCLIC, M, 2)) == [M, 0, 0, M]     # both ranks' M/2 cross
+    assert busiest(allreduce_phases([0, 1], M, 2)) == [M / 2, M / 2]     # the hosts' leaders
+    # Three ranks: rank 0 folds into rank 1 first, and takes the result back at the end.
+    assert busiest(allreduce_phases([0, 1, 2], M, 3)) == [M, M / 2, M / 2, M]
+
+
+def test_a_broadcast_reaches_each_host_once_per_tree_round():
+    assert busiest(bcast_phases(0, [0, 0, 1, 1], M, 2)) == [M]
+    assert busiest(bcast_phases(2, [0, 1, 2, 3], M, 4)) == [M, M]     # 2 -> 0; 2 -> 1, 0 -> 3
+
+
+def network_seconds(strategy, hosts, servers=1, sync="flat"):
+    return host_step_time(strategy, hosts, 512, NO_COMPUTE, LINK, servers, sync)["network"]
+
+
+def test_node_aware_allreduce_sends_one_vector_per_host():
+    alpha, beta = 1e-5, 1e-8
+    assert network_seconds("allreduce", CYCLIC) == pytest.approx(4 * alpha + 2 * M * beta)
+    assert network_seconds("allreduce", CYCLIC, sync="node-aware") == pytest.approx(
+        2 * alpha + M * beta)
+    # In blocks, MPICH's flat allreduce already keeps the big halves on each host.
+    assert network_seconds("allreduce", BLOCKS) == pytest.approx(4 * alpha + M * beta)
+
+
+def test_node_aware_ps_sync_sends_one_message_per_host_to_each_server():
+    alpha, beta = 1e-5, 1e-8
+    # Server on host 0 with worker 1; workers 2 and 3 on host 1: their two gradients share
+    # host 1's link, then one broadcast round to host 1.
+    assert network_seconds("ps-sync", BLOCKS) == pytest.approx(2 * alpha + 3 * M * beta)
+    assert network_seconds("ps-sync", BLOCKS, sync="node-aware") == pytest.approx(
+        2 * alpha + 2 * M * beta)
+    # Two servers on two hosts, a worker beside each: M/2 each way, then the shards swap.
+    two = network_seconds("ps-sync", CYCLIC, servers=2)
+    assert two == pytest.approx(2 * alpha + M * beta)
+    # One server: host 1's two workers send one sum, and the parameters come back: 2 M.
+    assert network_seconds("ps-sync", CYCLIC, sync="node-aware") == pytest.approx(
+        2 * alpha + 2 * M * beta)
+
+
+def test_ps_async_rounds_wait_for_the_busiest_link_or_a_workers_cycle():
+    alpha, beta = 1e-5, 1e-8
+    # Three workers on host 1 share its link: each update's M out and M back, 3 M a round,
+    # more than a worker's own M out then M back.
+    assert host_step_time("ps-async", [0, 1, 1, 1], 384, NO_COMPUTE, LINK)["total"] == \
+        pytest.approx(alpha + 3 * M * beta)
+    slow = dict(NO_COMPUTE, seconds_per_sample=1e-3)
+    cycle = 1e-3 * 384 / 3 + 2 * (alpha + M * beta)
+    assert host_step_time("ps-async", CYCLIC, 384, slow, LINK)["total"] == pytest.approx(cycle)
+
+
+def test_ranks_sharing_cores_compute_longer():
+    slow = dict(NO_COMPUTE, seconds_per_sample=1e-3)
+    alone = host_step_time("allreduce", CYCLIC, 400, slow, LINK)["compute"]
+    assert alone == pytest.approx(0.1)
+    assert host_step_time("allreduce", CYCLIC, 400, slow, LINK, cores=2)["compute"] == \
+        pytest.approx(2 * alone)
+
+
+def test_host_projection_says_where_each_strategy_stops_scaling():
+    projection = project_hosts(COMPUTE, LINK, 64, ranks_per_host=4, hosts=[1, 2, 4, 8])
+    assert projection["workers"] == [4, 8, 16, 32]
+    assert set(projection["speedup"]) == {"allreduce/flat", "allreduce/node-aware",
+                                          "ps-sync/flat", "ps-sync/node-aware", "ps-async/flat"}
+    # The server's link takes one vector per host, not per worker: a quarter of the bytes
+    # in, the same broadcast out, and the same computing.
+    flat, aware = (projection["speedup"][f"ps-sync/{sync}"][-1] for sync in ("flat", "node-aware"))
+    assert aware > 1.5 * flat
+    assert host_placement("ps-sync", 2, 3, servers=2) == [0, 1, 2, 2, 2, 3, 3, 3]
+
+
+def test_costmodel_takes_a_network_fitted_elsewhere_and_projects_hosts(tmp_path):
+    network = tmp_path / "network.json"
+    network.write_text(json.dumps(LINK))
+    done = distnn(["costmodel", "--sizes", "2,16,3", "--batch-size", "64", "--network",
+                   str(network), "--ranks-per-host", "2", "--out", str(tmp_path / "out")],
+                  timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "out" / "costmodel.json").read_text())
+    assert report["network"] == LINK and report["hosts"]["ranks_per_host"] == 2
+    assert "ps-sync/node-aware" in (tmp_path / "out" / "costmodel.md").read_text()
+
+
+def test_a_damaged_network_file_is_refused(tmp_path):
+    network = tmp_path / "network.json"
+    network.write_text('{"p2p": {"alpha": -1, "beta": 0}}')
+    done = distnn(["costmodel", "--network", str(network), "--out", str(tmp_path / "out")])
+    assert done.returncode == 2
+    assert "--network" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "out").exists()

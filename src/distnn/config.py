@@ -34,6 +34,7 @@ DTYPES = ("float32", "float64")
 INITS = ("he", "nnfs", "uniform")
 SPIRAL_DRAWS = ("separate", "original")
 COMBINES = ("gradients", "models")
+SYNCS = ("auto", "node-aware", "flat")
 TIMINGS = ("training", "original")
 OPTIMIZERS = tuple(REGISTRY)
 SCHEDULES = ("inverse-decay", "constant", "step", "cosine")
@@ -242,6 +243,13 @@ class TrainConfig:
     shared_memory: bool = option(
         True, "MPI-3 shared memory when all ranks share one node (--no-shared-memory moves "
         "gradients and parameters by MPI messages)", "parallel")
+    sync: str = option(
+        "auto", "ps-sync/allreduce across hosts: node-aware (the ranks of a host combine their "
+        "parts in shared memory and one rank per host exchanges with the other hosts) or flat "
+        "(every rank exchanges by messages); auto is node-aware when ranks span several hosts "
+        "and a host holds two or more of the ranks that combine (workers, for ps-sync)",
+        "parallel", choices=SYNCS,
+        applies=("strategy", ("ps-sync", "allreduce").__contains__, "ps-sync and allreduce"))
     deterministic: bool = option(
         False, "parameters bit-identical for every process count and placement (serial, "
         "ps-sync, allreduce; float32 too): every global batch is cut into --micro-batches "
@@ -471,6 +479,7 @@ def validate(config: TrainConfig) -> None:
     for info in FIELD_INFO.values():
         _check_field(info, getattr(config, info.name))
     _check_combine(config)
+    _check_sync(config)
     if config.timeline_steps is not None:
         if config.timeline is None:
             raise UsageError("--timeline-steps needs --timeline FILE.json, the trace it "
@@ -583,6 +592,23 @@ def _number(bound: float) -> str:
 def _is_integer(value) -> bool:
     """An int or NumPy integer (scikit-learn parameter grids hold those), but not a bool."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _check_sync(config: TrainConfig) -> None:
+    """Node-aware synchronisation adds gradients in each host's shared memory."""
+    if config.sync != "node-aware":
+        return
+    if config.combine == "models":
+        raise UsageError("--sync node-aware adds the gradients of a host's ranks in shared "
+                         "memory; --combine models averages each worker's model by messages: "
+                         "use --sync flat or auto")
+    if not config.shared_memory:
+        raise UsageError("--sync node-aware adds the parts of a host's ranks in shared memory; "
+                         "drop --no-shared-memory or use --sync flat or auto")
+    if config.deterministic:
+        raise UsageError("--sync node-aware adds each host's parts first, out of the order of "
+                         "the micro-batch sums that --deterministic fixes; use --sync flat or "
+                         "auto (auto keeps the flat path under --deterministic)")
 
 
 def _check_deterministic(config: TrainConfig) -> None:

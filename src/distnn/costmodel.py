@@ -21,6 +21,21 @@ M bytes and P parameters (t_s = seconds per sample, t_u = update seconds per par
 Speedup = serial time per global batch / strategy time per global batch; efficiency =
 speedup / n. A strategy "stops scaling" where its efficiency first falls below 50%.
 
+Hosts (``host_step_time``): where ranks share hosts, each host joined to the others by one
+full-duplex link, the model counts the bytes every link carries in each direction in each
+phase of a step, and a phase takes ``rounds * alpha + beta * (its busiest link's bytes)``:
+the three fitted betas are seconds per byte of one link direction (two hosts, a rank on
+each: a ping-pong, an Allreduce and a Bcast each move M bytes each way). The phases are
+those of the code and of MPICH's algorithms for these sizes: an allreduce of a long vector
+is a reduce-scatter by recursive halving then an allgather by recursive doubling (step k
+exchanges M/2^k with the rank 2^(k-1) away; ranks past a power of two first fold into a
+neighbour), a broadcast reaches every other host once per tree round (binomial over the
+hosts), ps-sync's workers send each server M/K, ps-async's server link carries M/K in
+and out per update. Node-aware (``--sync node-aware``): one rank per host does that
+exchange, after the host's parts are added in memory ((L-1)/L P additions per rank,
+counted like updates). Ranks that compute at once on fewer cores take longer by
+ranks/cores.
+
 Run as ``mpiexec -n 2 python -m distnn.costmodel OUT.json`` to measure the network terms.
 """
 
@@ -36,9 +51,16 @@ STRATEGIES = ("allreduce", "ps-sync", "ps-async")
 
 
 def fit(sizes, seconds) -> tuple[float, float]:
-    """Least-squares alpha (s) and beta (s/byte), both clipped at 0."""
-    beta, alpha = np.polyfit(np.asarray(sizes, float), np.asarray(seconds, float), 1)
-    return max(float(alpha), 0.0), max(float(beta), 0.0)
+    """Alpha (s): the smallest message's time less its bytes' share; beta (s/byte): the
+    least-squares slope over the larger half of the sizes, both clipped at 0. One line
+    fitted to all six decades of sizes would let the largest messages alone set the
+    intercept (often below 0 on a shaped link, whose token bucket lets a small message
+    through at the wire's speed), and the latency would be their noise."""
+    order = np.argsort(sizes)
+    sizes, seconds = np.asarray(sizes, float)[order], np.asarray(seconds, float)[order]
+    large = slice(len(sizes) // 2, None)
+    beta = max(float(np.polyfit(sizes[large], seconds[large], 1)[0]), 0.0)
+    return max(float(seconds[0] - beta * sizes[0]), 0.0), beta
 
 
 def measure_network(comm, repeats: int = 30) -> dict:
@@ -50,9 +72,11 @@ def measure_network(comm, repeats: int = 30) -> dict:
     for size in SIZES:
         buffer = np.zeros(size // 8, dtype=np.float64)
         for name in timings:
-            comm.Barrier()
             best = math.inf
             for _ in range(repeats):
+                # Every repeat starts together: a receiver that came late would find the
+                # data already there and time a copy, not a transfer.
+                comm.Barrier()
                 start = time.perf_counter()
                 if name == "p2p":
                     if rank == 0:
@@ -152,15 +176,6 @@ def project(compute: dict, network: dict, batch: int, workers=None,
             "peak_speedup": {s: max(curve) for s, curve in curves.items()}}
 
 
-if __name__ == "__main__":
-    from mpi4py import MPI
-
-    result = measure_network(MPI.COMM_WORLD)
-    if MPI.COMM_WORLD.Get_rank() == 0:
-        with open(sys.argv[1], "w") as stream:
-            json.dump(result, stream, indent=2)
-
-
 def markdown(projections: list[dict], compute: dict, network: dict, batch: int, sizes) -> str:
     lines = [f"# Projected speedup: {'-'.join(map(str, sizes))} MLP, batch {batch}", "",
              f"Measured: gradient {compute['seconds_per_sample'] * 1e6:.2f} µs/sample, update "
@@ -221,3 +236,210 @@ def plot(projections: list[dict], out, measured: list[dict] | None = None) -> No
     figure.tight_layout()
     figure.savefig(out / "costmodel.png")
     plt.close(figure)
+
+
+class Links:
+    """Bytes each host's link carries in one phase: ``up`` leaves the host, ``down``
+    enters it. Traffic between ranks of one host stays off the links."""
+
+    def __init__(self, hosts: int):
+        self.up, self.down = np.zeros(hosts), np.zeros(hosts)
+
+    def send(self, source: int, destination: int, nbytes: float) -> "Links":
+        if source != destination:
+            self.up[source] += nbytes
+            self.down[destination] += nbytes
+        return self
+
+    def __add__(self, other: "Links") -> "Links":
+        total = Links(len(self.up))
+        total.up, total.down = self.up + other.up, self.down + other.down
+        return total
+
+    @property
+    def busiest(self) -> float:
+        return float(max(self.up.max(initial=0), self.down.max(initial=0)))
+
+
+def phases_seconds(phases: list[Links], fitted: dict) -> float:
+    """Phases one after the other, each ``alpha + beta * busiest link``."""
+    return sum(fitted["alpha"] + fitted["beta"] * phase.busiest for phase in phases)
+
+
+def allreduce_phases(hosts: list[int], nbytes: float, n_hosts: int) -> list[Links]:
+    """MPICH's allreduce of a long vector over ranks on ``hosts`` (rank -> host): ranks
+    past the largest power of two first hand their vector to a neighbour (and take the
+    result back at the end), then a reduce-scatter by recursive halving (step k: M/2^k
+    with the rank 2^(k-1) away) and an allgather retracing it."""
+    n = len(hosts)
+    if n < 2:
+        return []
+    pof2 = 1 << (n.bit_length() - 1)
+    extra = n - pof2
+    fold_in = Links(n_hosts)
+    for rank in range(0, 2 * extra, 2):
+        fold_in.send(hosts[rank], hosts[rank + 1], nbytes)
+    group = [hosts[rank] for rank in range(1, 2 * extra, 2)] + hosts[2 * extra:]
+    halving, mask, size = [], 1, nbytes
+    while mask < pof2:
+        size /= 2
+        step = Links(n_hosts)
+        for rank in range(pof2):
+            step.send(group[rank], group[rank ^ mask], size)
+        halving.append(step)
+        mask <<= 1
+    fold_out = Links(n_hosts)
+    for rank in range(0, 2 * extra, 2):
+        fold_out.send(hosts[rank + 1], hosts[rank], nbytes)
+    return ([fold_in] if extra else []) + halving + halving[::-1] + ([fold_out] if extra else [])
+
+
+def bcast_phases(root: int, receivers, nbytes: float, n_hosts: int) -> list[Links]:
+    """A broadcast from host ``root`` that reaches each host of ``receivers`` once, by a
+    binomial tree over the hosts (round j: the first 2^j hosts send to the next 2^j)."""
+    order = [root] + sorted(set(receivers) - {root})
+    rounds, reached = [], 1
+    while reached < len(order):
+        step = Links(n_hosts)
+        for index in range(min(reached, len(order) - reached)):
+            step.send(order[index], order[index + reached], nbytes)
+        rounds.append(step)
+        reached *= 2
+    return rounds
+
+
+def _together(trees: list[list[Links]], n_hosts: int) -> list[Links]:
+    """Several broadcasts at once: their rounds share the links."""
+    depth = max((len(tree) for tree in trees), default=0)
+    return [sum((tree[j] for tree in trees if j < len(tree)), Links(n_hosts))
+            for j in range(depth)]
+
+
+def leaders(hosts: list[int], ranks) -> dict[int, int]:
+    """Host -> the lowest of ``ranks`` on it (the rank that exchanges for it)."""
+    first: dict[int, int] = {}
+    for rank in ranks:
+        first.setdefault(hosts[rank], rank)
+    return first
+
+
+def host_step_time(strategy: str, hosts: list[int], batch: int, compute: dict, network: dict,
+                   servers: int = 1, sync: str = "flat", cores: int | None = None) -> dict:
+    """Seconds per global batch of ``batch`` samples with rank r on host ``hosts[r]``
+    (ps-sync and ps-async: ranks ``0..servers-1`` are the servers), by phase:
+    ``{"compute", "update", "network", "total"}``. ``sync``: ``flat`` (every rank
+    exchanges) or ``node-aware`` (allreduce, ps-sync: one rank per host). ``cores``: when
+    the ranks share fewer cores than compute at once, their computing takes longer."""
+    n_hosts, size = max(hosts) + 1, len(hosts)
+    K = servers if strategy in ("ps-sync", "ps-async") else 0
+    workers = list(range(K, size))
+    n = len(workers)
+    t_s, P, M = compute["seconds_per_sample"], compute["n_params"], compute["bytes"]
+    t_u = compute["seconds_per_param_update"]
+    crowding = max(1.0, n / cores) if cores else 1.0
+    gradient = t_s * batch / n * crowding
+    p2p, bcast = network["p2p"], network["bcast"]
+    node_aware = sync == "node-aware"
+    exchanging = list(leaders(hosts, workers).values()) if node_aware else workers
+    counts = [hosts[K:].count(h) for h in set(hosts[K:])]       # workers per host
+    # Node-aware: a host's L ranks add their parts, each (L-1)/L of a vector; allreduce's
+    # ranks then update 1/L of it each (the host with fewest ranks is the slowest).
+    adding = t_u * P * (max(counts) - 1) / max(counts) if node_aware else 0.0
+    if strategy == "serial":
+        return {"compute": t_s * batch, "update": t_u * P, "network": 0.0,
+                "total": t_s * batch + t_u * P}
+    if strategy == "allreduce":
+        network_s = phases_seconds(allreduce_phases([hosts[r] for r in exchanging], M, n_hosts),
+                                   network["allreduce"])
+        update = (t_u * P / min(counts) if node_aware else t_u * P) + adding
+    elif strategy == "ps-sync":
+        gradients = Links(n_hosts)
+        for rank in exchanging:
+            for server in range(K):
+                gradients.send(hosts[rank], hosts[server], M / K)
+        receivers = [hosts[r] for r in (*range(K), *exchanging)] if node_aware else hosts
+        parameters = _together([bcast_phases(hosts[server], receivers, M / K, n_hosts)
+                                for server in range(K)], n_hosts)
+        network_s = phases_seconds([gradients], p2p) + phases_seconds(parameters, bcast)
+        update = t_u * P * (len(exchanging) + 1) / K + adding
+    elif strategy == "ps-async":
+        # A round: one update from each worker, its shards in and the parameters back out.
+        links = Links(n_hosts)
+        for rank in workers:
+            for server in range(K):
+                links.send(hosts[rank], hosts[server], M / K).send(hosts[server], hosts[rank],
+                                                                   M / K)
+        farthest = max(sum(M / K for server in range(K) if hosts[server] != hosts[rank])
+                       for rank in workers)
+        update = t_u * P / K
+        cycle = gradient + 2 * (p2p["alpha"] + p2p["beta"] * farthest) + update
+        total = max(cycle, phases_seconds([links], p2p), n * update)
+        return {"compute": gradient, "update": update,
+                "network": max(0.0, total - gradient - update), "total": total}
+    else:
+        raise ValueError(strategy)
+    return {"compute": gradient, "update": update, "network": network_s,
+            "total": gradient + update + network_s}
+
+
+def host_placement(strategy: str, hosts: int, ranks_per_host: int, servers: int = 1) -> list[int]:
+    """Rank -> host for a projection: ``hosts`` hosts of ``ranks_per_host`` workers each,
+    in blocks; ps-sync's and ps-async's servers first, each alone on a host of its own."""
+    K = servers if strategy in ("ps-sync", "ps-async") else 0
+    return list(range(K)) + [K + h for h in range(hosts) for _ in range(ranks_per_host)]
+
+
+def project_hosts(compute: dict, network: dict, batch: int, ranks_per_host: int,
+                  hosts=None, servers: int = 1, scaling: str = "weak") -> dict:
+    """Scaling over ``hosts`` hosts of ``ranks_per_host`` workers (a core each), flat and
+    node-aware: weak, ``batch`` samples per worker; strong, a global batch of ``batch``.
+    Speedup over serial on the same global batch, per ``strategy/sync``, and where
+    efficiency (speedup / workers) first falls below 50%."""
+    hosts = hosts or [2**k for k in range(10)]
+    curves, workers = {}, [h * ranks_per_host for h in hosts]
+    for strategy in STRATEGIES:
+        for sync in ("flat", "node-aware") if strategy != "ps-async" else ("flat",):
+            curve = []
+            for count, n in zip(hosts, workers):
+                placement = host_placement(strategy, count, ranks_per_host, servers)
+                total = batch * n if scaling == "weak" else batch
+                serial = host_step_time("serial", [0], total, compute, network)["total"]
+                curve.append(serial / host_step_time(strategy, placement, total, compute,
+                                                     network, servers, sync)["total"])
+            curves[f"{strategy}/{sync}"] = curve
+    below_half = {name: next((n for n, v in zip(workers, curve) if v / n < 0.5), None)
+                  for name, curve in curves.items()}
+    return {"scaling": scaling, "ranks_per_host": ranks_per_host, "servers": servers,
+            "hosts": hosts,
+            "workers": workers, "speedup": curves, "efficiency_below_half_at": below_half,
+            "peak_speedup": {name: max(curve) for name, curve in curves.items()},
+            "peak_workers": {name: workers[int(np.argmax(curve))]
+                             for name, curve in curves.items()}}
+
+
+def hosts_markdown(projection: dict) -> str:
+    """The table of ``project_hosts`` and where each strategy stops scaling."""
+    names = list(projection["speedup"])
+    lines = [f"| hosts × {projection['ranks_per_host']} workers | " + " | ".join(names) + " |",
+             "|---|" + "---|" * len(names)]
+    for i, (count, n) in enumerate(zip(projection["hosts"], projection["workers"])):
+        lines.append(f"| {count} × {projection['ranks_per_host']} = {n} | "
+                     + " | ".join(f"{projection['speedup'][name][i]:.2f}×" for name in names)
+                     + " |")
+    lines.append("")
+    for name in names:
+        stop = projection["efficiency_below_half_at"][name]
+        where = (f"efficiency falls below 50% at {stop} workers" if stop else
+                 f"efficiency stays above 50% up to {projection['workers'][-1]} workers")
+        lines.append(f"- {name}: {where}; peak speedup {projection['peak_speedup'][name]:.1f}× "
+                     f"at {projection['peak_workers'][name]} workers")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    from mpi4py import MPI
+
+    result = measure_network(MPI.COMM_WORLD)
+    if MPI.COMM_WORLD.Get_rank() == 0:
+        with open(sys.argv[1], "w") as stream:
+            json.dump(result, stream, indent=2)

@@ -5,6 +5,7 @@ run under the mpiexec command ``--procs`` would use."""
 
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -68,12 +69,39 @@ def test_ranks_on_different_hosts_are_on_different_nodes(hosts):
     ("allreduce", {"node1": 1, "node2": 1, "node3": 1}),
 ])
 def test_synchronous_strategies_across_hosts_equal_serial(hosts, tmp_path, serial, strategy, placement):
+    """The flat path: every rank exchanges by messages."""
     params = train(hosts, placement, tmp_path / "run",
-                   ["--strategy", strategy, *WORKLOAD])
+                   ["--strategy", strategy, "--sync", "flat", *WORKLOAD])
     assert max_relative_difference(params, serial) <= 1e-10
     result = read_result(tmp_path / "run")
     assert result["processes"] == sum(placement.values())
-    assert result["shared_memory"] is False
+    assert result["shared_memory"] is False and result["sync"] == "flat"
+
+
+@pytest.mark.parametrize("strategy, servers, placement", [
+    pytest.param("allreduce", 1, {"node1": 2, "node2": 2}, marks=BOTH),
+    ("allreduce", 1, {"node1": 2, "node2": 1, "node3": 1}),
+    ("ps-sync", 1, {"node1": 2, "node2": 2}),      # server and a worker; two workers
+    pytest.param("ps-sync", 2, {"node1": 2, "node2": 2}, marks=BOTH),   # both servers; 2 workers
+    ("ps-sync", 1, {"node1": 1, "node2": 2, "node3": 1}),
+    ("ps-sync", 2, {"node1": 1, "node2": 1, "node3": 2}),
+])
+def test_node_aware_equals_serial_and_the_flat_path(hosts, tmp_path, serial, strategy, servers,
+                                                   placement):
+    """Node-aware synchronisation, the default here (a host holds two ranks that combine):
+    each host adds its ranks' parts in shared memory and one rank per host exchanges;
+    the same learning as serial and as the flat path, to summation order."""
+    common = ["--strategy", strategy, *(["--servers", str(servers)] if servers > 1 else []),
+              *WORKLOAD]
+    node_aware = train(hosts, placement, tmp_path / "node-aware", common)
+    flat = train(hosts, placement, tmp_path / "flat", [*common, "--sync", "flat"])
+    assert max_relative_difference(node_aware, serial) <= 1e-10
+    assert max_relative_difference(node_aware, flat) <= 1e-10
+    result = read_result(tmp_path / "node-aware")
+    assert result["sync"] == "node-aware" and result["shared_memory"] is True
+    assert result["config"]["sync"] == "auto"
+    assert result["processes"] == sum(placement.values())
+    assert read_result(tmp_path / "flat")["sync"] == "flat"
 
 
 @BOTH
@@ -90,9 +118,11 @@ def test_ps_async_with_one_worker_on_another_host_is_serial_exactly(hosts, tmp_p
 ])
 def test_two_servers_on_two_hosts_equal_serial(hosts, tmp_path, serial, strategy, placement):
     """--servers 2: ranks 0 and 1, the servers, each on its own host, each with its shard;
-    every shard travels by messages."""
+    every shard travels by messages (ps-sync flat: node-aware, below, would combine node3's
+    two workers first)."""
+    flat = ["--sync", "flat"] if strategy == "ps-sync" else []
     params = train(hosts, placement, tmp_path / "run",
-                   ["--strategy", strategy, "--servers", "2", *WORKLOAD])
+                   ["--strategy", strategy, "--servers", "2", *flat, *WORKLOAD])
     if strategy == "ps-async":
         assert np.array_equal(params, serial)
     else:
@@ -118,26 +148,34 @@ def test_deterministic_runs_across_hosts_are_serial_bit_for_bit(hosts, tmp_path,
     params = train(hosts, placement, tmp_path / "run", ["--strategy", strategy, *DETERMINISTIC])
     assert params.dtype == np.float32
     assert np.array_equal(params, reference)
-    assert read_result(tmp_path / "run")["shared_memory"] is False
+    result = read_result(tmp_path / "run")
+    assert result["shared_memory"] is False
+    assert result["sync"] == "flat"     # a host's sum first would change the order
 
 
-@pytest.mark.parametrize("strategy", [pytest.param("ps-sync", marks=BOTH), "allreduce"])
-def test_a_rank_that_raises_on_a_remote_host_ends_the_job(hosts, tmp_path, strategy):
+# Node-aware: node2's two ranks combine there; rank 1 leads it, rank 2 does not.
+@pytest.mark.parametrize("strategy, sync, rank", [
+    pytest.param("ps-sync", "flat", 2, marks=BOTH), ("allreduce", "flat", 2),
+    ("ps-sync", "node-aware", 2), pytest.param("allreduce", "node-aware", 1, marks=BOTH)])
+def test_a_rank_that_raises_on_a_remote_host_ends_the_job(hosts, tmp_path, strategy, sync, rank):
     started = time.monotonic()
     done = hosts.run({"node1": 1, "node2": 2},
-                     [sys.executable, str(SCRIPTS / "raise_on_rank.py"), "2", "5", "--strategy",
-                      strategy, "--epochs", "50", "--quiet", "--out", str(tmp_path)], timeout=60)
+                     [sys.executable, str(SCRIPTS / "raise_on_rank.py"), str(rank), "5",
+                      "--strategy", strategy, "--sync", sync, "--epochs", "50", "--quiet",
+                      "--out", str(tmp_path)], timeout=60)
     assert time.monotonic() - started < 30
     assert done.returncode != 0
-    assert "[rank 2/3]" in done.stderr and "injected failure in call 5" in done.stderr
+    assert f"[rank {rank}/3]" in done.stderr and "injected failure in call 5" in done.stderr
     assert not (tmp_path / "model.npz").exists()
 
 
-@pytest.mark.parametrize("strategy", ["ps-sync", pytest.param("allreduce", marks=BOTH), "ps-async"])
-def test_a_rank_killed_on_a_remote_host_ends_the_job(hosts, tmp_path, strategy):
+@pytest.mark.parametrize("strategy, sync", [
+    ("ps-sync", "flat"), pytest.param("allreduce", "flat", marks=BOTH), ("ps-sync", "node-aware"),
+    ("allreduce", "node-aware"), ("ps-async", None)])
+def test_a_rank_killed_on_a_remote_host_ends_the_job(hosts, tmp_path, strategy, sync):
     out = tmp_path / "run"
-    job = hosts.start(hosts.train_command({"node1": 1, "node2": 2},
-                                          ["--strategy", strategy, *LONG, "--out", str(out)]))
+    job = hosts.start(hosts.train_command({"node1": 1, "node2": 2}, [
+        "--strategy", strategy, *(["--sync", sync] if sync else []), *LONG, "--out", str(out)]))
     try:
         wait_for(out / "checkpoint.npz")
         os.kill(hosts.rank_pid("node2", 2), signal.SIGKILL)
@@ -154,6 +192,14 @@ def test_a_rank_killed_on_a_remote_host_ends_the_job(hosts, tmp_path, strategy):
 
 
 STALL_TIMEOUT_S = 5
+STEPPING_S = 1.0    # after the checkpoint of an evaluation, the ranks are in the steps again
+AGREEMENT = "the agreement on stopping"     # every 16 steps (interrupt.py)
+
+
+def waited_for(stderr: str) -> str:
+    """What rank 0's stall message says it waited for."""
+    found = re.search(r"rank 0 waited \d+ s for (.*) \(epoch", stderr)
+    return found[1] if found else ""
 
 
 def segments() -> set[Path]:
@@ -163,13 +209,15 @@ def segments() -> set[Path]:
     return set(Path("/dev/shm").glob("sm_segment.node*"))
 
 
-def stalled_job(hosts, tmp_path, strategy: str, placement: dict[str, int], stall):
+def stalled_job(hosts, tmp_path, strategy: str, placement: dict[str, int], stall,
+                extra: list[str] = ()):
     """Start a long run through the launcher, ``stall(hosts)`` once it has checkpointed;
     returns its exit status, its stderr and the seconds from the stall to the job's end."""
     out = tmp_path / "run"
     before = segments()
     job = hosts.start(hosts.train_command(placement, [
-        "--strategy", strategy, *LONG, "--stall-timeout", str(STALL_TIMEOUT_S), "--out", str(out)]))
+        "--strategy", strategy, *LONG, *extra, "--stall-timeout", str(STALL_TIMEOUT_S), "--out",
+        str(out)]))
     try:
         wait_for(out / "checkpoint.npz")
         stall(hosts)
@@ -188,17 +236,46 @@ def stalled_job(hosts, tmp_path, strategy: str, placement: dict[str, int], stall
             assert np.all(np.isfinite(checkpoint["params"]))
 
 
-@pytest.mark.parametrize("strategy", [pytest.param("ps-sync", marks=BOTH), "allreduce", "ps-async"])
-def test_a_stopped_rank_on_another_host_ends_the_job_naming_it(hosts, tmp_path, strategy):
+@pytest.mark.parametrize("strategy, sync, awaited", [
+    pytest.param("ps-sync", "flat", None, marks=BOTH),
+    ("allreduce", "flat", None),
+    ("ps-async", None, None),
+    ("ps-sync", "node-aware", "a host's gradient sum"),
+    pytest.param("allreduce", "node-aware", "the other hosts' gradient sums", marks=BOTH),
+])
+def test_a_stopped_rank_on_another_host_ends_the_job_naming_it(hosts, tmp_path, strategy, sync,
+                                                              awaited):
+    """Node-aware, rank 0 (the server, or node1's only rank) reports what it waited for:
+    the host sum that node2's leader cannot finish without the stopped rank."""
     def stop_last_rank(hosts):
+        time.sleep(STEPPING_S)
         os.kill(hosts.rank_pid("node2", 2), signal.SIGSTOP)
 
     code, stderr, took = stalled_job(hosts, tmp_path, strategy, {"node1": 1, "node2": 2},
-                                     stop_last_rank)
+                                     stop_last_rank, ["--sync", sync] if sync else [])
     assert code == 4, stderr
     assert took < STALL_TIMEOUT_S + 10, stderr
     assert stderr.count("stalled:") == 1, stderr
     assert "rank 2 on host node2 has gone silent" in stderr
+    if awaited:     # or, stopped just before one, the ranks' periodic agreement on stopping
+        assert waited_for(stderr) in (awaited, AGREEMENT), stderr
+
+
+def test_a_stopped_rank_of_a_host_ends_the_wait_of_its_neighbour(hosts, tmp_path):
+    """Node-aware allreduce on 2 + 1 ranks: rank 1 stops; rank 0, on its host, waits for it
+    in one of the host's fences, and says so. (MPICH's MPI_Abort then spins on that host:
+    the watchdog's alarm ends it.)"""
+    def stop_rank_1(hosts):
+        time.sleep(STEPPING_S)
+        os.kill(hosts.rank_pid("node1", 1), signal.SIGSTOP)
+
+    code, stderr, took = stalled_job(hosts, tmp_path, "allreduce", {"node1": 2, "node2": 1},
+                                     stop_rank_1)
+    assert code == 4, stderr
+    assert took < STALL_TIMEOUT_S + 10, stderr
+    assert stderr.count("stalled:") == 1, stderr
+    assert "rank 1 on host node1 has gone silent" in stderr
+    assert "of this host" in waited_for(stderr) or waited_for(stderr) == AGREEMENT, stderr
 
 
 @pytest.mark.parametrize("strategy, placement, roles", [

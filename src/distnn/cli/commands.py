@@ -174,6 +174,25 @@ def _bench_rows(folder: str) -> list[dict]:
     return rows
 
 
+def _network_file(path: str) -> dict:
+    """The network terms ``python -m distnn.costmodel FILE`` wrote (across two hosts, say),
+    checked."""
+    from distnn.guards import regular_file
+
+    checked = regular_file(Path(path), "--network")
+    try:
+        network = json.loads(checked.read_text(encoding="utf-8"))
+        for name in ("p2p", "allreduce", "bcast"):
+            if not all(isinstance(network[name][term], (int, float)) and network[name][term] >= 0
+                       for term in ("alpha", "beta")):
+                raise ValueError(f"{name}: alpha and beta must be numbers >= 0")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"--network {path} is not a network fit written by python -m "
+                         f"distnn.costmodel ({exc}); fit one with mpiexec -n 2 python -m "
+                         "distnn.costmodel FILE") from None
+    return network
+
+
 def _costmodel(args) -> int:
     from distnn import costmodel
     from distnn.guards import check_memory, model_memory_bytes, new_output_directory
@@ -184,6 +203,10 @@ def _costmodel(args) -> int:
                          f"[1, 1000000]; got {','.join(map(str, sizes))} and {args.batch_size}")
     if not 1 <= args.servers <= MAX_PROCS:
         raise UsageError(f"--servers must be in [1, {MAX_PROCS}], got {args.servers}")
+    if args.ranks_per_host is not None and not 1 <= args.ranks_per_host <= MAX_PROCS:
+        raise UsageError(f"--ranks-per-host must be in [1, {MAX_PROCS}], got "
+                         f"{args.ranks_per_host}")
+    network = _network_file(args.network) if args.network else None
     itemsize = 4 if args.dtype == "float32" else 8
     check_memory(model_memory_bytes(sizes, args.batch_size, itemsize)
                  + args.batch_size * sizes[0] * itemsize,
@@ -193,24 +216,31 @@ def _costmodel(args) -> int:
     out = Path(args.out) if args.out else Path("bench-out") / time.strftime("costmodel-%Y%m%d-%H%M%S")
     new_output_directory(out, "--out")
     out.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
-    pin_blas_threads(env)
-    network_run = subprocess.run([*mpiexec_command(2), sys.executable, "-m",
-                                  "distnn.costmodel", str(out / "network.json")],
-                                 env=env, timeout=600, stdin=subprocess.DEVNULL)
-    if network_run.returncode != 0:
-        report(f"measuring the network with mpiexec failed (exit {network_run.returncode}); "
-               "see its output above")
-        return 1
-    network = json.loads((out / "network.json").read_text())
+    if network is None:
+        env = dict(os.environ)
+        pin_blas_threads(env)
+        network_run = subprocess.run([*mpiexec_command(2), sys.executable, "-m",
+                                      "distnn.costmodel", str(out / "network.json")],
+                                     env=env, timeout=600, stdin=subprocess.DEVNULL)
+        if network_run.returncode != 0:
+            report(f"measuring the network with mpiexec failed (exit "
+                   f"{network_run.returncode}); see its output above")
+            return 1
+        network = json.loads((out / "network.json").read_text())
     compute = costmodel.measure_compute(sizes, dtype=args.dtype)
     projections = [costmodel.project(compute, network, args.batch_size, scaling=scaling,
                                      servers=args.servers) for scaling in ("strong", "weak")]
     text = costmodel.markdown(projections, compute, network, args.batch_size, sizes)
+    hosts = None
+    if args.ranks_per_host:
+        hosts = costmodel.project_hosts(compute, network, args.batch_size, args.ranks_per_host,
+                                        servers=args.servers)
+        text += (f"\n## Weak scaling on hosts of {args.ranks_per_host} workers, a link each: "
+                 f"{args.batch_size} samples per worker\n\n" + costmodel.hosts_markdown(hosts))
     (out / "costmodel.md").write_text(text)
     (out / "costmodel.json").write_text(json.dumps(
         {"sizes": sizes, "batch_size": args.batch_size, "compute": compute, "network": network,
-         "projections": projections}, indent=2) + "\n")
+         "projections": projections, "hosts": hosts}, indent=2) + "\n")
     costmodel.plot(projections, out, measured)
     print(text)
     print(f"wrote {out}/costmodel.md, costmodel.json, costmodel.png")

@@ -225,6 +225,12 @@ def _add_costmodel(commands) -> None:
                        "parameters (default: %(default)s)")
     model.add_argument("--bench", help="a bench output folder whose measured points to overlay "
                        "(default: none)")
+    model.add_argument("--network", metavar="FILE", help="network terms fitted elsewhere, e.g. "
+                       "across two hosts with `mpiexec -n 2 -hosts A,B python -m "
+                       "distnn.costmodel FILE` (default: fit them here, 2 local ranks)")
+    model.add_argument("--ranks-per-host", type=int, metavar="L", help="also project weak "
+                       "scaling over hosts of L workers sharing a link, flat and node-aware "
+                       "(default: not)")
     model.add_argument("--out", help="output folder (default: bench-out/costmodel-<time>)")
 
 

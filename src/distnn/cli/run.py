@@ -25,9 +25,10 @@ from distnn.roles import Roles
 
 ABORT_GRACE_S = 0.5       # lets mpiexec forward a failing rank's message before MPI_Abort
 FINALIZE_TIMEOUT_S = 10   # a rank whose peers never reach MPI_Finalize exits anyway
-# None changes what is trained (ps-sync's servers only cut the same update into shards; a
-# trace is written only by the run that asks for one).
-RESUMABLE_CHANGES = {"epochs", "stall_timeout", "servers", "timeline", "timeline_steps"}
+# None changes what is trained (ps-sync's servers only cut the same update into shards;
+# --sync only adds the same parts in another order; a trace is written only by the run that
+# asks for one).
+RESUMABLE_CHANGES = {"epochs", "stall_timeout", "servers", "sync", "timeline", "timeline_steps"}
 
 
 def check_process_count(strategy: str, size: int, servers: int = 1) -> None:
@@ -64,8 +65,8 @@ def _resumed_config(resume_dir: str, settings: dict):
     if changed:
         flags = ", ".join(map(flag_of, changed))
         raise UsageError(f"--resume continues the saved configuration; only --epochs, --procs, "
-                         f"--servers (ps-sync), --threads, --stall-timeout, --timeline, "
-                         f"--timeline-steps and --quiet may be given (got {flags})")
+                         f"--servers (ps-sync), --sync, --threads, --stall-timeout, "
+                         f"--timeline, --timeline-steps and --quiet may be given (got {flags})")
     checkpoint = load_checkpoint(Path(resume_dir))
     saved = dict(checkpoint["config"])
     saved["hidden"] = tuple(saved.get("hidden", ()))

@@ -10,9 +10,15 @@ update, so all replicas stay identical (checked by hash at the end). Two ways to
   and updates that shard of the one shared parameter vector and of the state; a second
   fence ends the step. No gradient is copied and each rank updates 1/n of the parameters.
   Measured with ``benchmarks/speed.py``.
-- otherwise: one blocking ``Allreduce`` of the prepared parts, then every rank updates
-  all parameters. Blocking even when ranks outnumber cores: every rank computes, so no
-  idle core is there to give back, and a multi-round collective pays the sleep latency
+- ranks on several hosts, a host holding several (``--sync node-aware``, the default
+  there; ``node_aware.py``): the same shared rows, parameters and state, one copy per
+  host. Rank r adds its shard of the host's rows into the leader's row; the leaders (one
+  per host) allreduce the host sums; every rank updates its shard of the host's
+  parameters. Four fences a step, one vector per host over the network.
+- otherwise (``--sync flat`` across hosts, ``--no-shared-memory``): one blocking
+  ``Allreduce`` of the prepared parts, then every rank updates all parameters. Blocking
+  even when ranks outnumber cores: every rank computes, so no idle core is there to give
+  back, and a multi-round collective pays the sleep latency
   once per round (``benchmarks/wait_policy.py --strategy allreduce``, 2 cores:
   blocking 156-220 vs polite 143-150 steps/s at 3 ranks, 187-215 vs 129-131 at 4 ranks).
 
@@ -21,7 +27,8 @@ micro-batches into that micro-batch's row of an ``(M, n_params)`` array, and the
 added in micro-batch order where the parameters are owned: on one node the rows are
 shared (one array per node) and rank r adds its shard of every row, as above; otherwise
 one ``Allgatherv`` gives every rank every row (each receives about ``M - M/p`` vectors,
-where the ring allreduce moves about two) and every rank adds them all.
+where the ring allreduce moves about two) and every rank adds them all. Adding a host's
+rows first (node-aware) would change that order: ``--deterministic`` keeps the flat path.
 
 With ``--combine models`` each rank steps its own optimizer (own velocity) on its slice,
 and every ``--local-steps`` steps one ``Allreduce`` of the parameters, divided by the
@@ -34,8 +41,9 @@ from mpi4py import MPI
 from distnn.data.sampler import batch_length, worker_range
 from distnn.parallel.comm import wait_politely, wait_spinning
 from distnn.parallel.micro import fold, micro_batches_of
+from distnn.parallel.node_aware import group_by_host
 from distnn.parallel.placement import Placement, private
-from distnn.parallel.shared_memory import SharedBuffers, on_one_node
+from distnn.parallel.shared_memory import SharedBuffers
 from distnn.parallel.strategy import Strategy
 
 
@@ -45,21 +53,34 @@ class Allreduce(Strategy):
 
     @classmethod
     def place(cls, comm, roles, n_params, dtype, state_names, config) -> Placement:
+        """Shared rows, parameters and state for the ranks of one node, or node-aware of
+        each host; private memory otherwise."""
         size, rank = comm.Get_size(), comm.Get_rank()
+        sync, groups = group_by_host(comm, config, combines=True)
+        if groups is not None:
+            local = groups.local
+            shared = SharedBuffers(local)
+            rows = shared.array((local.Get_size(), n_params), dtype)
+            params = shared.array((n_params,), dtype)
+            state = {name: shared.array((n_params,), dtype) for name in state_names}
+            return Placement(params, rows[local.Get_rank()], state, shared, {"parts": rows},
+                             sync=sync, groups=groups)
         shared_memory = (config.shared_memory and config.combine == "gradients" and size > 1
-                         and on_one_node(comm))
+                         and sync is None)
         if config.deterministic:     # a row per micro-batch; a rank's first is its grads
             count, first = config.micro_batches, micro_batches_of(config.micro_batches, size,
                                                                   rank).start
         elif shared_memory:          # a row per rank
             count, first = size, rank
         else:
-            return private(n_params, dtype, state_names)
+            placed = private(n_params, dtype, state_names)
+            placed.sync = sync
+            return placed
         if not shared_memory:
             rows = np.zeros((count, n_params), dtype)
             return Placement(np.zeros(n_params, dtype), rows[first],
                              {name: np.zeros(n_params, dtype) for name in state_names},
-                             rows={"parts": rows})
+                             rows={"parts": rows}, sync=sync)
         shared = SharedBuffers(comm)
         rows = shared.array((count, n_params), dtype)
         params = shared.array((n_params,), dtype)
@@ -71,7 +92,8 @@ class Allreduce(Strategy):
         self._message = [model.grads, self._type]
         self._parts = placement.rows.get("parts")
         if self.shared is not None:
-            self._shard = slice(*worker_range(model.n_params, self.size, self.rank))
+            self._shard = slice(*worker_range(model.n_params, self.size, self.rank)) \
+                if self.groups is None else self.groups.shard(model.n_params)
         if self.micro_batches is not None:
             own = self._parts[self.micro.start:self.micro.stop]
             self._rows = [model.gradient_buffer(row) for row in own]
@@ -93,6 +115,9 @@ class Allreduce(Strategy):
         self.local_gradient_sum(batch)
         self.optimizer.prepare(self.model.grads, batch_length(batch))
         self.timer.lap("compute")
+        if self.groups is not None:
+            self._node_aware_step()
+            return
         if self.shared is not None:
             self._shared_step()
             return
@@ -110,6 +135,32 @@ class Allreduce(Strategy):
         self.timer.lap("update")
         self.shared.fence("the other ranks' updates")
         self.timer.lap("wait")
+
+    def _node_aware_step(self) -> None:
+        """The host's parts added in its shared memory (each rank its shard of them), the
+        host sums allreduced among the hosts' leaders, then every rank updates its shard of
+        the host's parameters."""
+        shared, groups, rows, timer = self.shared, self.groups, self._parts, self.timer
+        shared.fence("the gradients of the other ranks of this host")
+        timer.lap("wait")
+        fold(rows, self._shard)
+        timer.lap("comm")
+        shared.fence("the other ranks of this host to add their shards of its sum")
+        timer.lap("wait")
+        if groups.leads:
+            # Politely, unlike the flat path: a wait on another host's link is long beside
+            # the sleeps' latency, and the core it would spin on is the one the host's
+            # network stack and other ranks need meanwhile.
+            wait_politely(groups.exchange.Iallreduce(MPI.IN_PLACE, [rows[0], self._type],
+                                                     op=MPI.SUM),
+                          self.watch, "the other hosts' gradient sums")
+            timer.lap("comm")
+        shared.fence("this host's leader to exchange its sum with the other hosts")
+        timer.lap("wait")
+        self.optimizer.apply(rows[0:1, self._shard], part=self._shard)
+        timer.lap("update")
+        shared.fence("the other ranks of this host to update their shards")
+        timer.lap("wait")
 
     def _deterministic_step(self, batch) -> None:
         """Each micro-batch's sum into its row; the rows added in order where owned."""
@@ -146,4 +197,5 @@ class Allreduce(Strategy):
             self._average_models()
 
     def finish(self) -> dict:
-        return {**self._free_shared_memory(), **self.combine_statistics()}
+        return {**self._free_shared_memory(), **self.sync_statistics(),
+                **self.combine_statistics()}

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from distnn.parallel.node_aware import HostGroups
 from distnn.parallel.shared_memory import SharedBuffers
 
 
@@ -16,7 +17,9 @@ class Placement:
     the optimizer updates, which ``state`` is shaped like (a parameter server's shard);
     ``shared``, the shared memory to free at the end; ``rows``, the strategy's own views
     (workers' gradient rows...); ``helpers``, the workers that apply a piece of a parameter
-    server's update (ps-sync on one node)."""
+    server's update (ps-sync on one node); ``sync``, how ranks on different hosts combine
+    (``node-aware`` or ``flat``; None on one host), and ``groups``, the node-aware path's
+    communicators."""
 
     params: np.ndarray
     grads: np.ndarray
@@ -25,6 +28,8 @@ class Placement:
     rows: dict[str, np.ndarray] = field(default_factory=dict)
     owned: slice = field(default_factory=lambda: slice(None))
     helpers: tuple[int, ...] = ()
+    sync: str | None = None
+    groups: HostGroups | None = None
 
 
 def private(n: int, dtype, state_names=(), rows: dict | None = None,

@@ -15,6 +15,12 @@ the vectors:
   server's doorbell (``doorbell.py``) when their row is written and sleep on their own
   until the server has updated the parameters: every waiting rank sleeps in the kernel
   and wakes within a context switch. Measured with ``benchmarks/speed.py``.
+- workers on several hosts, a host holding several (``--sync node-aware``, the default
+  there; ``node_aware.py``): the workers of each host write their parts into rows of the
+  host's shared memory and add them up, each its shard of the columns; the host's leader
+  sends each server its shard of the sum (one message per host per server, tag GRADIENT)
+  and receives the parameters into the host's one shared copy, which every worker of
+  the host reads after a fence. A server adds the host sums in host order.
 - otherwise: one flat gradient message per worker (tag GRADIENT), received in arrival
   order with ``probe_politely``, and a parameter ``Ibcast`` completed with
   ``wait_politely``, so no waiting rank spins a core. Measured with
@@ -48,7 +54,9 @@ micro-batches into that micro-batch's row of the servers' ``(M, n_params)`` rows
 memory on one node; otherwise its run of rows, of each server's shard, as one message to
 that server: ``M / workers`` times the usual gradient's bytes), prepares nothing, and each
 server adds the ``M`` rows of its shard in micro-batch order, then prepares and applies:
-element by element, so any K gets the same bits as one server.
+element by element, so any K gets the same bits as one server. Node-aware synchronisation
+would add a host's micro-batch sums out of that order: ``--deterministic`` keeps the flat
+path.
 """
 
 import numpy as np
@@ -58,9 +66,10 @@ from distnn.data.sampler import batch_length, worker_range
 from distnn.parallel.comm import Tag, probe_politely, spin_until, wait_politely
 from distnn.parallel.doorbell import Doorbells, own_cores
 from distnn.parallel.micro import fold, micro_batches_of
+from distnn.parallel.node_aware import group_by_host
 from distnn.parallel.placement import Placement, private
-from distnn.parallel.shards import for_shard
-from distnn.parallel.shared_memory import SharedBuffers, on_one_node
+from distnn.parallel.shards import broadcast_shards, for_shard
+from distnn.parallel.shared_memory import SharedBuffers
 from distnn.parallel.strategy import Strategy
 
 
@@ -82,16 +91,30 @@ class PSSync(Strategy):
         """The workers' parts of each step are the servers' rows (shared memory on one node,
         else message buffers on each server, of its shard); the optimizer state lives on the
         servers, each its shard, and on every worker only when each steps its own model
-        (``--combine models``)."""
+        (``--combine models``). Node-aware: each host's workers share their rows and one
+        copy of the parameters; a server keeps a row per host."""
         rank = comm.Get_rank()
         owned = roles.owned(n_params, rank)
         width = owned.stop - owned.start
         owns_state = roles.is_server(rank) or config.combine == "models"
         names = state_names if owns_state else ()
+        sync, groups = group_by_host(comm, config, combines=not roles.is_server(rank))
+        if groups is not None:
+            if roles.is_server(rank):
+                placed = private(n_params, dtype, names,
+                                 {"parts": np.zeros((groups.leaders, width), dtype)}, owned)
+            else:
+                local = groups.local
+                shared = SharedBuffers(local)
+                rows = shared.array((local.Get_size(), n_params), dtype)
+                params = shared.array((n_params,), dtype)
+                placed = Placement(params, rows[local.Get_rank()], {}, shared, {"parts": rows})
+            placed.sync, placed.groups = sync, groups
+            return placed
         count = config.micro_batches if config.deterministic else roles.n_workers
         first = None if roles.is_server(rank) else \
             cls.rows_of(roles, config, roles.worker_index(rank))
-        if config.shared_memory and config.combine == "gradients" and on_one_node(comm):
+        if config.shared_memory and config.combine == "gradients" and sync is None:
             helpers = update_helpers(comm, roles)
             shared = SharedBuffers(comm)
             rows = shared.array((count, n_params), dtype)
@@ -105,13 +128,15 @@ class PSSync(Strategy):
             return Placement(params, grads, state, shared, {"parts": rows[:, owned]},
                              owned=owned, helpers=helpers)
         if first is None:
-            return private(n_params, dtype, names, {"parts": np.zeros((count, width), dtype)},
-                           owned)
-        if not config.deterministic:
-            return private(n_params, dtype, names, owned=owned)
-        own = np.zeros((len(first), n_params), dtype)     # a worker's micro-batch sums
-        placed = private(n_params, dtype, names, {"own": own}, owned)
-        placed.grads = own[0]
+            placed = private(n_params, dtype, names,
+                             {"parts": np.zeros((count, width), dtype)}, owned)
+        elif not config.deterministic:
+            placed = private(n_params, dtype, names, owned=owned)
+        else:
+            own = np.zeros((len(first), n_params), dtype)     # a worker's micro-batch sums
+            placed = private(n_params, dtype, names, {"own": own}, owned)
+            placed.grads = own[0]
+        placed.sync = sync
         return placed
 
     @staticmethod
@@ -131,8 +156,15 @@ class PSSync(Strategy):
         self._batch_size = 0
         self._subarrays: dict = {}    # MPI datatypes of non-contiguous columns, by shape
         self._outgoing = model.grads[np.newaxis]    # a worker's rows for the servers
-        if self.shared is not None:
+        # Where gradients go and parameters come from: the servers and every worker, or
+        # (node-aware) the servers and the hosts' leaders, whose rows the servers keep.
+        self._exchange = comm if self.groups is None else self.groups.exchange
+        self._senders = roles.n_workers if self.groups is None else self.groups.leaders
+        self._bells = None
+        if self.shared is not None and self.groups is None:
             self._bells = Doorbells(self.comm)
+        elif self.groups is not None and self.worker_index is not None:
+            self._fold = self.groups.shard(model.n_params)
         # The pieces of the server's update: the server's, then each helper's.
         self._helpers = placement.helpers
         pieces = [slice(*worker_range(model.n_params, len(self._helpers) + 1, piece))
@@ -161,7 +193,9 @@ class PSSync(Strategy):
             if self._piece is None:
                 self.optimizer.advance()      # a helper counts the update it applies
             self.timer.lap("compute")
-        if self.shared is not None:
+        if self.groups is not None and self.worker_index is not None:
+            self._host_step()
+        elif self._bells is not None:
             self._shared_step()
         elif self.worker_index is None:
             self._serve()
@@ -223,10 +257,32 @@ class PSSync(Strategy):
             shared.sync()
             self.timer.lap("wait")
 
+    def _host_step(self) -> None:
+        """A worker, node-aware: the host's parts added up in its shared memory (each
+        worker its shard of the columns); the leader sends each server its shard of the
+        sum and brings the parameters into the host's copy."""
+        shared, groups, rows, timer = self.shared, self.groups, self._parts, self.timer
+        shared.fence("the gradients of the other workers of this host")
+        timer.lap("wait")
+        fold(rows, self._fold)
+        timer.lap("comm")
+        shared.fence("the other workers of this host to add their shards of its sum")
+        timer.lap("wait")
+        if groups.leads:
+            self._send_to_servers(rows[0:1], Tag.GRADIENT, "this host's gradient sum")
+            timer.lap("comm")
+            broadcast_shards(self._exchange, self.roles, self.model.params, self.polite)
+            timer.lap("wait")
+        shared.fence("this host's leader to bring the parameters from the servers")
+        timer.lap("wait")
+
     def _serve(self) -> None:
-        timer, comm = self.timer, self.comm
-        what = for_shard("a gradient", self.roles, self.rank)
-        for _ in self.roles.worker_ranks:
+        """A server (messages): its shard of every worker's part, or node-aware of every
+        host's sum, in arrival order; the update; its shard of the parameters to all."""
+        timer, comm = self.timer, self._exchange
+        what = for_shard("a gradient" if self.groups is None else "a host's gradient sum",
+                         self.roles, self.rank)
+        for _ in range(self._senders):
             if self.polite:
                 probe_politely(comm, self._status, tag=Tag.GRADIENT, watch=self.watch, what=what)
             else:
@@ -234,13 +290,20 @@ class PSSync(Strategy):
                                                status=self._status), self.watch, what)
             timer.lap("wait")
             source = self._status.Get_source()
-            rows = self._rows_of[self.roles.worker_index(source)]
+            rows = self._rows_from(source)
             comm.Recv([self._parts[rows.start:rows.stop], self._type], source=source,
                       tag=Tag.GRADIENT)
             timer.lap("comm")
         self._update()
-        self._broadcast_params()
+        broadcast_shards(comm, self.roles, self.model.params, self.polite)
         timer.lap("comm")
+
+    def _rows_from(self, source: int) -> range:
+        """A server's rows that rank ``source`` of the exchange fills: a worker's (its
+        micro-batches' with ``--deterministic``), or node-aware a host leader's one."""
+        if self.groups is not None:
+            return range(source - self.roles.servers, source - self.roles.servers + 1)
+        return self._rows_of[self.roles.worker_index(source)]
 
     def _model_step(self, batch) -> None:
         if self.worker_index is None:
@@ -297,7 +360,7 @@ class PSSync(Strategy):
     def _send_to_servers(self, rows: np.ndarray, tag: Tag, what: str) -> None:
         """A worker's ``rows`` (``(k, n_params)``) to the servers: one message to each, of
         its shard's columns (a subarray datatype where they are not contiguous)."""
-        requests = [self.comm.Isend(self._columns(rows, shard), dest=server, tag=tag)
+        requests = [self._exchange.Isend(self._columns(rows, shard), dest=server, tag=tag)
                     for server, shard in enumerate(self._shards)]
         for server, request in enumerate(requests):
             wait_politely(request, self.watch,
@@ -317,7 +380,8 @@ class PSSync(Strategy):
     def finish(self) -> dict:
         for datatype in self._subarrays.values():
             datatype.Free()
-        if self.shared is not None:
+        if self._bells is not None:
             self._bells.close()
         helping = {"update_helpers": list(self._helpers)} if self.shared is not None else {}
-        return {**self._free_shared_memory(), **self.combine_statistics(), **helping}
+        return {**self._free_shared_memory(), **self.sync_statistics(),
+                **self.combine_statistics(), **helping}

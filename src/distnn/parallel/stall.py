@@ -23,6 +23,7 @@ once a wait's first fast tests have failed, so a step that does not wait pays no
 
 import math
 import os
+import signal
 import sys
 import threading
 import time
@@ -36,6 +37,7 @@ DEFAULT_TIMEOUT_S = 120.0
 NOTICE_GRACE_S = 3.0      # how long a stalled rank listens for the other waiting ranks
 ABORT_GRACE_S = 0.5       # lets mpiexec forward the message before MPI_Abort
 EXIT_FALLBACK_S = 5.0     # a rank whose MPI_Abort cannot reach mpiexec exits anyway
+ABORT_STUCK_S = 2.0       # the reporter, if MPI_Abort has not ended it by then, by SIGALRM
 NOTICE_TAG = 7
 
 
@@ -88,6 +90,11 @@ class StallWatch:
                              f"{self.describe(silent, rank, what)}\n")
             sys.stderr.flush()
             time.sleep(ABORT_GRACE_S)
+            # MPICH's MPI_Abort can spin for ever, holding the GIL (so the fallback thread
+            # never runs), when another rank of this node is stopped, and Hydra's proxy of
+            # a remote node then waits for both: SIGALRM's default action ends this
+            # process whatever it runs, and its proxy then ends the rest.
+            signal.setitimer(signal.ITIMER_REAL, ABORT_STUCK_S)
             comm.Abort(EXIT_STALLED)
         del sends
         time.sleep(EXIT_FALLBACK_S + 1)    # the reporter's MPI_Abort ends this rank first
@@ -128,6 +135,15 @@ def detach(comm: MPI.Comm) -> None:
     if watch is not None:
         comm.Delete_attr(_KEYVAL)
         watch.free()
+
+
+def share_watch(parent: MPI.Comm, child: MPI.Comm) -> None:
+    """Bound the waits on ``child`` (a communicator split from ``parent``) by ``parent``'s
+    watch, which stays ``parent``'s to release: a stall on ``child`` still tells every rank
+    of ``parent``."""
+    watch = parent.Get_attr(_KEYVAL)
+    if watch is not None:
+        child.Set_attr(_KEYVAL, watch)
 
 
 def watch_of(comm: MPI.Comm) -> StallWatch:

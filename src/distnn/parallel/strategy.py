@@ -44,6 +44,7 @@ class Strategy:
             comm, roles, model, optimizer, data, timer)
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
         self.placement, self.shared = placement, placement.shared
+        self.groups = placement.groups    # --sync node-aware: this rank's host groups
         self.watch = watch_of(comm)     # bounds every wait (stall.py)
         # Whether a wait may spin: no other rank of the job runs on this rank's cores.
         self.owns_core = own_core_on_node(comm)
@@ -190,14 +191,24 @@ class Strategy:
         broadcast_shards(self.comm, self.roles, self.model.params, self.polite)
 
     def _free_shared_memory(self) -> dict:
-        """Copy the model out of shared memory, if it is there, and release it (collective);
-        returns ``{"shared_memory": ...}`` for the result record."""
-        if self.shared is None:
-            return {"shared_memory": False}
-        to_private_memory(self.model, self.optimizer, self.placement.owned)
-        self.shared.free()
-        self.shared = None
-        return {"shared_memory": True}
+        """Copy the model out of shared memory, if it is there, and release it, and the
+        node-aware path's communicators (collective); returns ``{"shared_memory": ...}``
+        for the result record (node-aware: the ranks of each host share memory, even where
+        rank 0, a parameter server, keeps its own)."""
+        used = self.shared is not None or self.groups is not None
+        if self.shared is not None:
+            to_private_memory(self.model, self.optimizer, self.placement.owned)
+            self.shared.free()
+            self.shared = None
+        if self.groups is not None:
+            self.groups.free()
+            self.groups = None
+        return {"shared_memory": used}
+
+    def sync_statistics(self) -> dict:
+        """How ranks on different hosts combined, for ``result.json``: ``node-aware``,
+        ``flat``, or None when every rank was on one host."""
+        return {"sync": self.placement.sync}
 
     def state_dict(self) -> dict:
         """Counters a checkpoint must carry (rank 0's view, at a synchronisation point)."""
