@@ -336,3 +336,38 @@ def test_the_one_pass_apply_of_parts_is_bit_identical(momentum):
     np.testing.assert_array_equal(fast.params, plain.params)
     np.testing.assert_array_equal(fast.velocity, plain.velocity)
     assert fast.iterations == plain.iterations == 70
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_applying_sums_folds_the_preparation_in_bit_identically(momentum):
+    """A ps-sync server on one node: the workers' gradient sums, scaled within the update's
+    pass (``apply_sums``), against preparing each (``prepare``) and applying, over a shard,
+    past a flush."""
+    rng = np.random.default_rng(11)
+    start = rng.normal(size=600).astype("float32")
+    plain = SGD(start.copy(), lr=0.2, lr_decay=0.01, momentum=momentum)
+    fast = SGD(start.copy(), lr=0.2, lr_decay=0.01, momentum=momentum)
+    fast.accelerate(fused)
+    assert fast.folds_preparation and not plain.folds_preparation
+    shard = slice(100, 450)
+    for _ in range(70):
+        sums = rng.normal(size=(2, 600)).astype("float32")
+        prepared = sums.copy()
+        for row in prepared:
+            plain.prepare(row, 37)
+        plain.apply(prepared[:, shard], part=shard)
+        fast.apply_sums(sums[:, shard], 37, part=shard)
+    np.testing.assert_array_equal(fast.params, plain.params)
+    np.testing.assert_array_equal(fast.velocity, plain.velocity)
+
+
+def test_every_rank_agrees_whether_the_server_prepares():
+    """Workers hold no state and servers do: the answer must not depend on it, or workers
+    would send sums that the server takes for prepared parts."""
+    params = np.zeros(10, dtype="float32")
+    for options, folds in ((dict(), True), (dict(nesterov=True), False),
+                           (dict(weight_decay=0.1), False)):
+        for state in (None, {}):
+            optimizer = SGD(params.copy(), state, momentum=0.9, **options)
+            optimizer.accelerate(fused)
+            assert optimizer.folds_preparation is folds, (options, state)

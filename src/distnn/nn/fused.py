@@ -151,18 +151,23 @@ def sgd_momentum_step(params, grads, velocity, scale, momentum):
 APPLY_BLOCK = 2048   # elements per block: a block's velocity stays in L1 across the passes
 
 
-def sgd_apply_parts(params, parts, velocity, momentum):
-    """``v = momentum * v + parts[0] + parts[1] + ...; w += v`` (``w +=`` the parts in
-    order when ``momentum == 0``): a parameter server's (or a shard owner's) update from
-    the workers' prepared parts, ``parts`` of shape (n_parts, n), a 2-D array or its
-    columns (a shard of each part).
+def sgd_apply_parts(params, parts, velocity, momentum, scale=None):
+    """``v = momentum * v + s * parts[0] + s * parts[1] + ...; w += v`` (``w +=`` the scaled
+    parts in order when ``momentum == 0``): a parameter server's (or a shard owner's)
+    update from the workers' parts, ``parts`` of shape (n_parts, n), a 2-D array or its
+    columns (a shard of each part). ``scale`` (``s``, of the arrays' dtype): 1 for parts
+    already prepared (``-lr_t / B`` folded in: a product by 1 is exact), ``-lr_t / B`` for
+    gradient sums, which this pass then prepares as it reads them, rounding each product
+    as ``SGD.prepare`` would.
 
     NumPy's ``sgd_step`` makes one pass over the whole vector per part and two more; here
     each block of ``APPLY_BLOCK`` elements takes those passes while it is in cache, so
     memory is read once. The parts are added in order and every operation rounds as
     NumPy's (no fast-math), so the result is bit-identical.
     """
-    _sgd_apply_parts(params, row_major(parts), velocity, momentum)
+    one = params.dtype.type(1)
+    _sgd_apply_parts(params, row_major(parts), velocity, momentum,
+                     one if scale is None else scale)
 
 
 def row_major(parts: np.ndarray) -> np.ndarray:
@@ -181,7 +186,7 @@ def row_major(parts: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True)
-def _sgd_apply_parts(params, parts, velocity, momentum):
+def _sgd_apply_parts(params, parts, velocity, momentum, scale):
     """``sgd_apply_parts`` on a C-contiguous ``parts`` (its rows may be longer than
     ``params``: only their first ``params.size`` elements are read)."""
     n, n_parts = params.size, parts.shape[0]
@@ -191,11 +196,11 @@ def _sgd_apply_parts(params, parts, velocity, momentum):
         if momentum != 0:
             first = parts[0, start:stop]
             for i in range(stop - start):
-                target[i] = target[i] * momentum + first[i]
+                target[i] = target[i] * momentum + first[i] * scale
         for k in range(0 if momentum == 0 else 1, n_parts):
             part = parts[k, start:stop]
             for i in range(stop - start):
-                target[i] += part[i]
+                target[i] += part[i] * scale
         if momentum != 0:
             block = params[start:stop]
             for i in range(stop - start):

@@ -74,6 +74,19 @@ class Optimizer:
     def _update(self, parts: list[np.ndarray], part: slice) -> None:
         raise NotImplementedError
 
+    @property
+    def folds_preparation(self) -> bool:
+        """Whether ``apply_sums`` prepares the sums within the update's own pass over
+        memory: then a strategy may send sums unprepared and spare the workers a pass."""
+        return False
+
+    def apply_sums(self, sums, batch_size: int, part: slice = slice(None)) -> None:
+        """``apply`` of the workers' gradient *sums* over a batch of ``batch_size`` rows,
+        not yet prepared: each is prepared here, in place, first."""
+        for row in sums:
+            self.prepare(row, batch_size)
+        self.apply(sums, part)
+
     def advance(self) -> None:
         """Count one update applied elsewhere (by a parameter server)."""
         self.iterations += 1

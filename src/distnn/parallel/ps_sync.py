@@ -7,8 +7,11 @@ on every rank); the server applies the parts, added in rank order (so the result
 same run to run), and every worker continues from the new parameters. Preparing on the
 workers leaves the server, the one rank every step waits for, one pass over memory per
 worker plus two (SGD). The server computes no gradients (p processes = 1 server + p-1
-workers, as in the original) and alone holds the optimizer state. Two ways to move
-the vectors:
+workers, as in the original) and alone holds the optimizer state. On one node, where the
+optimizer folds the preparation into its update's one pass (``folds_preparation``: plain
+SGD with the compiled kernels), the workers leave their sums as they are and the server
+scales them as it adds them (``apply_sums``): the same products, one pass fewer. Two ways
+to move the vectors:
 
 - ranks on one node (the default when possible): each worker's gradient row and the one
   parameter vector live in MPI-3 shared memory, so nothing is copied. Workers ring the
@@ -174,6 +177,10 @@ class PSSync(Strategy):
             self._piece = pieces[0]
         elif self.rank in self._helpers:
             self._piece = pieces[1 + self._helpers.index(self.rank)]
+        # On one node, where the optimizer folds the preparation into its update's one pass
+        # (plain SGD, compiled), the parts travel as sums: the workers skip that pass.
+        self._sums = (self._bells is not None and self.micro_batches is None
+                      and optimizer.folds_preparation)
         if self.micro_batches is not None and self.worker_index is not None:
             self._outgoing = placement.rows["own"] if self.shared is None else \
                 self._parts[self.micro.start:self.micro.stop]
@@ -189,7 +196,8 @@ class PSSync(Strategy):
                 self.micro_gradient_sums(batch, self._rows)     # the servers prepare their sum
             else:
                 self.local_gradient_sum(batch)
-                self.optimizer.prepare(self.model.grads, self._batch_size)
+                if not self._sums:
+                    self.optimizer.prepare(self.model.grads, self._batch_size)
             if self._piece is None:
                 self.optimizer.advance()      # a helper counts the update it applies
             self.timer.lap("compute")
@@ -207,6 +215,8 @@ class PSSync(Strategy):
         (with ``--deterministic``: the micro-batches' sums, added in their order)."""
         if self.micro_batches is not None:
             self.apply_total(fold(self._parts), self._batch_size)
+        elif self._sums:
+            self.optimizer.apply_sums(self._parts, self._batch_size)
         else:
             self.optimizer.apply(self._parts)
         self.timer.lap("update")
@@ -216,6 +226,8 @@ class PSSync(Strategy):
         piece = self._piece
         if self.micro_batches is not None:
             self.apply_total(fold(self._parts, piece), self._batch_size, piece)
+        elif self._sums:
+            self.optimizer.apply_sums(self._parts[:, piece], self._batch_size, part=piece)
         else:
             self.optimizer.apply(self._parts[:, piece], part=piece)
         self.timer.lap("update")
