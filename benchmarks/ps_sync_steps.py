@@ -1,6 +1,6 @@
 """Where a ps-sync step's time goes on one node: every rank's timestamps, step by step.
 
-    mpiexec -bind-to core -n 3 python benchmarks/ps_sync_steps.py [--steps 1000] [--rounds 3]
+    mpiexec -bind-to core -n 3 python -m mpi4py benchmarks/ps_sync_steps.py [--steps 1000] [--rounds 3]
 
 784-256-10, float32, 128 samples per worker per step, the default (shared-memory) ps-sync
 exactly as ``distnn train`` builds it (``train.setup``), with its doorbells and the
@@ -109,6 +109,7 @@ def measure(comm, data, steps: int, spin_s: float, helpers: bool) -> tuple[float
     events.wrap(strategy._bells, "ring", "ring")
     events.wrap(strategy._bells, "wait", "wait", "woken")
     events.wrap(strategy.optimizer, "apply", "apply", "applied")
+    events.wrap(strategy.optimizer, "apply_sums", "apply", "applied")
     batches = list(job.sampler.batches(0))
     for batch in batches[:20]:
         strategy.step(batch)
@@ -137,7 +138,7 @@ def main():
     if comm.Get_size() < 2:
         sys.exit("run under mpiexec with at least 2 processes (1 server + workers)")
     stamp = measured.Stamp(f"mpiexec -bind-to core -n {comm.Get_size()} python "
-                           "benchmarks/ps_sync_steps.py " + " ".join(sys.argv[1:]))
+                           "-m mpi4py benchmarks/ps_sync_steps.py " + " ".join(sys.argv[1:]))
     fmnist = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
     if fmnist.exists():
         from distnn.data import load_dataset
