@@ -107,6 +107,23 @@ def _wait_policy():
     return Figure(commands, render)
 
 
+PS_SYNC_LAUNCHES = 3
+
+
+def _ps_sync_steps():
+    import ps_sync_steps
+
+    def commands(work):
+        return [[_mpiexec(), "-bind-to", "core", "-n", "3", PYTHON, "-m", "mpi4py",
+                 "benchmarks/ps_sync_steps.py", "--steps", "800", "--rounds", "2", "--json",
+                 str(work / f"ps-sync-steps-{i}.json")] for i in range(PS_SYNC_LAUNCHES)]
+
+    def render(work):
+        launches = [_json(work / f"ps-sync-steps-{i}.json") for i in range(PS_SYNC_LAUNCHES)]
+        return ps_sync_steps.markdown(launches), {"launches": launches}
+    return Figure(commands, render)
+
+
 def _pytorch():
     import pytorch
 
@@ -168,6 +185,7 @@ FIGURES = {
     "speed": _speed,
     "kernels": _kernels,
     "wait-policy": _wait_policy,
+    "ps-sync-steps": _ps_sync_steps,
     "pytorch": _pytorch,
     "bench-seed": lambda: _bench("bench-seed", ["--table", "seed", "--epochs", "300",
                                                 "--repeats", "3"]),

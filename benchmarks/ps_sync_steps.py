@@ -128,6 +128,31 @@ def measure(comm, data, steps: int, spin_s: float, helpers: bool) -> tuple[float
     return wall, phases(everyone[0], everyone[1:])
 
 
+def markdown(launches: list[dict]) -> str:
+    """One column per variant: each phase's median (90th percentile) over the launches'
+    steps, then samples/s of every launch. Launches, not rounds, are what vary most (a
+    launch in a slower period of the host is slower in every phase, computing too)."""
+    labels = list(launches[0]["variants"])
+    lines = ["| per step, µs: median (90th percentile) | " + " | ".join(labels) + " |",
+             "|---|" + "---|" * len(labels)]
+    for phase in PHASES:
+        cells = []
+        for label in labels:
+            medians = [run["variants"][label]["median_s"][phase] for run in launches]
+            p90 = [run["variants"][label]["p90_s"][phase] for run in launches]
+            cells.append(f"{statistics.median(medians) * 1e6:,.0f} "
+                         f"({statistics.median(p90) * 1e6:,.0f})")
+        lines.append(f"| {phase} | " + " | ".join(cells) + " |")
+    rates = []
+    for label in labels:
+        each = sorted(run["variants"][label]["samples_per_s"] for run in launches)
+        rates.append(f"**{statistics.median(each):,.0f}** ("
+                     + ", ".join(f"{rate:,.0f}" for rate in each) + ")")
+    lines.append(f"| samples/s: median of {len(launches)} launches (each launch) | "
+                 + " | ".join(rates) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=1000)
@@ -166,7 +191,8 @@ def main():
     for label in VARIANTS:
         rate = statistics.median(args.steps * 128 * workers / w for w in walls[label])
         medians = {phase: statistics.median(values) for phase, values in split[label].items()}
-        result["variants"][label] = {"samples_per_s": rate, "median_s": medians}
+        p90 = {phase: float(np.percentile(values, 90)) for phase, values in split[label].items()}
+        result["variants"][label] = {"samples_per_s": rate, "median_s": medians, "p90_s": p90}
         print(f"\n  {label}: {rate:,.0f} samples/s (median of rounds)")
         for phase in PHASES:
             values = np.array(split[label][phase]) * 1e6

@@ -183,3 +183,16 @@ def test_a_damaged_network_file_is_refused(tmp_path):
     assert done.returncode == 2
     assert "--network" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_link_bound_peak_is_printed_with_its_digits():
+    from distnn.costmodel import where_scaling_stops
+
+    projection = {"workers": [2, 4, 8], "efficiency_below_half_at": {"ps-sync/flat": 2},
+                  "peak_speedup": {"ps-sync/flat": 0.0213}, "peak_workers": {"ps-sync/flat": 8}}
+    assert where_scaling_stops(projection, "ps-sync/flat") == (
+        "- ps-sync/flat: efficiency falls below 50% at 2 workers; peak speedup 0.021× at 8 workers")
+    projection["efficiency_below_half_at"]["ps-sync/flat"] = None
+    projection["peak_speedup"]["ps-sync/flat"] = 814.83
+    assert "stays above 50% up to 8 workers; peak speedup 814.8× at 8" in where_scaling_stops(
+        projection, "ps-sync/flat")

@@ -80,3 +80,20 @@ def test_speed_table_names_every_variant_with_its_ratio(speed_result):
     for label in speed_result["fmnist"]:
         assert label in text
     assert "**1.85×**" in text        # ps-sync against the fastest serial, in bold
+
+
+def test_ps_sync_steps_table_gives_each_phase_and_every_launch():
+    import ps_sync_steps
+
+    def launch(scale, rate):
+        variant = {"samples_per_s": rate,
+                   "median_s": {phase: scale * 1e-6 for phase in ps_sync_steps.PHASES},
+                   "p90_s": {phase: 2 * scale * 1e-6 for phase in ps_sync_steps.PHASES}}
+        return {"variants": {label: variant for label in ps_sync_steps.VARIANTS}}
+
+    text = ps_sync_steps.markdown([launch(10, 150_000), launch(30, 190_000),
+                                   launch(20, 180_000)])
+    rows = text.splitlines()
+    assert len(rows) == 2 + len(ps_sync_steps.PHASES) + 1
+    assert rows[2] == "| worker compute | " + " | ".join(["20 (40)"] * 3) + " |"
+    assert rows[-1].endswith(" | ".join(["**180,000** (150,000, 180,000, 190,000)"] * 3) + " |")

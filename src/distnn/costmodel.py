@@ -197,13 +197,20 @@ def markdown(projections: list[dict], compute: dict, network: dict, batch: int, 
             lines.append(f"| {n} | " + " | ".join(f"{projection['speedup'][s][i]:.2f}×"
                                                  for s in STRATEGIES) + " |")
         lines.append("")
-        for s in STRATEGIES:
-            stop = projection["efficiency_below_half_at"][s]
-            where = (f"efficiency falls below 50% at {stop} workers" if stop
-                     else f"efficiency stays above 50% up to {projection['workers'][-1]} workers")
-            lines.append(f"- {s}: {where}; peak speedup {projection['peak_speedup'][s]:.1f}× "
-                         f"at {projection['peak_workers'][s]} workers")
+        lines += [where_scaling_stops(projection, s) for s in STRATEGIES]
     return "\n".join(lines) + "\n"
+
+
+def where_scaling_stops(projection: dict, name: str) -> str:
+    """A line on curve ``name`` of a projection: where its efficiency falls below 50%, and
+    its peak speedup (to two significant digits below 1×: a link-bound curve peaks far below)."""
+    stop = projection["efficiency_below_half_at"][name]
+    where = (f"efficiency falls below 50% at {stop} workers" if stop
+             else f"efficiency stays above 50% up to {projection['workers'][-1]} workers")
+    peak = projection["peak_speedup"][name]
+    shown = f"{peak:.1f}" if peak >= 1 else f"{peak:.2g}"
+    return (f"- {name}: {where}; peak speedup {shown}× at "
+            f"{projection['peak_workers'][name]} workers")
 
 
 def plot(projections: list[dict], out, measured: list[dict] | None = None) -> None:
@@ -427,12 +434,7 @@ def hosts_markdown(projection: dict) -> str:
                      + " | ".join(f"{projection['speedup'][name][i]:.2f}×" for name in names)
                      + " |")
     lines.append("")
-    for name in names:
-        stop = projection["efficiency_below_half_at"][name]
-        where = (f"efficiency falls below 50% at {stop} workers" if stop else
-                 f"efficiency stays above 50% up to {projection['workers'][-1]} workers")
-        lines.append(f"- {name}: {where}; peak speedup {projection['peak_speedup'][name]:.1f}× "
-                     f"at {projection['peak_workers'][name]} workers")
+    lines += [where_scaling_stops(projection, name) for name in names]
     return "\n".join(lines) + "\n"
 
 
