@@ -97,3 +97,24 @@ def test_ps_sync_steps_table_gives_each_phase_and_every_launch():
     assert len(rows) == 2 + len(ps_sync_steps.PHASES) + 1
     assert rows[2] == "| worker compute | " + " | ".join(["20 (40)"] * 3) + " |"
     assert rows[-1].endswith(" | ".join(["**180,000** (150,000, 180,000, 190,000)"] * 3) + " |")
+
+
+@pytest.mark.parametrize("second_run, expected", [
+    ({"a": 0.80, "b": 1.0}, 1),      # a fell in both runs: a regression
+    ({"a": 1.0, "b": 1.0}, 0),       # a fell in one run only: a period of load
+])
+def test_the_check_reports_only_what_fell_in_two_runs(monkeypatch, capsys, second_run, expected):
+    noise = {name: {"reference": 1.0, "noise": 0.05, "runs": [1.0]} for name in ("a", "b")}
+    monkeypatch.setattr(figures, "_load_record", lambda: {"noise": {"ratios": noise}})
+    runs = iter([_ratios(a=0.80, b=0.99), _ratios(**second_run)])
+    monkeypatch.setattr(figures, "fresh_ratios", lambda rounds: next(runs))
+    assert figures.check(3) == expected
+    out = capsys.readouterr().out
+    assert "measuring again" in out
+    assert ("in both runs: a" in out) == bool(expected)
+
+
+def test_the_check_needs_recorded_references(monkeypatch):
+    monkeypatch.setattr(figures, "_load_record", lambda: {})
+    with pytest.raises(SystemExit, match="--noise 3"):
+        figures.check(3)
