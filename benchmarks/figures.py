@@ -321,7 +321,9 @@ def compare(recorded: dict, fresh: dict, noise: dict) -> list[str]:
 
 
 def fell(lines: list[str]) -> set[str]:
-    return {line[9:].split(":")[0] for line in lines if line.startswith("FELL")}
+    """The ratios ``compare`` reported as fallen (a name may hold a colon)."""
+    return {match.group(1) for line in lines
+            if (match := re.match(r"FELL +(.+): [\d.]+ recorded", line))}
 
 
 def check(rounds: int) -> int:
