@@ -182,6 +182,19 @@ def _emulated_network():
     return Figure(commands, render, unavailable=emulated_network.why_not)
 
 
+def _two_mpis():
+    import two_mpis
+
+    def commands(work):
+        return [[PYTHON, "benchmarks/two_mpis.py", "--rounds", "3", "--json",
+                 str(work / "two-mpis.json")]]
+
+    def render(work):
+        result = _json(work / "two-mpis.json")
+        return two_mpis.markdown(result), result
+    return Figure(commands, render, unavailable=two_mpis.why_not)
+
+
 FIGURES = {
     "speed": _speed,
     "kernels": _kernels,
@@ -193,6 +206,7 @@ FIGURES = {
     "bench-fmnist": lambda: _bench("bench-fmnist", BENCH_FMNIST),
     "costmodel": _costmodel,
     "emulated-network": _emulated_network,
+    "two-mpis": _two_mpis,
 }
 
 

@@ -130,3 +130,17 @@ def test_a_fall_in_one_run_only_passes_the_check(monkeypatch, capsys):
     monkeypatch.setattr(figures, "fresh_ratios", lambda rounds: next(runs))
     assert figures.check(3) == 0
     assert "no ratio fell by more than its noise" in capsys.readouterr().out
+
+
+def test_two_mpis_table_gives_each_variant_under_both():
+    import two_mpis
+
+    def runs(rates, wait):
+        return [{"samples_per_s": rate, "wait_share": wait} for rate in rates]
+    result = {"dataset": "test", "rounds": 3, "runs": {
+        "MPICH": {variant: runs([100, 200, 150], 0.1) for variant in two_mpis.VARIANTS},
+        "Open MPI": {variant: runs([90, 60, 75], 0.4) for variant in two_mpis.VARIANTS}}}
+    rows = two_mpis.markdown(result).splitlines()
+    assert len(rows) == 2 + len(two_mpis.VARIANTS)
+    assert rows[2] == ("| allreduce, 2 processes | 150 (100–200) | 75 (60–90) | **0.50×** "
+                       "| 10% | 40% |")
