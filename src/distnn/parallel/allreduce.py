@@ -41,7 +41,7 @@ from mpi4py import MPI
 from distnn.data.sampler import batch_length, worker_range
 from distnn.parallel.comm import wait_politely, wait_spinning
 from distnn.parallel.micro import fold, micro_batches_of
-from distnn.parallel.node_aware import group_by_host
+from distnn.parallel.node_aware import add_host_parts, group_by_host
 from distnn.parallel.placement import Placement, private
 from distnn.parallel.shared_memory import SharedBuffers
 from distnn.parallel.strategy import Strategy
@@ -141,12 +141,7 @@ class Allreduce(Strategy):
         host sums allreduced among the hosts' leaders, then every rank updates its shard of
         the host's parameters."""
         shared, groups, rows, timer = self.shared, self.groups, self._parts, self.timer
-        shared.fence("the gradients of the other ranks of this host")
-        timer.lap("wait")
-        fold(rows, self._shard)
-        timer.lap("comm")
-        shared.fence("the other ranks of this host to add their shards of its sum")
-        timer.lap("wait")
+        add_host_parts(shared, rows, self._shard, timer, "ranks")
         if groups.leads:
             # Politely, unlike the flat path: a wait on another host's link is long beside
             # the sleeps' latency, and the core it would spin on is the one the host's

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from mpi4py import MPI
 
 from distnn.data.sampler import worker_range
+from distnn.parallel.micro import fold
 from distnn.parallel.stall import share_watch
 
 
@@ -103,3 +104,15 @@ def group_by_host(comm: MPI.Comm, config, combines: bool) -> tuple[str | None, H
             share_watch(comm, sub)
     leaders = comm.allreduce(int(leads))
     return sync, HostGroups(leaders, local, exchange)
+
+
+def add_host_parts(shared, rows, shard: slice, timer, peers: str) -> None:
+    """The host's sum into row 0 of its shared ``rows``: once every rank of the host has
+    written its row, each adds its ``shard`` of the columns, and all wait for the whole
+    sum (``peers`` names the host's other ranks in a stall message)."""
+    shared.fence(f"the gradients of the other {peers} of this host")
+    timer.lap("wait")
+    fold(rows, shard)
+    timer.lap("comm")
+    shared.fence(f"the other {peers} of this host to add their shards of its sum")
+    timer.lap("wait")

@@ -69,7 +69,7 @@ from distnn.data.sampler import batch_length, worker_range
 from distnn.parallel.comm import Tag, probe_politely, spin_until, wait_politely
 from distnn.parallel.doorbell import Doorbells, own_cores
 from distnn.parallel.micro import fold, micro_batches_of
-from distnn.parallel.node_aware import group_by_host
+from distnn.parallel.node_aware import add_host_parts, group_by_host
 from distnn.parallel.placement import Placement, private
 from distnn.parallel.shards import broadcast_shards, for_shard
 from distnn.parallel.shared_memory import SharedBuffers
@@ -274,12 +274,7 @@ class PSSync(Strategy):
         worker its shard of the columns); the leader sends each server its shard of the
         sum and brings the parameters into the host's copy."""
         shared, groups, rows, timer = self.shared, self.groups, self._parts, self.timer
-        shared.fence("the gradients of the other workers of this host")
-        timer.lap("wait")
-        fold(rows, self._fold)
-        timer.lap("comm")
-        shared.fence("the other workers of this host to add their shards of its sum")
-        timer.lap("wait")
+        add_host_parts(shared, rows, self._fold, timer, "workers")
         if groups.leads:
             self._send_to_servers(rows[0:1], Tag.GRADIENT, "this host's gradient sum")
             timer.lap("comm")
