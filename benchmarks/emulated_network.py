@@ -37,6 +37,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent.parent / "tests" / "cluster"))
+from netns import link_hosts, remove_namespaces  # noqa: E402
+
 import measured  # noqa: E402
 
 # One BLAS thread, here (numpy is imported later) and in every rank, as distnn runs.
@@ -48,31 +51,9 @@ SUBNET = "10.200.0"        # inside the script's own namespaces: no clash with a
 LOGIN_ADDRESS = f"{SUBNET}.254"
 
 
-def _ip(*args: str, namespace: str | None = None, check: bool = True):
-    command = ["ip", *args] if namespace is None else ["ip", "netns", "exec", namespace, "ip", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=30, check=check)
-
-
 def _tc(namespace: str, *args: str) -> None:
     subprocess.run(["ip", "netns", "exec", namespace, "tc", *args], capture_output=True,
                    text=True, timeout=30, check=True)
-
-
-def remove_namespaces(prefix: str) -> None:
-    """Kill every process in, then delete, each namespace named ``prefix-*``."""
-    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=30)
-    for line in listed.stdout.splitlines():
-        namespace = line.split()[0] if line.strip() else ""
-        if not namespace.startswith(prefix + "-"):
-            continue
-        pids = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True,
-                              text=True, timeout=30).stdout.split()
-        for pid in pids:
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-            except (ProcessLookupError, ValueError):
-                pass
-        _ip("netns", "del", namespace, check=False)
 
 
 def rate_bits(rate: str) -> float:
@@ -114,23 +95,12 @@ class Network:
 
     def _build(self) -> None:
         login = self.namespace("login")
-        _ip("netns", "add", login)
-        _ip("link", "add", "br0", "type", "bridge", namespace=login)
-        _ip("addr", "add", f"{LOGIN_ADDRESS}/24", "dev", "br0", namespace=login)
-        for device in ("br0", "lo"):
-            _ip("link", "set", device, "up", namespace=login)
-        for node in self.nodes:
-            namespace = self.namespace(node)
-            _ip("netns", "add", namespace)
-            _ip("link", "add", node, "type", "veth", "peer", "name", "eth0", "netns", namespace,
-                namespace=login)
-            _ip("link", "set", node, "master", "br0", namespace=login)
-            _ip("link", "set", node, "up", namespace=login)
-            _ip("addr", "add", f"{self.address(node)}/24", "dev", "eth0", namespace=namespace)
-            for device in ("eth0", "lo"):
-                _ip("link", "set", device, "up", namespace=namespace)
+
+        def shape(node: str, namespace: str) -> None:
             self._shape(namespace, "eth0")      # the host's uplink
             self._shape(login, node)            # its downlink, the bridge's port
+        link_hosts(login, [(node, self.namespace(node), self.address(node))
+                           for node in self.nodes], LOGIN_ADDRESS, each=shape)
         self._shape(login, "br0", shaped=False)
 
     def _shape(self, namespace: str, device: str, shaped: bool = True) -> None:

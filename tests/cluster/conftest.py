@@ -4,7 +4,8 @@ at its end whatever happened, and any job a test leaves running killed after the
 import subprocess
 
 import pytest
-from virtual_cluster import NODES, Cluster, build, remove_namespaces, why_no_cluster
+from netns import remove_namespaces
+from virtual_cluster import NODES, PREFIX, Cluster, build, why_no_cluster
 
 
 @pytest.fixture(scope="session")
@@ -12,7 +13,7 @@ def cluster(tmp_path_factory):
     reason = why_no_cluster()
     if reason:
         pytest.skip(reason)
-    remove_namespaces()
+    remove_namespaces(PREFIX)
     try:
         try:
             build()
@@ -20,7 +21,7 @@ def cluster(tmp_path_factory):
             pytest.skip(f"cannot build network namespaces here: {exc.stderr.strip()}")
         yield Cluster(tmp_path_factory.mktemp("cluster"))
     finally:
-        remove_namespaces()
+        remove_namespaces(PREFIX)
 
 
 @pytest.fixture

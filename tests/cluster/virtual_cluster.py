@@ -35,6 +35,8 @@ import sys
 import time
 from pathlib import Path
 
+from netns import NETNS_ETC, ip, link_hosts
+
 from distnn.hosts import read_hostfile
 from distnn.launch import forwarded
 from distnn.launchers import EXTRA_ARGS_VAR, HYDRA
@@ -47,39 +49,6 @@ LOGIN_ADDRESS = f"{SUBNET}.254"
 NODES = ("node1", "node2", "node3")
 LAUNCHER = Path(__file__).parent / "netns_launcher.sh"
 CLUSTER_TIMEOUT_S = 120
-NETNS_ETC = Path("/etc/netns")
-
-
-def _ip(*args: str, namespace: str | None = None, check: bool = True):
-    command = ["ip", *args] if namespace is None else ["ip", "netns", "exec", namespace, "ip", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=30, check=check)
-
-
-def _namespaces() -> list[str]:
-    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=30)
-    return [line.split()[0] for line in listed.stdout.splitlines() if line.strip()]
-
-
-def remove_namespaces(prefix: str = PREFIX) -> None:
-    """Kill every process in, then delete, each namespace named ``prefix-*``, and the
-    hosts files made for them."""
-    for folder in NETNS_ETC.glob(prefix + "-*"):
-        shutil.rmtree(folder, ignore_errors=True)
-    try:
-        NETNS_ETC.rmdir()                   # made by build, unless another cluster uses it
-    except OSError:
-        pass
-    for namespace in _namespaces():
-        if not namespace.startswith(prefix + "-"):
-            continue
-        pids = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True,
-                              timeout=30).stdout.split()
-        for pid in pids:
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-            except (ProcessLookupError, ValueError):
-                pass
-        _ip("netns", "del", namespace, check=False)
 
 
 def why_no_cluster() -> str | None:
@@ -186,7 +155,7 @@ class Cluster:
 
     def link(self, node: str, state: str) -> None:
         """Plug (``up``) or cut (``down``) ``node``'s cable to the switch."""
-        _ip("link", "set", "eth0", state, namespace=self.namespace(node))
+        ip("link", "set", "eth0", state, namespace=self.namespace(node))
 
     def end_all(self) -> None:
         """Kill whatever a test left running on the hosts (not the hosts themselves)."""
@@ -210,21 +179,8 @@ def build() -> None:
     login = f"{PREFIX}-login"
     for namespace in (login, *map(Cluster.namespace, NODES)):
         _hosts_file(namespace)
-    _ip("netns", "add", login)
-    _ip("link", "add", "br0", "type", "bridge", namespace=login)
-    _ip("addr", "add", f"{LOGIN_ADDRESS}/24", "dev", "br0", namespace=login)
-    for device in ("br0", "lo"):
-        _ip("link", "set", device, "up", namespace=login)
-    for node in NODES:
-        namespace = Cluster.namespace(node)
-        _ip("netns", "add", namespace)
-        _ip("link", "add", node, "type", "veth", "peer", "name", "eth0", "netns", namespace,
-            namespace=login)
-        _ip("link", "set", node, "master", "br0", namespace=login)
-        _ip("link", "set", node, "up", namespace=login)
-        _ip("addr", "add", f"{Cluster.address(node)}/24", "dev", "eth0", namespace=namespace)
-        for device in ("eth0", "lo"):
-            _ip("link", "set", device, "up", namespace=namespace)
+    link_hosts(login, [(node, Cluster.namespace(node), Cluster.address(node)) for node in NODES],
+               LOGIN_ADDRESS)
 
 
 def wait_for(path: Path, timeout: float = 60) -> None:
