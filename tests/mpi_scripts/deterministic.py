@@ -22,12 +22,11 @@ from pathlib import Path
 
 import numpy as np
 from mpi4py import MPI
+from stopping import train_until_stopped
 
 from distnn.checkpoint import load_checkpoint
 from distnn.config import make_config
 from distnn.data import load_dataset
-from distnn.interrupt import Interrupted
-from distnn.rundir import RunDirectory
 from distnn.train import train
 
 # 120 rows in batches of 37 (the last of 9): micro-batches of 4 and 5 rows, then of 1 and 2.
@@ -66,33 +65,10 @@ def transports(size: int) -> dict:
     return {"shared": TRANSPORTS["shared"]} if size == 1 else TRANSPORTS
 
 
-class StopAfter:
-    """A stop request all ranks agree on at their ``agreements``-th check (as Ctrl-C)."""
-
-    def __init__(self, agreements: int):
-        self.left = agreements
-
-    def agreed(self, comm, spin: bool = True) -> bool:
-        self.left -= 1
-        return self.left == 0
-
-
 def stopped_then_resumed_on_fewer(config, comm, dataset, out: Path) -> np.ndarray | None:
     """Train on ``comm`` until a stop, then resume on all its ranks but the last (all of
     them at size 1); the parameters on rank 0, None elsewhere."""
-    run = None
-    if comm.Get_rank() == 0:
-        run = RunDirectory(out, config.strategy)
-        run.claim()
-    try:
-        train(config, comm, dataset, run=run, checkpoints=True, stop=StopAfter(2))
-        raise AssertionError("the run was not stopped")
-    except Interrupted:
-        pass
-    finally:
-        if run is not None:
-            run.release()
-    comm.Barrier()
+    train_until_stopped(config, comm, dataset, out)
     size, rank = comm.Get_size(), comm.Get_rank()
     fewer = comm.Split(0 if rank < max(size - 1, 1) else MPI.UNDEFINED, rank)
     params = None

@@ -22,12 +22,11 @@ from pathlib import Path
 
 import numpy as np
 from mpi4py import MPI
+from stopping import train_until_stopped
 
 from distnn.checkpoint import load_checkpoint
 from distnn.config import make_config
 from distnn.data import load_dataset
-from distnn.interrupt import Interrupted
-from distnn.rundir import RunDirectory
 from distnn.train import train
 
 BASE = dict(samples_per_class=100, dtype="float64", epochs=6, batch_size=37, eval_every=3,
@@ -57,36 +56,13 @@ def strategies(size: int) -> list[tuple[str, int]]:
     return cases
 
 
-class StopAfter:
-    """A stop request all ranks agree on at their ``agreements``-th check (as Ctrl-C)."""
-
-    def __init__(self, agreements: int):
-        self.left = agreements
-
-    def agreed(self, comm, spin: bool = True) -> bool:
-        self.left -= 1
-        return self.left == 0
-
-
 def params_of(model) -> np.ndarray:
     return np.array(model.params, copy=True)
 
 
 def stopped_then_resumed(config, comm, dataset, out: Path) -> np.ndarray:
     """Train until a stop, checkpointing into ``out``, then resume to the end."""
-    run = None
-    if comm.Get_rank() == 0:
-        run = RunDirectory(out, config.strategy)
-        run.claim()
-    try:
-        train(config, comm, dataset, run=run, checkpoints=True, stop=StopAfter(2))
-        raise AssertionError("the run was not stopped")
-    except Interrupted:
-        pass
-    finally:
-        if run is not None:
-            run.release()
-    comm.Barrier()
+    train_until_stopped(config, comm, dataset, out)
     checkpoint = load_checkpoint(out)
     model, _ = train(config, comm, dataset, resume=checkpoint)
     return params_of(model)

@@ -1,0 +1,37 @@
+"""A run stopped as Ctrl-C stops it, for the resume tests of the multi-process scripts."""
+
+from pathlib import Path
+
+from distnn.interrupt import Interrupted
+from distnn.rundir import RunDirectory
+from distnn.train import train
+
+
+class StopAfter:
+    """A stop request all ranks agree on at their ``agreements``-th check (as Ctrl-C)."""
+
+    def __init__(self, agreements: int):
+        self.left = agreements
+
+    def agreed(self, comm, spin: bool = True) -> bool:
+        self.left -= 1
+        return self.left == 0
+
+
+def train_until_stopped(config, comm, dataset, out: Path) -> None:
+    """Train on ``comm`` until the second agreement stops it, checkpointing into ``out``
+    (rank 0 owns the run directory, as ``distnn train`` does); every rank returns once
+    all have stopped."""
+    run = None
+    if comm.Get_rank() == 0:
+        run = RunDirectory(out, config.strategy)
+        run.claim()
+    try:
+        train(config, comm, dataset, run=run, checkpoints=True, stop=StopAfter(2))
+        raise AssertionError("the run was not stopped")
+    except Interrupted:
+        pass
+    finally:
+        if run is not None:
+            run.release()
+    comm.Barrier()
