@@ -11,10 +11,10 @@ import json
 import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+import measured  # noqa: E402
 from speedup import synthetic  # noqa: E402
 
 STRATEGIES = ("ps-sync", "ps-async", "allreduce")
@@ -32,7 +32,7 @@ def main():
     parser.add_argument("--procs", type=int, default=3)
     parser.add_argument("--seeds", default="0,1,2")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="distnn-conv-"))
+    work = measured.scratch("distnn-conv-")
     data = synthetic(work / "synthetic.npz")
     workloads = {
         "spiral 3x1000, 2-64-3, batch 100, lr 0.1, 100 epochs": [

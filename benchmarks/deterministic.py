@@ -24,7 +24,6 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -32,6 +31,7 @@ os.environ.update({name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREA
                                           "MKL_NUM_THREADS")})
 
 sys.path.insert(0, str(Path(__file__).parent))
+import measured  # noqa: E402
 from speedup import fashion_mnist_or_synthetic, run  # noqa: E402
 
 
@@ -77,7 +77,7 @@ def main() -> None:
     parser.add_argument("--kernels", default="numpy,fused", help="comma-separated paths")
     parser.add_argument("--steps", type=int, default=300, help="in-process steps per variant")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="distnn-deterministic-"))
+    work = measured.scratch("distnn-deterministic-")
     dataset, name, x, y = fashion_mnist_or_synthetic(work)
     kernels = args.kernels.split(",")
     micro = [int(m) for m in args.micro_batches.split(",")]

@@ -2,11 +2,14 @@
 under, the code it measured, and when. A figure without these cannot be compared with a
 rerun, so every benchmark that writes ``--json`` stamps its result with ``stamp``."""
 
+import atexit
 import datetime
 import json
 import os
 import platform
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,3 +64,11 @@ def describe(stamp: dict) -> str:
 def write(path: str | Path | None, result: dict) -> None:
     if path:
         Path(path).write_text(json.dumps(result, indent=1) + "\n")
+
+
+def scratch(prefix: str) -> Path:
+    """A folder for a benchmark's runs, removed when the benchmark exits, also on an error
+    or Ctrl-C: a run directory per variant and round adds up to tens of MB a run."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, work, ignore_errors=True)
+    return work

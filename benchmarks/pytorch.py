@@ -21,7 +21,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -111,7 +110,7 @@ def main():
     except ImportError:
         sys.exit("PyTorch is not installed: pip install torch==2.13.0 (the benchmark's own need)")
     stamp = measured.Stamp("python benchmarks/pytorch.py " + " ".join(sys.argv[1:]))
-    work = Path(tempfile.mkdtemp(prefix="distnn-pytorch-"))
+    work = measured.scratch("distnn-pytorch-")
     dataset, name, x, y = fashion_mnist_or_synthetic(work)
     common = [*dataset, "--hidden", "256", "--lr", str(LR), "--lr-decay", "0",
               "--momentum", str(MOMENTUM), "--epochs", str(args.epochs),

@@ -20,7 +20,6 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -198,7 +197,7 @@ ALLREDUCE_MPI = "allreduce 2 procs, MPI Allreduce, 2x128"
 
 def measure(args) -> dict:
     """Every variant, alternating within each round; samples/s per round."""
-    work = Path(tempfile.mkdtemp(prefix="distnn-speed-"))
+    work = measured.scratch("distnn-speed-")
     # The launcher's job notes and the doorbell pipes go here, where no other program's
     # clean-up of the shared temporary folder can reach them mid-run.
     (work / "tmp").mkdir()

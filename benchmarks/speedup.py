@@ -15,10 +15,11 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+import measured
 
 
 def synthetic(path: Path, samples: int = 16384, features: int = 784, classes: int = 10) -> Path:
@@ -65,7 +66,7 @@ def main():
     parser.add_argument("--seed-epochs", type=int, default=1000)
     parser.add_argument("--synthetic-epochs", type=int, default=4)
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="distnn-bench-"))
+    work = measured.scratch("distnn-bench-")
     data = synthetic(work / "synthetic.npz")
     workloads = {
         f"seed preset, {args.seed_epochs} epochs": [

@@ -18,7 +18,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -51,7 +50,7 @@ def train(venv: Path, args: list[str], out: Path) -> dict:
 
 
 def measure(rounds: int) -> dict:
-    work = Path(tempfile.mkdtemp(prefix="distnn-two-mpis-"))
+    work = measured.scratch("distnn-two-mpis-")
     (work / "tmp").mkdir()
     os.environ["TMPDIR"] = str(work / "tmp")
     dataset, name, _, _ = fashion_mnist_or_synthetic(work)
