@@ -47,13 +47,16 @@ def fashion_mnist_or_synthetic(work: Path) -> tuple[list[str], str, np.ndarray, 
         return ["--dataset", str(path)], "synthetic 60000x784", arrays["X_train"], arrays["y_train"]
 
 
-def run(args: list[str], procs: int, threads: str | None, out: Path) -> dict:
+def run(args: list[str], procs: int, threads: str | None, out: Path,
+        python: str = sys.executable) -> dict:
+    """``distnn train`` by ``python`` (another venv's, for another MPI) with ``threads`` BLAS
+    threads per rank (None: the library's default); its ``result.json``."""
     env = dict(os.environ)
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env.pop(name, None)
         if threads:
             env[name] = threads
-    command = [sys.executable, "-m", "distnn", "train", "--quiet", "--out", str(out), *args]
+    command = [python, "-m", "distnn", "train", "--quiet", "--out", str(out), *args]
     if procs > 1:
         command += ["--procs", str(procs)]
     subprocess.run(command, check=True, env=env, timeout=900)

