@@ -76,6 +76,11 @@ def train_params(out: Path, args: list[str], procs: int = 1) -> np.ndarray:
     """Train into ``out`` and return the final parameters as one flat vector."""
     done = distnn(["train", "--quiet", "--out", str(out), *args], procs=procs)
     assert done.returncode == 0, done.stderr
+    return saved_params(out)
+
+
+def saved_params(out: Path) -> np.ndarray:
+    """The parameters in the run directory ``out``'s ``model.npz``, as one flat vector."""
     with np.load(out / "model.npz", allow_pickle=False) as model:
         layers = sorted({name.rsplit(".", 1)[0] for name in model.files if name.startswith("layers.")})
         return np.concatenate([np.concatenate([model[f"{layer}.weight"].ravel(),

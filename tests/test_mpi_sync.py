@@ -6,7 +6,16 @@ import numpy as np
 import pytest
 
 from distnn.errors import UsageError
-from helpers import WORKLOADS, distnn, max_relative_difference, mpi_script, read_result, train_params
+from helpers import (
+    KERNELS,
+    WORKLOADS,
+    distnn,
+    max_relative_difference,
+    mpi_script,
+    read_result,
+    saved_params,
+    train_params,
+)
 
 
 @pytest.mark.both_mpis
@@ -38,6 +47,43 @@ def test_ps_sync_on_one_node_uses_shared_memory_and_leaves_no_pipes(tmp_path, mo
     train_params(tmp_path / "run", ["--strategy", "ps-sync", *WORKLOADS["full"]], procs=3)
     assert read_result(tmp_path / "run")["shared_memory"] is True
     assert list(scratch.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def wide_data(tmp_path_factory):
+    """Twenty inputs: the first layer's weight gradient is split (``early_rows``)."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(240, 20))
+    y = (x[:, :3].sum(axis=1) > 0).astype(int) + (x[:, 3] > 1)
+    data = tmp_path_factory.mktemp("wide") / "wide.npz"
+    np.savez(data, X=x, y=y)
+    args = ["--dataset", str(data), "--hidden", "32", "--dtype", "float64", "--epochs", "3",
+            "--batch-size", "30", "--lr", "0.1", "--eval-every", "3", *KERNELS]
+    return args, train_params(tmp_path_factory.mktemp("serial"), args)
+
+
+@pytest.mark.parametrize("procs", [2, 3])
+def test_helpers_updating_while_the_last_worker_computes_still_equal_serial(tmp_path, procs,
+                                                                          wide_data):
+    """The workers compute the first layer's weight gradient in two
+    (``MLP.announce_early_part``) and the helpers update the rest meanwhile."""
+    args, serial = wide_data
+    params = train_params(tmp_path, ["--strategy", "ps-sync", *args], procs=procs)
+    assert max_relative_difference(params, serial) <= 1e-10
+    assert read_result(tmp_path)["update_helpers"]
+
+
+@pytest.mark.parametrize("when", ["before its gradient", "after its early part"])
+def test_helpers_wait_for_a_slow_worker_at_both_parts(tmp_path, wide_data, when):
+    """Rank 2 (a worker that shares the server's core on 2 cores) sleeps 5 ms a step: a
+    helper that updated a part before every worker's gradient of it was in would update
+    it from a stale gradient."""
+    args, serial = wide_data
+    late = ["--late"] if when == "after its early part" else []
+    done = mpi_script("slow_worker.py", 3, ["2", "0.005", *late, "--strategy",
+                                            "ps-sync", "--quiet", "--out", str(tmp_path), *args])
+    assert done.returncode == 0, done.stderr
+    assert max_relative_difference(saved_params(tmp_path), serial) <= 1e-10
 
 
 def test_same_config_and_processes_is_bit_identical(tmp_path):

@@ -166,3 +166,34 @@ def test_label_smoothing_trains_against_smoothed_targets_and_evaluates_plainly()
     analytic = model.grads.copy()
     numeric = _central_differences(model, lambda: model.loss_and_gradient_sum(x, y)[0])
     np.testing.assert_allclose(analytic, numeric, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("kernels", ["numpy", "fused"])
+@pytest.mark.parametrize("rows, chunk", [(40, 4096), (40, 16), (0, 4096)])
+def test_the_early_part_is_signalled_once_and_final_when_signalled(monkeypatch, kernels, rows,
+                                                                   chunk):
+    """``announce_early_part``: one signal per gradient, when every element from the
+    split on already holds its final value; the gradient is the unsplit one."""
+    pytest.importorskip("numba") if kernels == "fused" else None
+    from distnn.nn import mlp
+
+    monkeypatch.setattr(mlp, "CHUNK_ROWS", chunk)
+    rng = np.random.default_rng(7)
+    x, y = rng.normal(size=(rows, 12)), rng.integers(0, 3, size=rows)
+    plain = MLP([12, 16, 3], dtype="float64", seed=4, kernels=kernels)
+    plain.gradient_sum(x, y)
+    split = MLP([12, 16, 3], dtype="float64", seed=4, kernels=kernels)
+    seen = []
+    start = split.announce_early_part(5, lambda: seen.append(split.grads[start:].copy()))
+    assert start == 5 * 16
+    for _ in range(2):
+        split.loss_and_gradient_sum(x, y)
+    assert len(seen) == 2
+    for early in seen:
+        np.testing.assert_array_equal(early, split.grads[start:])
+    np.testing.assert_allclose(split.grads, plain.grads, rtol=1e-13, atol=1e-300)
+
+
+def test_the_early_part_must_be_a_row_range_of_the_first_layer():
+    with pytest.raises(ValueError, match=r"rows must be in \[0, 12\]"):
+        MLP([12, 16, 3]).announce_early_part(13, lambda: None)

@@ -177,3 +177,28 @@ def test_schedule_from_config_scales_lr_linearly_and_warms_up_over_epochs():
     schedule = Schedule.from_config(config, updates_per_epoch=30, global_batch=512)
     assert schedule.lr == pytest.approx(0.2) and schedule.warmup == 60
     assert schedule(59) == pytest.approx(0.2) and schedule(29) == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_an_update_applied_in_pieces_counts_once_and_equals_one_apply(compiled):
+    """A helper of ps-sync applies its share of an update in two pieces: only the last
+    counts (the schedule's next rate), and the pieces give the bits of one ``apply``."""
+    if compiled:
+        fused = pytest.importorskip("distnn.nn.fused")
+    rng = np.random.default_rng(11)
+    start = rng.normal(size=20)
+    whole, pieces = (SGD(start.copy(), None, Schedule(0.1, "inverse-decay", decay=0.01),
+                         momentum=0.9) for _ in range(2))
+    if compiled:
+        for optimizer in (whole, pieces):
+            optimizer.accelerate(fused)
+    for _ in range(3):
+        sums = rng.normal(size=(2, 20))
+        whole.apply_sums(sums.copy(), 8)
+        copy = sums.copy()
+        pieces.apply_sums(copy[:, 12:], 8, part=slice(12, 20), counts=False)
+        assert pieces.iterations == whole.iterations - 1
+        pieces.apply_sums(copy[:, :12], 8, part=slice(0, 12))
+    assert pieces.iterations == whole.iterations == 3
+    np.testing.assert_array_equal(pieces.params, whole.params)
+    np.testing.assert_array_equal(pieces.velocity, whole.velocity)

@@ -92,6 +92,22 @@ class MLP:
             self._fused = fused
         if self.kernels == "fused-rows":
             self._rows_kernel = _RowsKernel(self)
+        self._early: tuple[int, object] | None = None
+        self._split_now = False
+
+    def announce_early_part(self, rows: int, signal) -> int:
+        """From now on, every gradient computation calls ``signal()`` once, as soon as the
+        gradient is final from the first layer's weight row ``rows`` on (that row onwards,
+        and every later layer): the first layer's weight gradient, the backward pass's last
+        GEMM, is computed in two, the rows from ``rows`` first. A parameter server's helpers
+        update that part while this rank computes the rest. Returns where the part starts
+        in the flat vector. (Batches of more than ``CHUNK_ROWS`` rows, and the fused-rows
+        kernel, signal at the end.)"""
+        fan_in, fan_out = self.sizes[0], self.sizes[1]
+        if not 0 <= rows <= fan_in:
+            raise ValueError(f"rows must be in [0, {fan_in}], got {rows}")
+        self._early = (rows, signal)
+        return rows * fan_out
 
     @staticmethod
     def parameter_count(sizes) -> int:
@@ -256,6 +272,18 @@ class MLP:
         self._gradient_sum(x, y, False, samples)
 
     def _gradient_sum(self, x, y, with_loss: bool, samples) -> tuple[float, int]:
+        if self._early is None:
+            return self._whole_gradient_sum(x, y, with_loss, samples)
+        self._split_now = 0 < x.shape[0] <= CHUNK_ROWS and self._rows_kernel is None
+        try:
+            found = self._whole_gradient_sum(x, y, with_loss, samples)
+        finally:
+            split, self._split_now = self._split_now, False
+        if not split:
+            self._early[1]()
+        return found
+
+    def _whole_gradient_sum(self, x, y, with_loss: bool, samples) -> tuple[float, int]:
         n = x.shape[0]
         if n == 0:
             self.grads[...] = 0
@@ -291,6 +319,10 @@ class MLP:
         for i in range(len(self.layers) - 1, -1, -1):
             layer_input = x if i == 0 else acts[i - 1]
             grad_in = None if i == 0 else grads[i - 1]
+            if i == 0 and self._split_now:
+                np.sum(grads[0], axis=0, out=self.layers[0].bias_grad)
+                self._first_weight_gradient(x, grads[0], self.layers[0].weight_grad)
+                break
             self.layers[i].backward(layer_input, grads[i], grad_in,
                                     None if first else self._chunk_views[i])
             if grad_in is not None:
@@ -313,11 +345,22 @@ class MLP:
                                                         views[-1][1], True, with_loss)
         for i in range(len(self.layers) - 1, -1, -1):
             layer_input = x if i == 0 else acts[i - 1]
+            if i == 0 and self._split_now:
+                self._first_weight_gradient(x, grads[0], views[0][0])
+                break
             np.matmul(layer_input.T, grads[i], out=views[i][0])
             if i > 0:
                 np.matmul(grads[i], self.layers[i].weight.T, out=grads[i - 1])
                 fused.relu_backward_bias(grads[i - 1], acts[i - 1], views[i - 1][1])
         return loss_sum, correct
+
+    def _first_weight_gradient(self, x, grad_out, weight_grad) -> None:
+        """``x.T @ grad_out`` into ``weight_grad`` in two GEMMs, signalling in between (see
+        ``announce_early_part``); every other gradient is final by now."""
+        rows, signal = self._early
+        np.matmul(x[:, rows:].T, grad_out, out=weight_grad[rows:])
+        signal()
+        np.matmul(x[:, :rows].T, grad_out, out=weight_grad[:rows])
 
     def warm_up(self, x: np.ndarray, y: np.ndarray) -> None:
         """Compile (or load from numba's disk cache) every kernel the training and the

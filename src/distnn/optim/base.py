@@ -64,12 +64,14 @@ class Optimizer:
     def prepare(self, grad_sum: np.ndarray, batch_size: int) -> np.ndarray:
         raise NotImplementedError
 
-    def apply(self, parts, part: slice = slice(None)) -> None:
+    def apply(self, parts, part: slice = slice(None), counts: bool = True) -> None:
+        """``counts``: whether this call completes the update (a rank that applies its
+        share of an update in pieces counts the update once, with its last piece)."""
         if not self.holds_state:
             raise RuntimeError(f"this rank holds no {self.name} state: it prepares, the owner "
                                "of the parameters applies")
         self._update(list(parts), part)
-        self.iterations += 1
+        self.iterations += counts
 
     def _update(self, parts: list[np.ndarray], part: slice) -> None:
         raise NotImplementedError
@@ -80,12 +82,13 @@ class Optimizer:
         memory: then a strategy may send sums unprepared and spare the workers a pass."""
         return False
 
-    def apply_sums(self, sums, batch_size: int, part: slice = slice(None)) -> None:
+    def apply_sums(self, sums, batch_size: int, part: slice = slice(None),
+                   counts: bool = True) -> None:
         """``apply`` of the workers' gradient *sums* over a batch of ``batch_size`` rows,
         not yet prepared: each is prepared here, in place, first."""
         for row in sums:
             self.prepare(row, batch_size)
-        self.apply(sums, part)
+        self.apply(sums, part, counts)
 
     def advance(self) -> None:
         """Count one update applied elsewhere (by a parameter server)."""

@@ -92,30 +92,32 @@ class SGD(Optimizer):
         answer on every rank: it depends on the configuration, not on the rank's role)."""
         return self._one_pass_parts is not None and not (self.nesterov or self.weight_decay)
 
-    def apply(self, parts, part: slice = slice(None)) -> None:
-        self._apply_parts(parts, part, None)
+    def apply(self, parts, part: slice = slice(None), counts: bool = True) -> None:
+        self._apply_parts(parts, part, None, counts)
 
-    def apply_sums(self, sums, batch_size: int, part: slice = slice(None)) -> None:
+    def apply_sums(self, sums, batch_size: int, part: slice = slice(None),
+                   counts: bool = True) -> None:
         """The sums prepared (``-lr_t / batch_size``) within the update's one pass when
         compiled; rounded as ``prepare`` then ``apply`` would, so bit-identical."""
         if (not self.folds_preparation or not self.holds_state
                 or not isinstance(sums, np.ndarray) or sums.ndim != 2):
-            super().apply_sums(sums, batch_size, part)
+            super().apply_sums(sums, batch_size, part, counts)
             return
-        self._apply_parts(sums, part, self.params.dtype.type(-self.current_lr / batch_size))
+        self._apply_parts(sums, part, self.params.dtype.type(-self.current_lr / batch_size),
+                          counts)
 
-    def _apply_parts(self, parts, part: slice, scale) -> None:
+    def _apply_parts(self, parts, part: slice, scale, counts: bool = True) -> None:
         """The compiled one-pass update of ``parts`` (scaled by ``scale`` unless None)
         where it applies, else the optimizer contract's ``apply``."""
         if (self._one_pass is None or self._work is not None or not self.holds_state
                 or not isinstance(parts, np.ndarray) or parts.ndim != 2):
-            super().apply(parts, part)
+            super().apply(parts, part, counts)
             return
         velocity = self.velocity[part]
         self._one_pass_parts(self.params[part], parts, velocity,
                              self.params.dtype.type(self.momentum), scale)
         self._flush_due(velocity)
-        self.iterations += 1
+        self.iterations += counts
 
     def step(self, grad_sum: np.ndarray, batch_size: int = 1) -> None:
         if self._one_pass is None or self._work is not None or not self.holds_state:

@@ -65,6 +65,15 @@ def spin_until(ready, watch: StallWatch = OFF, what: str = "a peer") -> None:
             watch.stalled(what)
 
 
+def spin_for(ready, seconds: float) -> bool:
+    """Test ``ready()`` without sleeping for up to ``seconds``; returns whether it was."""
+    until = time.perf_counter() + seconds
+    while not ready():
+        if time.perf_counter() > until:
+            return False
+    return True
+
+
 def wait_politely(request: MPI.Request, watch: StallWatch = OFF, what: str = "a peer") -> None:
     """Complete ``request`` without spinning a core while it is pending."""
     sleep_until(request.Test, watch, what)

@@ -40,8 +40,8 @@ MOST_RINGS_READ = 1024
 SPIN_S = 0.002      # a rank with its own core polls this long before it sleeps
 
 
-def own_cores(comm: MPI.Comm) -> list[bool]:
-    """For each rank of ``comm`` (one node), whether no other rank may run on its cores
+def core_mates(comm: MPI.Comm) -> list[frozenset[int]]:
+    """For each rank of ``comm`` (one node), the other ranks that may run on its cores
     (collective; the same list on every rank).
 
     Bound ranks (``-bind-to core``) have disjoint CPU sets except where ranks outnumber
@@ -49,12 +49,18 @@ def own_cores(comm: MPI.Comm) -> list[bool]:
     are no more than the cores.
     """
     sets = [set(cpus) for cpus in comm.allgather(sorted(os.sched_getaffinity(0)))]
-    found = []
+    mates = []
     for rank, mine in enumerate(sets):
-        others = sets[:rank] + sets[rank + 1:]
-        found.append(not any(mine & other for other in others)
-                     or (all(other == mine for other in others) and len(sets) <= len(mine)))
-    return found
+        others = {other for other, theirs in enumerate(sets) if other != rank and mine & theirs}
+        unbound = all(theirs == mine for theirs in sets)
+        mates.append(frozenset() if unbound and len(sets) <= len(mine) else frozenset(others))
+    return mates
+
+
+def own_cores(comm: MPI.Comm) -> list[bool]:
+    """For each rank of ``comm`` (one node), whether no other rank may run on its cores
+    (collective; the same list on every rank)."""
+    return [not mates for mates in core_mates(comm)]
 
 
 def own_core(comm: MPI.Comm) -> bool:
@@ -103,7 +109,8 @@ class Doorbells:
         self._poller = select.poll()
         self._poller.register(self._pipes[self.rank], select.POLLIN)
         self._timeout_ms = self.watch.poll_timeout_ms()
-        self.spin_s = spin_s if own_core(comm) else 0.0
+        self.mates = core_mates(comm)[self.rank]
+        self.spin_s = spin_s if not self.mates else 0.0
 
     def ring(self, rank: int, message: int = 0) -> None:
         """Wake ``rank`` (or let its next ``wait`` return at once), telling it ``message``."""
@@ -115,6 +122,31 @@ class Doorbells:
         on a shared core, for a caller that knows the ranks it shares it with are waiting."""
         return self._read(RING.size * rings, exact=True, what=what,
                           spin_s=SPIN_S if spin else self.spin_s)
+
+    def signal(self, rank: int, kind: int = 0) -> None:
+        """Ring ``rank`` with a message that says who rang and what (``kind``), for
+        ``wait_from``."""
+        self.ring(rank, kind * self.size + self.rank)
+
+    def wait_from(self, ringers, what: str = "a doorbell", kind: int = 0,
+                  heard=()) -> list[int]:
+        """Sleep until every rank of ``ringers`` has signalled ``kind``; returns the messages
+        of the other rings read meanwhile, which a later ``wait_from`` counts if given them
+        as ``heard``. Once every ringer that shares this rank's core has signalled, poll
+        without sleeping: the core is this rank's alone until the others ring, and a rank
+        woken on an idle core waits for the core to wake too (on a virtual machine, for
+        the hypervisor to run it again)."""
+        waiting = {kind * self.size + rank: rank for rank in ringers}
+        others = []
+        for message in heard:
+            if waiting.pop(message, None) is None:
+                others.append(message)
+        while waiting:
+            mates_computing = any(rank in self.mates for rank in waiting.values())
+            for message in self.wait(what=what, spin=not mates_computing):
+                if waiting.pop(message, None) is None:
+                    others.append(message)
+        return others
 
     def wait_any(self, what: str = "a doorbell") -> list[int]:
         """Sleep until this rank's bell has rung; returns the messages of every ring so far."""

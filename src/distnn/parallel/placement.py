@@ -17,7 +17,8 @@ class Placement:
     the optimizer updates, which ``state`` is shaped like (a parameter server's shard);
     ``shared``, the shared memory to free at the end; ``rows``, the strategy's own views
     (workers' gradient rows...); ``helpers``, the workers that apply a piece of a parameter
-    server's update (ps-sync on one node); ``sync``, how ranks on different hosts combine
+    server's update (ps-sync on one node), and ``polled``, those of them whose progress
+    the server reads off flags in shared memory rather than hears rung; ``sync``, how ranks on different hosts combine
     (``node-aware`` or ``flat``; None on one host), and ``groups``, the node-aware path's
     communicators."""
 
@@ -28,6 +29,7 @@ class Placement:
     rows: dict[str, np.ndarray] = field(default_factory=dict)
     owned: slice = field(default_factory=lambda: slice(None))
     helpers: tuple[int, ...] = ()
+    polled: tuple[int, ...] = ()
     sync: str | None = None
     groups: HostGroups | None = None
 

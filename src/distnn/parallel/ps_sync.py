@@ -45,12 +45,18 @@ server). The update is element by element, so every shard gets the same bits as 
 server would: K changes only who computes what, and where the bytes travel.
 
 On one node with one server, workers that have a core to themselves (``own_cores``: no
-other rank may run there) help the server with its update: once every part is in, the
-server rings them, and each applies its piece of the vector and of the optimizer state
-(which then live in shared memory) while the server applies the first piece. Those
-workers would only spin on their doorbell meanwhile, so the update's time on the step's
-critical path is divided among the server and them, and each piece stays in the cache of
-the core that updates it. The update is element by element: the same bits.
+other rank may run there) help the server with its update; they would only wait
+meanwhile. Each worker computes the first layer's weight gradient, the backward pass's
+last GEMM, in two (``MLP.announce_early_part``): a quarter of its rows last
+(``early_rows``). Every worker flags in shared memory when the rest of its gradient (the
+early part) is in, and when all of it is; the helpers, polling the flags, apply the
+early part while the slowest worker still computes, then with the server each its piece
+of the late part. So the update's time on the step's critical path is the late part's
+piece, and each piece stays in the cache of the core that updates it. The server sleeps
+until the workers that share its core have rung (each hands it the core as it sleeps),
+then polls the helpers' flags: a ring from another core would wake it amid its core
+mates' computing. Where the server has a core of its own, every worker rings it. The
+update is element by element: the same bits.
 
 With ``--deterministic`` (``micro.py``) a worker computes the gradient sum of each of its
 micro-batches into that micro-batch's row of the servers' ``(M, n_params)`` rows (shared
@@ -66,14 +72,24 @@ import numpy as np
 from mpi4py import MPI
 
 from distnn.data.sampler import batch_length, worker_range
-from distnn.parallel.comm import Tag, probe_politely, spin_until, wait_politely
-from distnn.parallel.doorbell import Doorbells, own_cores
+from distnn.parallel.comm import Tag, probe_politely, sleep_until, spin_for, spin_until, wait_politely
+from distnn.parallel.doorbell import SPIN_S, Doorbells, core_mates, own_cores
 from distnn.parallel.micro import fold, micro_batches_of
 from distnn.parallel.node_aware import add_host_parts, group_by_host
 from distnn.parallel.placement import Placement, private
 from distnn.parallel.shards import broadcast_shards, for_shard
 from distnn.parallel.shared_memory import SharedBuffers
 from distnn.parallel.strategy import Strategy
+
+APPLIED = 1         # a helper's signal to the server: its pieces are applied (0: a gradient)
+
+
+def early_rows(sizes) -> int:
+    """Where a worker splits the first layer's weight gradient (``MLP.announce_early_part``)
+    when helpers update the rest meanwhile: a quarter of its rows come last, the work of
+    about as long as the helpers' share of the rest takes (``benchmarks/ps_sync_steps.py``);
+    with fewer than 8 inputs, all of them (the rest is then the later layers)."""
+    return sizes[0] // 4 if sizes[0] >= 8 else sizes[0]
 
 
 def update_helpers(comm, roles) -> tuple[int, ...]:
@@ -119,7 +135,12 @@ class PSSync(Strategy):
             cls.rows_of(roles, config, roles.worker_index(rank))
         if config.shared_memory and config.combine == "gradients" and sync is None:
             helpers = update_helpers(comm, roles)
+            # The server sleeps until the workers that share its core have rung (each
+            # hands the core over as it sleeps); the helpers' progress, on other cores, it
+            # reads off their flags: a ring would wake it amid its core mates' computing.
+            polled = helpers if helpers and core_mates(comm)[roles.server_ranks[0]] else ()
             shared = SharedBuffers(comm)
+            flags = {"ready": shared.array((comm.Get_size(),), np.int64)} if helpers else {}
             rows = shared.array((count, n_params), dtype)
             params = shared.array((n_params,), dtype)
             grads = np.zeros(n_params, dtype) if first is None else rows[first.start]
@@ -128,8 +149,8 @@ class PSSync(Strategy):
                 state = whole if owns_state or rank in helpers else {}
             else:
                 state = {name: np.zeros(width, dtype) for name in names}
-            return Placement(params, grads, state, shared, {"parts": rows[:, owned]},
-                             owned=owned, helpers=helpers)
+            return Placement(params, grads, state, shared, {"parts": rows[:, owned], **flags},
+                             owned=owned, helpers=helpers, polled=polled)
         if first is None:
             placed = private(n_params, dtype, names,
                              {"parts": np.zeros((count, width), dtype)}, owned)
@@ -168,29 +189,50 @@ class PSSync(Strategy):
             self._bells = Doorbells(self.comm)
         elif self.groups is not None and self.worker_index is not None:
             self._fold = self.groups.shard(model.n_params)
-        # The pieces of the server's update: the server's, then each helper's.
-        self._helpers = placement.helpers
-        pieces = [slice(*worker_range(model.n_params, len(self._helpers) + 1, piece))
-                  for piece in range(len(self._helpers) + 1)]
-        self._piece = None
-        if self._helpers and self.worker_index is None:
-            self._piece = pieces[0]
-        elif self.rank in self._helpers:
-            self._piece = pieces[1 + self._helpers.index(self.rank)]
         # On one node, where the optimizer folds the preparation into its update's one pass
         # (plain SGD, compiled), the parts travel as sums: the workers skip that pass.
         self._sums = (self._bells is not None and self.micro_batches is None
                       and optimizer.folds_preparation)
+        self._helpers = placement.helpers
+        self._ready = placement.rows.get("ready")   # each worker's progress (two per step)
+        self._ringers = [rank for rank in roles.worker_ranks if rank not in placement.polled]
+        self._round = 0
+        self._pieces = self._update_pieces(model)
+        if self._helpers and self.worker_index is not None and self._sums:
+            model.announce_early_part(early_rows(model.sizes), self._early_part_in)
+
         if self.micro_batches is not None and self.worker_index is not None:
             self._outgoing = placement.rows["own"] if self.shared is None else \
                 self._parts[self.micro.start:self.micro.stop]
             self._rows = [model.gradient_buffer(row) for row in self._outgoing]
+
+    def _update_pieces(self, model) -> list[slice]:
+        """This rank's pieces of the update with helpers (none without): the server's
+        piece of the late part (the first layer's first weight rows, whose gradient a
+        worker computes last); a helper's piece of the early part (the rest), which it
+        applies while the workers compute the late part, then its piece of the late part."""
+        helpers, n = self._helpers, model.n_params
+        if not helpers or (self.worker_index is not None and self.rank not in helpers):
+            return []
+        late = early_rows(model.sizes) * model.sizes[1] if self._sums else n
+        if self.worker_index is None:
+            return [slice(*worker_range(late, len(helpers) + 1, 0))]
+        index = helpers.index(self.rank)
+        start, stop = worker_range(n - late, len(helpers), index)
+        return [slice(late + start, late + stop),
+                slice(*worker_range(late, len(helpers) + 1, 1 + index))]
+
+    def _early_part_in(self) -> None:
+        """A worker's gradient is final but for the late part: its flag says so."""
+        self.shared.sync()
+        self._ready[self.rank] = 2 * self._round - 1
 
     def step(self, batch) -> None:
         if self.combine_models:
             self._model_step(batch)
             return
         self._batch_size = batch_length(batch)
+        self._round += 1
         if self.worker_index is not None:
             if self.micro_batches is not None:
                 self.micro_gradient_sums(batch, self._rows)     # the servers prepare their sum
@@ -198,7 +240,7 @@ class PSSync(Strategy):
                 self.local_gradient_sum(batch)
                 if not self._sums:
                     self.optimizer.prepare(self.model.grads, self._batch_size)
-            if self._piece is None:
+            if not self._pieces:
                 self.optimizer.advance()      # a helper counts the update it applies
             self.timer.lap("compute")
         if self.groups is not None and self.worker_index is not None:
@@ -221,29 +263,33 @@ class PSSync(Strategy):
             self.optimizer.apply(self._parts)
         self.timer.lap("update")
 
-    def _apply_piece(self) -> None:
-        """The server's or a helper's piece of the update (its columns of the parts)."""
-        piece = self._piece
+    def _apply_piece(self, piece: slice, last: bool = True) -> None:
+        """A piece of the update (its columns of the parts), by the server or a helper;
+        the ``last`` of a rank's pieces counts the update."""
+        if piece.stop == piece.start and not last:
+            return
         if self.micro_batches is not None:
             self.apply_total(fold(self._parts, piece), self._batch_size, piece)
         elif self._sums:
-            self.optimizer.apply_sums(self._parts[:, piece], self._batch_size, part=piece)
+            self.optimizer.apply_sums(self._parts[:, piece], self._batch_size, part=piece,
+                                      counts=last)
         else:
-            self.optimizer.apply(self._parts[:, piece], part=piece)
+            self.optimizer.apply(self._parts[:, piece], part=piece, counts=last)
         self.timer.lap("update")
 
     def _shared_step(self) -> None:
         shared, bells, roles, helpers = self.shared, self._bells, self.roles, self._helpers
         if self.worker_index is None:
-            bells.wait(roles.n_workers, for_shard("the workers' gradients", roles, self.rank))
+            heard = bells.wait_from(self._ringers,
+                                    for_shard("the workers' gradients", roles, self.rank))
+            self._await_flags(helpers, 2 * self._round, "the helping workers' gradients")
             shared.sync()
             self.timer.lap("wait")
             if helpers:
-                for helper in helpers:
-                    bells.ring(helper)
-                self._apply_piece()
+                self._apply_piece(self._pieces[0])
                 # Every worker now waits for the parameters: spinning takes no one's core.
-                bells.wait(len(helpers), "the helping workers' pieces of the update", spin=True)
+                bells.wait_from(helpers, "the helping workers' pieces of the update",
+                                APPLIED, heard)
                 shared.sync()
                 self.timer.lap("wait")
             else:
@@ -252,22 +298,43 @@ class PSSync(Strategy):
             for worker in roles.worker_ranks:
                 bells.ring(worker)
             self.timer.lap("comm")
-        else:
-            shared.sync()
-            for server in roles.server_ranks:
-                bells.ring(server)
-            if self._piece is not None:
-                bells.wait(what="the server's signal to apply this worker's piece")
-                shared.sync()
-                self.timer.lap("wait")
-                self._apply_piece()
-                shared.sync()
-                bells.ring(roles.server_ranks[0])
-                self.timer.lap("comm")
-            bells.wait(roles.servers, "the parameters from the server" if roles.servers == 1
-                       else f"the parameters from all {roles.servers} servers")
+            return
+        shared.sync()
+        if self._ready is not None:
+            self._ready[self.rank] = 2 * self._round
+        if self.rank in self._ringers:
+            for server in roles.server_ranks:     # last: once rung, it may take this core
+                bells.signal(server)
+        if self._pieces:
+            others = [rank for rank in roles.worker_ranks if rank != self.rank]
+            early, late = self._pieces
+            self._await_flags(others, 2 * self._round - 1, "the other workers' gradients")
             shared.sync()
             self.timer.lap("wait")
+            self._apply_piece(early, last=False)
+            self._await_flags(others, 2 * self._round, "the other workers' gradients")
+            shared.sync()
+            self.timer.lap("wait")
+            self._apply_piece(late)
+            shared.sync()
+            bells.signal(roles.server_ranks[0], APPLIED)
+            self.timer.lap("comm")
+        bells.wait(roles.servers, "the parameters from the server" if roles.servers == 1
+                   else f"the parameters from all {roles.servers} servers")
+        shared.sync()
+        self.timer.lap("wait")
+
+    def _await_flags(self, ranks, count: int, what: str) -> None:
+        """Until the flag of each rank of ``ranks`` has reached ``count``: polled without
+        sleeping for ``SPIN_S`` (the ranks that poll have a core to themselves, or their
+        core mates are waiting too), then between short sleeps."""
+        if not ranks:
+            return
+        ready = self._ready
+        def arrived():
+            return all(ready[rank] >= count for rank in ranks)
+        if not spin_for(arrived, SPIN_S):
+            sleep_until(arrived, self.watch, what)
 
     def _host_step(self) -> None:
         """A worker, node-aware: the host's parts added up in its shared memory (each
