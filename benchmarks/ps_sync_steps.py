@@ -3,14 +3,16 @@
     mpiexec -bind-to core -n 3 python -m mpi4py benchmarks/ps_sync_steps.py [--steps 1000] [--rounds 3]
 
 784-256-10, float32, 128 samples per worker per step, the default (shared-memory) ps-sync
-exactly as ``distnn train`` builds it (``train.setup``), with its doorbells and the
-optimizer's ``apply`` wrapped to note the time of each event. Per step: the slowest
-worker's compute (step start to its ring), the server's wake-up after the last ring,
-the server's update (its piece, when workers help), its wait for the helping workers'
-pieces, its rings, the slowest worker's wake-up after the server's last ring, and the
-step period. Variants alternate within each round: the default (waiting ranks that have
-a core to themselves spin before they sleep, and help the server with its update), the
-server updating alone, and every rank sleeping at once.
+exactly as ``distnn train`` builds it (``train.setup``), with its doorbells, its workers'
+gradient and the optimizer's ``apply`` wrapped to note the time of each event. Per step:
+the slowest worker's compute (step start to its gradient), the part of it after its early
+part was flagged, the helpers' piece of that early part, the server's wake-up after the
+last gradient, the server's and the helpers' pieces of the late part, the time from the
+last gradient to the server's last ring (the update's share of the critical path), the
+slowest worker's wake-up after that ring, and the step period. Variants alternate within
+each round: the default (workers with a core to themselves help, updating the early part
+while the last worker computes the rest), helpers that start only once every gradient is
+in, and the server updating alone.
 """
 
 import argparse
@@ -27,18 +29,20 @@ from mpi4py import MPI  # noqa: E402
 
 from distnn.config import make_config  # noqa: E402
 from distnn.data import Dataset  # noqa: E402
-from distnn.parallel import doorbell, ps_sync  # noqa: E402
+from distnn.nn import MLP  # noqa: E402
+from distnn.parallel import ps_sync  # noqa: E402
 from distnn.train import setup  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 import measured  # noqa: E402
 
-# name: (spin before sleeping on an own core, workers with an own core help the update)
-VARIANTS = {"default: spin on an own core, helpers update pieces": (doorbell.SPIN_S, True),
-            "spin on an own core, the server updates alone": (doorbell.SPIN_S, False),
-            "always sleep, the server updates alone": (0.0, False)}
-PHASES = ("worker compute", "server wake-up", "server update", "helpers' pieces",
-          "server rings", "worker wake-up", "step period")
+# name: (workers with an own core help the update, they start on the early part)
+VARIANTS = {"default: helpers update the early part while the last worker computes": (True, True),
+            "helpers start once every gradient is in": (True, False),
+            "the server updates alone": (False, False)}
+PHASES = ("worker compute", "last worker's late part", "helpers' early piece",
+          "server wake-up", "server's piece", "helpers' late piece",
+          "last gradient to parameters", "worker wake-up", "step period")
 
 
 class Events:
@@ -73,43 +77,58 @@ def steps_of(marks) -> list[dict]:
 
 
 def phases(server_marks, worker_marks) -> dict:
-    """Per-step seconds of each phase (the first time rank 0 and each worker can agree on:
-    ranks on one node share ``perf_counter``'s clock)."""
+    """Per-step seconds of each phase (ranks on one node share ``perf_counter``'s clock)."""
     server = steps_of(server_marks)
     workers = [steps_of(marks) for marks in worker_marks]
     n = min(len(server), *(len(w) for w in workers)) - 1
     out = {phase: [] for phase in PHASES}
     for i in range(n):
-        last_ring = max(w[i]["ring"][0] for w in workers)
-        applied = server[i]["applied"][0]
-        helped = server[i]["woken"][1] if len(server[i]["woken"]) > 1 else applied
-        out["worker compute"].append(max(w[i]["ring"][0] - w[i]["step"] for w in workers))
-        out["server wake-up"].append(server[i]["woken"][0] - last_ring)
-        out["server update"].append(applied - server[i]["apply"][0])
-        out["helpers' pieces"].append(helped - applied)
-        out["server rings"].append(server[i]["ring"][-1] - helped)
-        out["worker wake-up"].append(max(w[i]["woken"][-1] - server[i]["ring"][-1]
-                                         for w in workers))
+        steps = [w[i] for w in workers]
+        last = max(steps, key=lambda step: step["done"][0])
+        done = last["done"][0]
+        helpers = [step for step in steps if len(step.get("apply", ())) == 2]
+        out["worker compute"].append(max(step["done"][0] - step["step"] for step in steps))
+        out["last worker's late part"].append(done - last["early"][0] if "early" in last
+                                              else 0.0)
+        out["helpers' early piece"].append(max((h["applied"][0] - h["apply"][0]
+                                                for h in helpers), default=0.0))
+        out["server wake-up"].append(server[i]["woken"][0] - done)
+        out["server's piece"].append(server[i]["applied"][0] - server[i]["apply"][0])
+        out["helpers' late piece"].append(max((h["applied"][1] - h["apply"][1]
+                                               for h in helpers), default=0.0))
+        out["last gradient to parameters"].append(server[i]["ring"][-1] - done)
+        out["worker wake-up"].append(max(w[i + 1]["step"] for w in workers)
+                                     - server[i]["ring"][-1])
         out["step period"].append(server[i + 1]["step"] - server[i]["step"])
     return out
 
 
-def measure(comm, data, steps: int, spin_s: float, helpers: bool) -> tuple[float, dict | None]:
+def measure(comm, data, steps: int, helpers: bool, early: bool) -> tuple[float, dict | None]:
     config = make_config(strategy="ps-sync", hidden=(256,), batch_size=128 * (comm.Get_size() - 1),
                          lr=0.05, lr_decay=5e-4, momentum=0.9, standardize=False)
-    previous = doorbell.Doorbells.__init__.__defaults__, ps_sync.update_helpers
-    doorbell.Doorbells.__init__.__defaults__ = (spin_s,)
+    events = Events()
+    previous = (ps_sync.update_helpers, MLP.announce_early_part)
     if not helpers:
         ps_sync.update_helpers = lambda comm, roles: ()
+    if early:
+        def announce(model, rows, signal):
+            def noted():
+                events.note("early")
+                signal()
+            return previous[1](model, rows, noted)
+        MLP.announce_early_part = announce
+    else:
+        MLP.announce_early_part = lambda model, rows, signal: rows * model.sizes[1]
     try:
         job = setup(config, comm, data)
     finally:
-        doorbell.Doorbells.__init__.__defaults__, ps_sync.update_helpers = previous
-    strategy, events = job.strategy, Events()
+        ps_sync.update_helpers, MLP.announce_early_part = previous
+    strategy = job.strategy
     events.wrap(strategy._bells, "ring", "ring")
-    events.wrap(strategy._bells, "wait", "wait", "woken")
-    events.wrap(strategy.optimizer, "apply", "apply", "applied")
-    events.wrap(strategy.optimizer, "apply_sums", "apply", "applied")
+    events.wrap(strategy._bells, "wait_from", "wait", "woken")
+    events.wrap(strategy, "local_gradient_sum", "gradient", "done")
+    for method in ("apply", "apply_sums"):
+        events.wrap(strategy.optimizer, method, "apply", "applied")
     batches = list(job.sampler.batches(0))
     for batch in batches[:20]:
         strategy.step(batch)
@@ -176,8 +195,8 @@ def main():
     walls = {label: [] for label in VARIANTS}
     split = {label: {phase: [] for phase in PHASES} for label in VARIANTS}
     for _ in range(args.rounds):
-        for label, (spin_s, helpers) in VARIANTS.items():
-            wall, per_step = measure(comm, data, args.steps, spin_s, helpers)
+        for label, (helpers, early) in VARIANTS.items():
+            wall, per_step = measure(comm, data, args.steps, helpers, early)
             walls[label].append(wall)
             if per_step:
                 for phase, values in per_step.items():
@@ -196,7 +215,7 @@ def main():
         print(f"\n  {label}: {rate:,.0f} samples/s (median of rounds)")
         for phase in PHASES:
             values = np.array(split[label][phase]) * 1e6
-            print(f"    {phase:16s} median {np.median(values):8.1f} us   p90 "
+            print(f"    {phase:28s} median {np.median(values):8.1f} us   p90 "
                   f"{np.percentile(values, 90):8.1f} us")
     result["stamp"] = stamp.close()
     print("\n" + measured.describe(result["stamp"]))
