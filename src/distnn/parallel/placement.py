@@ -18,9 +18,9 @@ class Placement:
     ``shared``, the shared memory to free at the end; ``rows``, the strategy's own views
     (workers' gradient rows...); ``helpers``, the workers that apply a piece of a parameter
     server's update (ps-sync on one node), and ``polled``, those of them whose progress
-    the server reads off flags in shared memory rather than hears rung; ``sync``, how ranks on different hosts combine
-    (``node-aware`` or ``flat``; None on one host), and ``groups``, the node-aware path's
-    communicators."""
+    the server reads off flags in shared memory rather than hears rung; ``sync``, how
+    ranks on different hosts combine (``node-aware`` or ``flat``; None on one host), and
+    ``groups``, the node-aware path's communicators."""
 
     params: np.ndarray
     grads: np.ndarray

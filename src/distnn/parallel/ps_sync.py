@@ -195,7 +195,8 @@ class PSSync(Strategy):
                       and optimizer.folds_preparation)
         self._helpers = placement.helpers
         self._ready = placement.rows.get("ready")   # each worker's progress (two per step)
-        self._ringers = [rank for rank in roles.worker_ranks if rank not in placement.polled]
+        self._polled = placement.polled
+        self._ringers = [rank for rank in roles.worker_ranks if rank not in self._polled]
         self._round = 0
         self._pieces = self._update_pieces(model)
         if self._helpers and self.worker_index is not None and self._sums:
@@ -282,7 +283,7 @@ class PSSync(Strategy):
         if self.worker_index is None:
             heard = bells.wait_from(self._ringers,
                                     for_shard("the workers' gradients", roles, self.rank))
-            self._await_flags(helpers, 2 * self._round, "the helping workers' gradients")
+            self._await_flags(self._polled, 2 * self._round, "the helping workers' gradients")
             shared.sync()
             self.timer.lap("wait")
             if helpers:
