@@ -353,7 +353,7 @@ class Loop:
             if stopped_at is not None:
                 self.interrupt(epoch - 1, stopped_at)
             if (not strategy.stops_mid_epoch and epoch < config.epochs
-                    and self.stop.agreed(comm, strategy.owns_core)):
+                    and strategy.stop_agreed(self.stop)):
                 self.interrupt(epoch, 0)
             evaluate_now = epoch % config.eval_every == 0 or epoch == config.epochs
             checkpoint_now = self.checkpoints and (epoch % checkpoint_every == 0
@@ -436,7 +436,7 @@ class Loop:
         if not strategy.stops_mid_epoch:
             return False
         global_step = epoch * job.sampler.steps_per_epoch + step
-        return global_step % CHECK_EVERY == 0 and self.stop.agreed(job.comm, strategy.owns_core)
+        return global_step % CHECK_EVERY == 0 and strategy.stop_agreed(self.stop)
 
     def interrupt(self, epoch: int, epoch_step: int) -> None:
         job = self.job

@@ -8,14 +8,23 @@ from distnn.train import train
 
 
 class StopAfter:
-    """A stop request all ranks agree on at their ``agreements``-th check (as Ctrl-C)."""
+    """A stop every rank asks for at the same point, as a Ctrl-C each rank receives: at
+    their ``agreements``-th agreement (``agreed``), or where a strategy agrees through its
+    steps (ps-sync on one node reads ``requested`` every step and stops at the first check
+    after the step that carried it) from their ``agreements``-th step on. With checks at
+    global steps 0, 16, ..., both stop at the same check."""
 
     def __init__(self, agreements: int):
-        self.left = agreements
+        self.left = self.reads_left = agreements
 
     def agreed(self, comm, spin: bool = True) -> bool:
         self.left -= 1
         return self.left == 0
+
+    @property
+    def requested(self) -> bool:
+        self.reads_left -= 1
+        return self.reads_left <= 0
 
 
 def train_until_stopped(config, comm, dataset, out: Path) -> None:

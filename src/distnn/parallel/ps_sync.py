@@ -140,7 +140,10 @@ class PSSync(Strategy):
             # reads off their flags: a ring would wake it amid its core mates' computing.
             polled = helpers if helpers and core_mates(comm)[roles.server_ranks[0]] else ()
             shared = SharedBuffers(comm)
-            flags = {"ready": shared.array((comm.Get_size(),), np.int64)} if helpers else {}
+            # Each rank's stop request, and rank 0's verdict (``stop_agreed``).
+            flags = {"stops": shared.array((comm.Get_size() + 1,), np.int64)}
+            if helpers:
+                flags["ready"] = shared.array((comm.Get_size(),), np.int64)
             rows = shared.array((count, n_params), dtype)
             params = shared.array((n_params,), dtype)
             grads = np.zeros(n_params, dtype) if first is None else rows[first.start]
@@ -198,6 +201,7 @@ class PSSync(Strategy):
         self._polled = placement.polled
         self._ringers = [rank for rank in roles.worker_ranks if rank not in self._polled]
         self._round = 0
+        self._stops, self._stop = placement.rows.get("stops"), None
         self._pieces = self._update_pieces(model)
         if self._helpers and self.worker_index is not None and self._sums:
             model.announce_early_part(early_rows(model.sizes), self._early_part_in)
@@ -295,11 +299,14 @@ class PSSync(Strategy):
                 self.timer.lap("wait")
             else:
                 self._update()
+            self._publish_stop_request()
+            self._stops[-1] = self._stops[:-1].max()
             shared.sync()
             for worker in roles.worker_ranks:
                 bells.ring(worker)
             self.timer.lap("comm")
             return
+        self._publish_stop_request()
         shared.sync()
         if self._ready is not None:
             self._ready[self.rank] = 2 * self._round
@@ -324,6 +331,21 @@ class PSSync(Strategy):
                    else f"the parameters from all {roles.servers} servers")
         shared.sync()
         self.timer.lap("wait")
+
+    def stop_agreed(self, stop) -> bool:
+        """On one node, the verdict of the last step: every rank writes its stop request
+        into shared memory before its step's signal, and the server, which has heard every
+        signal, writes whether any rank asked before it rings the parameters. The ranks
+        read it before their next step, when it cannot change: the same answer everywhere,
+        at no cost (a collective here waits out sleeps, 0.2-0.4 ms a check on 2 cores). A
+        request is acted on one step later than a collective would."""
+        if self._stops is None:
+            return super().stop_agreed(stop)
+        self._stop = stop
+        return bool(self._stops[-1])
+
+    def _publish_stop_request(self) -> None:
+        self._stops[self.rank] = self._stop is not None and self._stop.requested
 
     def _await_flags(self, ranks, count: int, what: str) -> None:
         """Until the flag of each rank of ``ranks`` has reached ``count``: polled without

@@ -182,6 +182,11 @@ class Strategy:
     def step(self, batch) -> None:
         raise NotImplementedError
 
+    def stop_agreed(self, stop) -> bool:
+        """Collective: whether any rank has been asked to ``stop`` (``StopRequest``). A
+        strategy whose every step brings all ranks together may answer from its steps."""
+        return stop.agreed(self.comm, self.owns_core)
+
     def synchronize(self) -> None:
         """Synchronous strategies keep every replica current after each step."""
 
