@@ -140,8 +140,9 @@ class PSSync(Strategy):
             # reads off their flags: a ring would wake it amid its core mates' computing.
             polled = helpers if helpers and core_mates(comm)[roles.server_ranks[0]] else ()
             shared = SharedBuffers(comm)
-            # Each rank's stop request, and rank 0's verdict (``stop_agreed``).
-            flags = {"stops": shared.array((comm.Get_size() + 1,), np.int64)}
+            flags = {}
+            if roles.servers == 1:     # each rank's stop request, the server's verdict
+                flags["stops"] = shared.array((comm.Get_size() + 1,), np.int64)
             if helpers:
                 flags["ready"] = shared.array((comm.Get_size(),), np.int64)
             rows = shared.array((count, n_params), dtype)
@@ -299,14 +300,16 @@ class PSSync(Strategy):
                 self.timer.lap("wait")
             else:
                 self._update()
-            self._publish_stop_request()
-            self._stops[-1] = self._stops[:-1].max()
+            if self._stops is not None:
+                self._publish_stop_request()
+                self._stops[-1] = self._stops[:-1].max()
             shared.sync()
             for worker in roles.worker_ranks:
                 bells.ring(worker)
             self.timer.lap("comm")
             return
-        self._publish_stop_request()
+        if self._stops is not None:
+            self._publish_stop_request()
         shared.sync()
         if self._ready is not None:
             self._ready[self.rank] = 2 * self._round
@@ -337,8 +340,9 @@ class PSSync(Strategy):
         into shared memory before its step's signal, and the server, which has heard every
         signal, writes whether any rank asked before it rings the parameters. The ranks
         read it before their next step, when it cannot change: the same answer everywhere,
-        at no cost (a collective here waits out sleeps, 0.2-0.4 ms a check on 2 cores). A
-        request is acted on one step later than a collective would."""
+        at no cost (a collective makes the ranks that share a core wait out sleeps). A
+        request is acted on one step later than a collective would. Not with several
+        servers: one of them could read the verdict before another has written it."""
         if self._stops is None:
             return super().stop_agreed(stop)
         self._stop = stop
