@@ -192,6 +192,9 @@ def test_the_early_part_is_signalled_once_and_final_when_signalled(monkeypatch, 
     for early in seen:
         np.testing.assert_array_equal(early, split.grads[start:])
     np.testing.assert_allclose(split.grads, plain.grads, rtol=1e-13, atol=1e-300)
+    split.withdraw_early_part()
+    split.gradient_sum(x, y)
+    assert len(seen) == 2
 
 
 def test_the_early_part_must_be_a_row_range_of_the_first_layer():

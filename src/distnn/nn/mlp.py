@@ -109,6 +109,10 @@ class MLP:
         self._early = (rows, signal)
         return rows * fan_out
 
+    def withdraw_early_part(self) -> None:
+        """Back to one GEMM and no signal (the strategy that asked is done)."""
+        self._early = None
+
     @staticmethod
     def parameter_count(sizes) -> int:
         return sum(Dense.size(a, b) for a, b in zip(sizes, sizes[1:]))

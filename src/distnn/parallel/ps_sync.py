@@ -479,6 +479,7 @@ class PSSync(Strategy):
         return [rows, 1, self._subarrays[key]]
 
     def finish(self) -> dict:
+        self.model.withdraw_early_part()    # its signal writes into the shared memory freed here
         for datatype in self._subarrays.values():
             datatype.Free()
         if self._bells is not None:
