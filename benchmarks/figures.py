@@ -20,6 +20,7 @@ did. It is a command for maintainers before they change a figure, not a timed te
 """
 
 import argparse
+import importlib
 import json
 import os
 import re
@@ -49,6 +50,10 @@ def _mpiexec() -> str:
     return find_mpiexec()
 
 
+def _runs_anywhere() -> None:
+    return None
+
+
 @dataclass
 class Figure:
     """``commands(work)`` make the results (JSON files in ``work``); ``render(work)``
@@ -57,37 +62,26 @@ class Figure:
     commands: callable
     render: callable
     needs: str | None = None      # a module the benchmark needs, beyond distnn's dev extra
-    unavailable: callable = lambda: None    # why it cannot run here (root, tools), or None
+    unavailable: callable = _runs_anywhere    # why it cannot run here (root, tools), or None
 
 
 def _json(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def _speed():
-    import speed
+def _one_script(module: str, args: list[str], needs: str | None = None) -> Figure:
+    """One run of ``benchmarks/MODULE.py ARGS --json``, rendered by the module's
+    ``markdown``; a module that cannot run everywhere says why in its ``why_not``."""
+    benchmark = importlib.import_module(module)
+    output = module.replace("_", "-") + ".json"
 
     def commands(work):
-        return [[PYTHON, "benchmarks/speed.py", "--rounds", "5", "--steps", "1000", "--json",
-                 str(work / "speed.json")]]
+        return [[PYTHON, f"benchmarks/{module}.py", *args, "--json", str(work / output)]]
 
     def render(work):
-        result = _json(work / "speed.json")
-        return speed.markdown(result), result
-    return Figure(commands, render)
-
-
-def _kernels():
-    import kernels
-
-    def commands(work):
-        return [[PYTHON, "benchmarks/kernels.py", "--rounds", "15", "--json",
-                 str(work / "kernels.json")]]
-
-    def render(work):
-        result = _json(work / "kernels.json")
-        return kernels.markdown(result), result
-    return Figure(commands, render)
+        result = _json(work / output)
+        return benchmark.markdown(result), result
+    return Figure(commands, render, needs, getattr(benchmark, "why_not", _runs_anywhere))
 
 
 WAIT_WORKLOADS = (("784", "256", "128", "8192"), ("2", "64", "30000", "30000"))
@@ -125,19 +119,6 @@ def _ps_sync_steps():
     return Figure(commands, render)
 
 
-def _pytorch():
-    import pytorch
-
-    def commands(work):
-        return [[PYTHON, "benchmarks/pytorch.py", "--rounds", "3", "--json",
-                 str(work / "pytorch.json")]]
-
-    def render(work):
-        result = _json(work / "pytorch.json")
-        return pytorch.markdown(result), result
-    return Figure(commands, render, needs="torch")
-
-
 def _bench(name: str, args: list[str]):
     def commands(work):
         return [[*DISTNN, "bench", *args, "--out", str(work / name)]]
@@ -169,44 +150,18 @@ def _costmodel():
     return Figure(commands, render)
 
 
-def _emulated_network():
-    import emulated_network
-
-    def commands(work):
-        return [[PYTHON, "benchmarks/emulated_network.py", "--json",
-                 str(work / "emulated-network.json")]]
-
-    def render(work):
-        result = _json(work / "emulated-network.json")
-        return emulated_network.markdown(result), result
-    return Figure(commands, render, unavailable=emulated_network.why_not)
-
-
-def _two_mpis():
-    import two_mpis
-
-    def commands(work):
-        return [[PYTHON, "benchmarks/two_mpis.py", "--rounds", "3", "--json",
-                 str(work / "two-mpis.json")]]
-
-    def render(work):
-        result = _json(work / "two-mpis.json")
-        return two_mpis.markdown(result), result
-    return Figure(commands, render, unavailable=two_mpis.why_not)
-
-
 FIGURES = {
-    "speed": _speed,
-    "kernels": _kernels,
+    "speed": lambda: _one_script("speed", ["--rounds", "5", "--steps", "1000"]),
+    "kernels": lambda: _one_script("kernels", ["--rounds", "15"]),
     "wait-policy": _wait_policy,
     "ps-sync-steps": _ps_sync_steps,
-    "pytorch": _pytorch,
+    "pytorch": lambda: _one_script("pytorch", ["--rounds", "3"], needs="torch"),
     "bench-seed": lambda: _bench("bench-seed", ["--table", "seed", "--epochs", "300",
                                                 "--repeats", "3"]),
     "bench-fmnist": lambda: _bench("bench-fmnist", BENCH_FMNIST),
     "costmodel": _costmodel,
-    "emulated-network": _emulated_network,
-    "two-mpis": _two_mpis,
+    "emulated-network": lambda: _one_script("emulated_network", []),
+    "two-mpis": lambda: _one_script("two_mpis", ["--rounds", "3"]),
 }
 
 
