@@ -6,13 +6,16 @@
 exactly as ``distnn train`` builds it (``train.setup``), with its doorbells, its workers'
 gradient and the optimizer's ``apply`` wrapped to note the time of each event. Per step:
 the slowest worker's compute (step start to its gradient), the part of it after its early
-part was flagged, the helpers' piece of that early part, the server's wake-up after the
-last gradient, the server's and the helpers' pieces of the late part, the time from the
-last gradient to the server's last ring (the update's share of the critical path), the
+part was flagged, the longest early piece of the update (begun before the last gradient
+was in) and the longest late piece (begun after), the time
+from the last gradient to the last piece applied and from there to the server's last ring
+(its wake-up, checks and rings), their sum (the update's share of the critical path), the
 slowest worker's wake-up after that ring, and the step period. Variants alternate within
 each round: the default (workers with a core to themselves help, updating the early part
-while the last worker computes the rest), helpers that start only once every gradient is
-in, and the server updating alone.
+while the last worker computes the rest; the split between the server's piece and theirs
+moves each step towards an even finish), the server's piece fixed at its share of the
+late part (before the split moved), helpers that start only once every gradient is in,
+and the server updating alone.
 """
 
 import argparse
@@ -31,17 +34,21 @@ from distnn.config import make_config  # noqa: E402
 from distnn.data import Dataset  # noqa: E402
 from distnn.nn import MLP  # noqa: E402
 from distnn.parallel import ps_sync  # noqa: E402
+from distnn.parallel.ps_sync import PSSync  # noqa: E402
 from distnn.train import setup  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 import measured  # noqa: E402
 
-# name: (workers with an own core help the update, they start on the early part)
-VARIANTS = {"default: helpers update the early part while the last worker computes": (True, True),
-            "helpers start once every gradient is in": (True, False),
-            "the server updates alone": (False, False)}
-PHASES = ("worker compute", "last worker's late part", "helpers' early piece",
-          "server wake-up", "server's piece", "helpers' late piece",
+# name: (workers with a core of their own help, they start on the early part, the split
+# between the server's piece and the helpers' moves towards an even finish)
+VARIANTS = {"default: helpers update the early part while the last worker computes; "
+            "the split moves": (True, True, True),
+            "the server's piece fixed (a share of the late part)": (True, True, False),
+            "helpers start once every gradient is in": (True, False, True),
+            "the server updates alone": (False, False, False)}
+PHASES = ("worker compute", "last worker's late part", "early pieces", "late pieces",
+          "last gradient to pieces applied", "pieces applied to parameters",
           "last gradient to parameters", "worker wake-up", "step period")
 
 
@@ -86,16 +93,19 @@ def phases(server_marks, worker_marks) -> dict:
         steps = [w[i] for w in workers]
         last = max(steps, key=lambda step: step["done"][0])
         done = last["done"][0]
-        helpers = [step for step in steps if len(step.get("apply", ())) == 2]
+        appliers = [step for step in (server[i], *steps) if "apply" in step]
+        pieces_in = max((step["applied"][-1] for step in appliers), default=done)
         out["worker compute"].append(max(step["done"][0] - step["step"] for step in steps))
         out["last worker's late part"].append(done - last["early"][0] if "early" in last
                                               else 0.0)
-        out["helpers' early piece"].append(max((h["applied"][0] - h["apply"][0]
-                                                for h in helpers), default=0.0))
-        out["server wake-up"].append(server[i]["woken"][0] - done)
-        out["server's piece"].append(server[i]["applied"][0] - server[i]["apply"][0])
-        out["helpers' late piece"].append(max((h["applied"][1] - h["apply"][1]
-                                               for h in helpers), default=0.0))
+        spans = [(start, end) for step in appliers
+                 for start, end in zip(step["apply"], step["applied"])]
+        out["early pieces"].append(max((end - start for start, end in spans if start < done),
+                                       default=0.0))
+        out["late pieces"].append(max((end - start for start, end in spans if start >= done),
+                                      default=0.0))
+        out["last gradient to pieces applied"].append(pieces_in - done)
+        out["pieces applied to parameters"].append(server[i]["ring"][-1] - pieces_in)
         out["last gradient to parameters"].append(server[i]["ring"][-1] - done)
         out["worker wake-up"].append(max(w[i + 1]["step"] for w in workers)
                                      - server[i]["ring"][-1])
@@ -103,13 +113,16 @@ def phases(server_marks, worker_marks) -> dict:
     return out
 
 
-def measure(comm, data, steps: int, helpers: bool, early: bool) -> tuple[float, dict | None]:
+def measure(comm, data, steps: int, helpers: bool, early: bool,
+            moves: bool) -> tuple[float, dict | None]:
     config = make_config(strategy="ps-sync", hidden=(256,), batch_size=128 * (comm.Get_size() - 1),
                          lr=0.05, lr_decay=5e-4, momentum=0.9, standardize=False)
     events = Events()
-    previous = (ps_sync.update_helpers, MLP.announce_early_part)
+    previous = (ps_sync.update_helpers, MLP.announce_early_part, PSSync._move_split)
     if not helpers:
         ps_sync.update_helpers = lambda comm, roles: ()
+    if not moves:
+        PSSync._move_split = lambda strategy, server_last: None
     if early:
         def announce(model, rows, signal):
             def noted():
@@ -122,7 +135,7 @@ def measure(comm, data, steps: int, helpers: bool, early: bool) -> tuple[float, 
     try:
         job = setup(config, comm, data)
     finally:
-        ps_sync.update_helpers, MLP.announce_early_part = previous
+        ps_sync.update_helpers, MLP.announce_early_part, PSSync._move_split = previous
     strategy = job.strategy
     events.wrap(strategy._bells, "ring", "ring")
     events.wrap(strategy._bells, "wait_from", "wait", "woken")
@@ -195,8 +208,8 @@ def main():
     walls = {label: [] for label in VARIANTS}
     split = {label: {phase: [] for phase in PHASES} for label in VARIANTS}
     for _ in range(args.rounds):
-        for label, (helpers, early) in VARIANTS.items():
-            wall, per_step = measure(comm, data, args.steps, helpers, early)
+        for label, variant in VARIANTS.items():
+            wall, per_step = measure(comm, data, args.steps, *variant)
             walls[label].append(wall)
             if per_step:
                 for phase, values in per_step.items():

@@ -95,8 +95,10 @@ def test_ps_sync_steps_table_gives_each_phase_and_every_launch():
                                    launch(20, 180_000)])
     rows = text.splitlines()
     assert len(rows) == 2 + len(ps_sync_steps.PHASES) + 1
-    assert rows[2] == "| worker compute | " + " | ".join(["20 (40)"] * 3) + " |"
-    assert rows[-1].endswith(" | ".join(["**180,000** (150,000, 180,000, 190,000)"] * 3) + " |")
+    variants = len(ps_sync_steps.VARIANTS)
+    assert rows[2] == "| worker compute | " + " | ".join(["20 (40)"] * variants) + " |"
+    assert rows[-1].endswith(" | ".join(["**180,000** (150,000, 180,000, 190,000)"] * variants)
+                             + " |")
 
 
 @pytest.mark.parametrize("second_run, expected", [

@@ -86,6 +86,23 @@ def test_helpers_wait_for_a_slow_worker_at_both_parts(tmp_path, wide_data, when)
     assert max_relative_difference(saved_params(tmp_path), serial) <= 1e-10
 
 
+@pytest.mark.parametrize("slow_rank", [0, 1])
+def test_the_servers_piece_moves_towards_an_even_finish(tmp_path, wide_data, slow_rank):
+    """Each step the server moves the split between its piece of the update and the
+    helpers' towards whichever side finished first: a server slow in every piece ends
+    with none of the update, a slow helper (rank 1, a core of its own) leaves it all to
+    the server; any split gives serial's parameters."""
+    args, serial = wide_data
+    split = tmp_path / "split"
+    done = mpi_script("slow_update.py", 3, [str(slow_rank), "0.002", str(split), "--strategy",
+                                            "ps-sync", "--quiet", "--out", str(tmp_path / "run"),
+                                            *args])
+    assert done.returncode == 0, done.stderr
+    assert max_relative_difference(saved_params(tmp_path / "run"), serial) <= 1e-10
+    end, n_params = map(int, split.read_text().split())
+    assert end == (0 if slow_rank == 0 else n_params)
+
+
 def test_same_config_and_processes_is_bit_identical(tmp_path):
     args = ["--strategy", "ps-sync", *WORKLOADS["shuffled"]]
     first = train_params(tmp_path / "a", args, procs=3)

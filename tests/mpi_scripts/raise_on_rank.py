@@ -1,7 +1,8 @@
 """Run ``distnn train`` with one rank raising in its Nth gradient or update (fail-fast test).
 
 Usage: raise_on_rank.py RANK N distnn-train-args...
-Workers fail in their Nth gradient computation, a parameter server in its Nth update.
+Workers fail in their Nth gradient computation, a parameter server in its Nth update (the
+update it applies, or counts where its helpers apply all of it).
 """
 
 import sys
@@ -27,4 +28,5 @@ def failing(original, kind: str):
 
 Strategy.local_gradient_sum = failing(Strategy.local_gradient_sum, "gradient")
 SGD.apply = failing(SGD.apply, "update")
+SGD.advance = failing(SGD.advance, "update")
 sys.exit(cli.main(["train", *sys.argv[3:]]))

@@ -52,7 +52,10 @@ last GEMM, in two (``MLP.announce_early_part``): a quarter of its rows last
 early part) is in, and when all of it is; the helpers, polling the flags, apply the
 early part while the slowest worker still computes, then with the server each its piece
 of the late part. So the update's time on the step's critical path is the late part's
-piece, and each piece stays in the cache of the core that updates it. The server sleeps
+piece, and each piece stays in the cache of the core that updates it. Where the server's
+piece ends moves each step towards an even finish (the server notes whether the helpers
+had finished when it had: the split depends on this machine's speed of the moment,
+never the bits). The server sleeps
 until the workers that share its core have rung (each hands it the core as it sleeps),
 then polls the helpers' flags: a ring from another core would wake it amid its core
 mates' computing. Where the server has a core of its own, every worker rings it. The
@@ -82,6 +85,12 @@ from distnn.parallel.shared_memory import SharedBuffers
 from distnn.parallel.strategy import Strategy
 
 APPLIED = 1         # a helper's signal to the server: its pieces are applied (0: a gradient)
+# A helper's flag (``ready``) counts three events a step: the early part of its gradient
+# is in, all of it is, its pieces of the update are applied.
+EARLY, GRADIENT, PIECES = 2, 1, 0
+# How far the split between the server's piece and the helpers' moves in a step, in
+# elements (least, most): it doubles while the same side finishes last, halves when not.
+SPLIT_STEPS = (256, 32768)
 
 
 def early_rows(sizes) -> int:
@@ -145,6 +154,7 @@ class PSSync(Strategy):
                 flags["stops"] = shared.array((comm.Get_size() + 1,), np.int64)
             if helpers:
                 flags["ready"] = shared.array((comm.Get_size(),), np.int64)
+                flags["split"] = shared.array((1,), np.int64)   # the server's piece, moved
             rows = shared.array((count, n_params), dtype)
             params = shared.array((n_params,), dtype)
             grads = np.zeros(n_params, dtype) if first is None else rows[first.start]
@@ -198,12 +208,15 @@ class PSSync(Strategy):
         self._sums = (self._bells is not None and self.micro_batches is None
                       and optimizer.folds_preparation)
         self._helpers = placement.helpers
-        self._ready = placement.rows.get("ready")   # each worker's progress (two per step)
+        self._ready = placement.rows.get("ready")   # each helper's progress (three per step)
         self._polled = placement.polled
         self._ringers = [rank for rank in roles.worker_ranks if rank not in self._polled]
         self._round = 0
         self._stops, self._stop = placement.rows.get("stops"), None
-        self._pieces = self._update_pieces(model)
+        self._late = early_rows(model.sizes) * model.sizes[1] if self._sums else model.n_params
+        self._split = placement.rows.get("split")
+        self._first_split = worker_range(self._late, len(self._helpers) + 1, 0)[1]
+        self._split_step, self._split_move = SPLIT_STEPS[0], 0
         if self._helpers and self.worker_index is not None and self._sums:
             model.announce_early_part(early_rows(model.sizes), self._early_part_in)
 
@@ -212,26 +225,48 @@ class PSSync(Strategy):
                 self._parts[self.micro.start:self.micro.stop]
             self._rows = [model.gradient_buffer(row) for row in self._outgoing]
 
-    def _update_pieces(self, model) -> list[slice]:
-        """This rank's pieces of the update with helpers (none without): the server's
-        piece of the late part (the first layer's first weight rows, whose gradient a
-        worker computes last); a helper's piece of the early part (the rest), which it
-        applies while the workers compute the late part, then its piece of the late part."""
-        helpers, n = self._helpers, model.n_params
-        if not helpers or (self.worker_index is not None and self.rank not in helpers):
-            return []
-        late = early_rows(model.sizes) * model.sizes[1] if self._sums else n
+    def _pieces(self) -> list[slice]:
+        """This rank's pieces of this step's update with helpers (none without). The
+        server's is ``[0, split)``: it starts in the late part (the first layer's first
+        weight rows, whose gradient a worker computes last), which it can only apply once
+        every gradient is in. The helpers split the rest: first what lies beyond the late
+        part, which they apply while the last worker still computes the late part, then
+        what lies in it. Any split gives the same bits (the update is element by element),
+        so the server moves it each step towards an even finish (``_move_split``)."""
+        n, late = self.model.n_params, self._late
+        split = min(max(self._first_split + int(self._split[0]), 0), n)
         if self.worker_index is None:
-            return [slice(*worker_range(late, len(helpers) + 1, 0))]
-        index = helpers.index(self.rank)
-        start, stop = worker_range(n - late, len(helpers), index)
-        return [slice(late + start, late + stop),
-                slice(*worker_range(late, len(helpers) + 1, 1 + index))]
+            return [slice(0, split)]
+        index, helpers = self._helpers.index(self.rank), len(self._helpers)
+        early = max(split, late)
+        start, stop = worker_range(n - early, helpers, index)
+        late_start, late_stop = worker_range(max(late - split, 0), helpers, index)
+        return [slice(early + start, early + stop), slice(split + late_start, split + late_stop)]
+
+    def _move_split(self, server_last: bool) -> None:
+        """The server, once every piece is in (no helper reads the split until it rings the
+        parameters): if it finished its piece last it takes less of the next update, else
+        more, by a step that grows while the same side is last and shrinks when not."""
+        move = -1 if server_last else 1
+        least, most = SPLIT_STEPS
+        self._split_step = min(self._split_step * 2, most) if move == self._split_move \
+            else max(self._split_step // 2, least)
+        self._split_move = move
+        shift = int(self._split[0]) + move * self._split_step
+        self._split[0] = min(max(shift, -self._first_split),
+                             self.model.n_params - self._first_split)
+
+    def _flag(self, event: int) -> None:
+        """This helper's progress: ``event`` of this step has happened."""
+        self._ready[self.rank] = 3 * self._round - event
+
+    def _flagged(self, ranks, event: int) -> bool:
+        return all(self._ready[rank] >= 3 * self._round - event for rank in ranks)
 
     def _early_part_in(self) -> None:
         """A worker's gradient is final but for the late part: its flag says so."""
         self.shared.sync()
-        self._ready[self.rank] = 2 * self._round - 1
+        self._flag(EARLY)
 
     def step(self, batch) -> None:
         if self.combine_models:
@@ -246,7 +281,7 @@ class PSSync(Strategy):
                 self.local_gradient_sum(batch)
                 if not self._sums:
                     self.optimizer.prepare(self.model.grads, self._batch_size)
-            if not self._pieces:
+            if self.rank not in self._helpers:
                 self.optimizer.advance()      # a helper counts the update it applies
             self.timer.lap("compute")
         if self.groups is not None and self.worker_index is not None:
@@ -272,7 +307,10 @@ class PSSync(Strategy):
     def _apply_piece(self, piece: slice, last: bool = True) -> None:
         """A piece of the update (its columns of the parts), by the server or a helper;
         the ``last`` of a rank's pieces counts the update."""
-        if piece.stop == piece.start and not last:
+        if piece.stop == piece.start:
+            if last:        # an empty piece still completes this rank's share: counted
+                self.optimizer.advance()
+                self.timer.lap("update")
             return
         if self.micro_batches is not None:
             self.apply_total(fold(self._parts, piece), self._batch_size, piece)
@@ -288,15 +326,19 @@ class PSSync(Strategy):
         if self.worker_index is None:
             heard = bells.wait_from(self._ringers,
                                     for_shard("the workers' gradients", roles, self.rank))
-            self._await_flags(self._polled, 2 * self._round, "the helping workers' gradients")
+            self._await_flags(self._polled, GRADIENT, "the helping workers' gradients")
             shared.sync()
             self.timer.lap("wait")
             if helpers:
-                self._apply_piece(self._pieces[0])
+                self._apply_piece(self._pieces()[0])
+                server_last = self._flagged(helpers, PIECES)
                 # Every worker now waits for the parameters: spinning takes no one's core.
-                bells.wait_from(helpers, "the helping workers' pieces of the update",
-                                APPLIED, heard)
+                bells.wait_from([rank for rank in helpers if rank not in self._polled],
+                                "the helping workers' pieces of the update", APPLIED, heard)
+                self._await_flags(self._polled, PIECES,
+                                  "the helping workers' pieces of the update")
                 shared.sync()
+                self._move_split(server_last)
                 self.timer.lap("wait")
             else:
                 self._update()
@@ -312,23 +354,25 @@ class PSSync(Strategy):
             self._publish_stop_request()
         shared.sync()
         if self._ready is not None:
-            self._ready[self.rank] = 2 * self._round
+            self._flag(GRADIENT)
         if self.rank in self._ringers:
             for server in roles.server_ranks:     # last: once rung, it may take this core
                 bells.signal(server)
-        if self._pieces:
+        if self.rank in self._helpers:
             others = [rank for rank in roles.worker_ranks if rank != self.rank]
-            early, late = self._pieces
-            self._await_flags(others, 2 * self._round - 1, "the other workers' gradients")
+            early, late = self._pieces()
+            self._await_flags(others, EARLY, "the other workers' gradients")
             shared.sync()
             self.timer.lap("wait")
             self._apply_piece(early, last=False)
-            self._await_flags(others, 2 * self._round, "the other workers' gradients")
+            self._await_flags(others, GRADIENT, "the other workers' gradients")
             shared.sync()
             self.timer.lap("wait")
             self._apply_piece(late)
             shared.sync()
-            bells.signal(roles.server_ranks[0], APPLIED)
+            self._flag(PIECES)
+            if self.rank not in self._polled:
+                bells.signal(roles.server_ranks[0], APPLIED)
             self.timer.lap("comm")
         bells.wait(roles.servers, "the parameters from the server" if roles.servers == 1
                    else f"the parameters from all {roles.servers} servers")
@@ -351,15 +395,14 @@ class PSSync(Strategy):
     def _publish_stop_request(self) -> None:
         self._stops[self.rank] = self._stop is not None and self._stop.requested
 
-    def _await_flags(self, ranks, count: int, what: str) -> None:
-        """Until the flag of each rank of ``ranks`` has reached ``count``: polled without
-        sleeping for ``SPIN_S`` (the ranks that poll have a core to themselves, or their
-        core mates are waiting too), then between short sleeps."""
+    def _await_flags(self, ranks, event: int, what: str) -> None:
+        """Until the flag of each rank of ``ranks`` says ``event`` of this step: polled
+        without sleeping for ``SPIN_S`` (the ranks that poll have a core to themselves, or
+        their core mates are waiting too), then between short sleeps."""
         if not ranks:
             return
-        ready = self._ready
         def arrived():
-            return all(ready[rank] >= count for rank in ranks)
+            return self._flagged(ranks, event)
         if not spin_for(arrived, SPIN_S):
             sleep_until(arrived, self.watch, what)
 
