@@ -211,6 +211,7 @@ class PSSync(Strategy):
         self._ready = placement.rows.get("ready")   # each helper's progress (three per step)
         self._polled = placement.polled
         self._ringers = [rank for rank in roles.worker_ranks if rank not in self._polled]
+        self._ringing_helpers = [rank for rank in self._helpers if rank not in self._polled]
         self._round = 0
         self._stops, self._stop = placement.rows.get("stops"), None
         self._late = early_rows(model.sizes) * model.sizes[1] if self._sums else model.n_params
@@ -333,8 +334,8 @@ class PSSync(Strategy):
                 self._apply_piece(self._pieces()[0])
                 server_last = self._flagged(helpers, PIECES)
                 # Every worker now waits for the parameters: spinning takes no one's core.
-                bells.wait_from([rank for rank in helpers if rank not in self._polled],
-                                "the helping workers' pieces of the update", APPLIED, heard)
+                bells.wait_from(self._ringing_helpers, "the helping workers' pieces of the update",
+                                APPLIED, heard)
                 self._await_flags(self._polled, PIECES,
                                   "the helping workers' pieces of the update")
                 shared.sync()
