@@ -109,6 +109,15 @@ def test_unshuffled_batches_are_slices_and_take_copies_nothing():
     np.testing.assert_array_equal(part, x[5:7])
 
 
+@pytest.mark.parametrize("shards", [1, 3])
+def test_a_rank_that_reads_no_samples_gets_the_lengths_without_a_shuffle(monkeypatch, shards):
+    sampler = BatchSampler(100, 32, seed=7, shards=shards)
+    lengths = [len(batch) for batch in sampler.batches(1)]
+    monkeypatch.setattr(BatchSampler, "epoch_order", lambda self, epoch: pytest.fail("shuffled"))
+    slices = list(sampler.batches(1, indices=False))
+    assert [s.stop - s.start for s in slices] == lengths == sampler.batch_lengths()
+
+
 def _write(path, text):
     path.write_text(text)
     return path

@@ -80,9 +80,11 @@ class BatchSampler:
                 taken[k] += stop - start
         return np.concatenate(parts)
 
-    def batches(self, epoch: int):
-        """Yield each global batch of ``epoch``: an index array, or a slice without shuffling."""
-        contiguous = not self.shuffle and self.shards == 1
+    def batches(self, epoch: int, indices: bool = True):
+        """Yield each global batch of ``epoch``: an index array, or a slice without shuffling.
+        ``indices=False``, for a rank that reads no samples (a parameter server): slices of
+        the same lengths, with no shuffle computed."""
+        contiguous = not indices or (not self.shuffle and self.shards == 1)
         order = None if contiguous else self.epoch_order(epoch)
         for start in range(0, self.n_samples, self.batch_size):
             stop = min(start + self.batch_size, self.n_samples)

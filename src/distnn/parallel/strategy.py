@@ -171,7 +171,8 @@ class Strategy:
         """Steps ``first_step..`` of ``epoch``. Before each step, ``should_stop(step)`` (the
         same answer on every rank) may end the epoch early: returns the number of steps of
         this epoch done when it stopped, None when the epoch is complete."""
-        batches = itertools.islice(sampler.batches(epoch), first_step, None)
+        batches = itertools.islice(sampler.batches(epoch, indices=self.worker_index is not None),
+                                   first_step, None)
         for index, batch in enumerate(batches, start=first_step):
             if should_stop is not None and should_stop(index):
                 return index
