@@ -1,6 +1,7 @@
 """A run owns its directory and its processes: refusals before work, Ctrl-C, killed
 launchers and ranks, and nothing left behind (no process, temporary file or segment)."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -188,6 +189,29 @@ def test_an_interrupted_run_resumes_bit_identical(tmp_path, strategy, procs, sig
     resumed, whole = model_vector(out), model_vector(reference)
     assert np.array_equal(resumed, whole)
     assert read_result(out)["epochs"] == 120
+
+
+@pytest.mark.parametrize("gap_s", [0, 0.3])
+def test_a_second_ctrl_c_to_a_worker_rank_ends_the_job_with_distnns_word(tmp_path, gap_s):
+    """Two SIGINTs to one worker rank: at once, the rank stops "now" and says so itself
+    (rank 0 was not interrupted, and an abort would end it before it spoke); later, the
+    run has stopped at an agreed step and is exiting, where the signal must neither break
+    into MPI_Finalize with a traceback nor kill the rank as Python shuts down."""
+    out = tmp_path / "run"
+    job = start(["train", "--procs", "3", "--strategy", "ps-sync", *LONG, "--quiet",
+                 "--out", str(out)])
+    try:
+        wait_for(out / "checkpoint.npz")
+        rank = max(processes_naming(f"mpi4py -m distnn train .*--out {out}"))
+        os.kill(rank, signal.SIGINT)
+        time.sleep(gap_s)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(rank, signal.SIGINT)
+    finally:
+        _, stderr = finish(job)
+    assert job.returncode == 130, stderr
+    assert "Traceback" not in stderr and "BAD TERMINATION" not in stderr, stderr
+    assert "interrupted after " in stderr or "interrupted again: stopped at once" in stderr, stderr
 
 
 def test_a_killed_launcher_ends_its_job_and_leaves_nothing(tmp_path):

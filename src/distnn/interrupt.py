@@ -6,7 +6,8 @@ stop together after the same step, save a checkpoint and the model, and exit 130
 ``mpiexec`` each rank gets the signal from the launcher; a rank that gets it a little
 later than the others still stops at the same step. A second signal means "now": serial
 runs raise ``KeyboardInterrupt`` at once, and under ``--procs`` the launcher's second
-SIGINT makes Hydra kill the job.
+SIGINT makes Hydra kill the job. Once the run is ending on its own (``settle``), the
+signals are ignored.
 """
 
 import signal
@@ -34,6 +35,7 @@ class StopRequest:
     def __init__(self):
         self.signal: int | None = None
         self._previous = {}
+        self._settled = False
 
     @property
     def requested(self) -> bool:
@@ -51,6 +53,20 @@ class StopRequest:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous = {}
+
+    @property
+    def settled(self) -> bool:
+        return self._settled
+
+    def settle(self) -> None:
+        """The run is ending on its own, alike on every rank (stopped, finished or failed):
+        the stop signals are ignored from now on. A second Ctrl-C would otherwise break
+        into ``MPI_Finalize`` with a traceback, or, once Python has put back the default
+        handlers while it shuts down, kill the rank (the job then ends as a crash). The
+        exit is bounded anyway (``cli.run.FINALIZE_TIMEOUT_S``)."""
+        for signum in self._previous:
+            signal.signal(signum, signal.SIG_IGN)
+        self._settled = True
 
     def _handle(self, signum, frame) -> None:
         if self.signal is not None and signum == signal.SIGINT:

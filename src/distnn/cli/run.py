@@ -170,12 +170,15 @@ def _first_failure(comm, failure: UsageError | None):
     return next((item for item in failures if item is not None), None)
 
 
-def _agreed_exit(code: int) -> int:
+def _agreed_exit(code: int, stop) -> int:
     """Every rank stops with ``code`` (after an agreement step, or on an error every rank
     raised alike): finalize MPI first, so that ``python -m mpi4py`` does not turn the
     non-zero exit into ``MPI_Abort``. If a peer never reaches ``MPI_Finalize`` (it died),
-    this rank exits anyway after ``FINALIZE_TIMEOUT_S``."""
+    this rank exits anyway after ``FINALIZE_TIMEOUT_S``. A signal from here on is only
+    noted (``StopRequest.settle``)."""
     from mpi4py import MPI
+
+    stop.settle()
 
     if MPI.COMM_WORLD.Get_size() > 1 and not MPI.Is_finalized():
         watchdog = threading.Timer(FINALIZE_TIMEOUT_S, os._exit, args=(code,))
@@ -203,7 +206,8 @@ def train_on_ranks(settings: dict, procs: int | None, blas_threads: int) -> int:
     try:
         return _run(settings, procs, comm, stop, threads.limit(blas_threads))
     finally:
-        stop.restore()
+        if not stop.settled:    # settled: the process is ending; a signal stays a note
+            stop.restore()
         if rank == 0:
             forget_orphaned_job()
 
@@ -239,7 +243,7 @@ def _run(settings: dict, procs: int | None, comm, stop, blas_threads: int) -> in
     if first is not None:
         if rank == 0:
             report(first[0])
-        return _agreed_exit(first[1])
+        return _agreed_exit(first[1], stop)
 
     from distnn.interrupt import Interrupted
     from distnn.progress import Progress
@@ -262,23 +266,30 @@ def _run(settings: dict, procs: int | None, comm, stop, blas_threads: int) -> in
             run.write_result({"config": config.to_dict(), "blas_threads": blas_threads, **result})
             print(("" if quiet else _summary(config, result, size)) + f"run saved in {run.path}",
                   flush=True)
-        return _agreed_exit(0) if size > 1 else 0
+        return _agreed_exit(0, stop) if size > 1 else 0
     except Interrupted as stopped:
         if run is not None:
             run.save_model(stopped.model)
             sys.stderr.write(f"distnn: {stopped}; the model is saved in {run.path}; continue "
                              f"with: distnn train --resume {run.path}\n")
-        return _agreed_exit(EXIT_INTERRUPTED)
+        return _agreed_exit(EXIT_INTERRUPTED, stop)
     except UsageError as exc:
         # Raised inside training on every rank alike (divergence is seen in reduced
         # metrics; a checkpoint that does not fit the data, by every rank).
         if rank == 0:
             report(str(exc))
-        return _agreed_exit(exc.exit_code)
+        return _agreed_exit(exc.exit_code, stop)
     except KeyboardInterrupt:
+        # Rank 0 explains (it alone knows the run directory). Another rank waits first: its
+        # abort ends every rank, rank 0 too, maybe before rank 0 has said a word; if rank 0
+        # was not interrupted itself, that rank says it.
+        if rank != 0:
+            time.sleep(ABORT_GRACE_S)
         if rank == 0:
             where = f"; the last checkpoint in {run.path} is kept" if run is not None else ""
             report(f"interrupted again: stopped at once{where}")
+        else:
+            report("interrupted again: stopped at once", rank, size)
         if size > 1:
             comm.Abort(EXIT_INTERRUPTED)
         return EXIT_INTERRUPTED
