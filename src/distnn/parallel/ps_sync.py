@@ -51,15 +51,14 @@ last GEMM, in two (``MLP.announce_early_part``): a quarter of its rows last
 (``early_rows``). Every worker flags in shared memory when the rest of its gradient (the
 early part) is in, and when all of it is; the helpers, polling the flags, apply the
 early part while the slowest worker still computes, then with the server each its piece
-of the late part. So the update's time on the step's critical path is the late part's
-piece, and each piece stays in the cache of the core that updates it. Where the server's
-piece ends moves each step towards an even finish (the server notes whether the helpers
-had finished when it had: the split depends on this machine's speed of the moment,
-never the bits). The server sleeps
-until the workers that share its core have rung (each hands it the core as it sleeps),
-then polls the helpers' flags: a ring from another core would wake it amid its core
-mates' computing. Where the server has a core of its own, every worker rings it. The
-update is element by element: the same bits.
+of the rest. So the update's time on the step's critical path is what remains after the
+last gradient, and each piece stays in the cache of the core that updates it. Where the
+server's piece ends moves each step towards an even finish (the server notes whether the
+helpers had finished when it had: the split follows this machine's speed of the moment,
+never changing the bits). The server sleeps until the workers that share its core have
+rung (each hands it the core as it sleeps), then polls the helpers' flags: a ring from
+another core would wake it amid its core mates' computing. Where the server has a core
+of its own, every worker rings it. The update is element by element: the same bits.
 
 With ``--deterministic`` (``micro.py``) a worker computes the gradient sum of each of its
 micro-batches into that micro-batch's row of the servers' ``(M, n_params)`` rows (shared
