@@ -174,8 +174,8 @@ def _agreed_exit(code: int, stop) -> int:
     """Every rank stops with ``code`` (after an agreement step, or on an error every rank
     raised alike): finalize MPI first, so that ``python -m mpi4py`` does not turn the
     non-zero exit into ``MPI_Abort``. If a peer never reaches ``MPI_Finalize`` (it died),
-    this rank exits anyway after ``FINALIZE_TIMEOUT_S``. A signal from here on is only
-    noted (``StopRequest.settle``)."""
+    this rank exits anyway after ``FINALIZE_TIMEOUT_S``. The stop signals are ignored from
+    here on (``StopRequest.settle``)."""
     from mpi4py import MPI
 
     stop.settle()
@@ -206,7 +206,7 @@ def train_on_ranks(settings: dict, procs: int | None, blas_threads: int) -> int:
     try:
         return _run(settings, procs, comm, stop, threads.limit(blas_threads))
     finally:
-        if not stop.settled:    # settled: the process is ending; a signal stays a note
+        if not stop.settled:    # settled: the process is ending, the signals stay ignored
             stop.restore()
         if rank == 0:
             forget_orphaned_job()
@@ -283,12 +283,11 @@ def _run(settings: dict, procs: int | None, comm, stop, blas_threads: int) -> in
         # Rank 0 explains (it alone knows the run directory). Another rank waits first: its
         # abort ends every rank, rank 0 too, maybe before rank 0 has said a word; if rank 0
         # was not interrupted itself, that rank says it.
-        if rank != 0:
-            time.sleep(ABORT_GRACE_S)
         if rank == 0:
             where = f"; the last checkpoint in {run.path} is kept" if run is not None else ""
             report(f"interrupted again: stopped at once{where}")
         else:
+            time.sleep(ABORT_GRACE_S)
             report("interrupted again: stopped at once", rank, size)
         if size > 1:
             comm.Abort(EXIT_INTERRUPTED)
