@@ -1,13 +1,14 @@
 """Stopping a run cleanly on Ctrl-C, SIGTERM or SIGHUP, at a step boundary every rank agrees on.
 
 A signal only sets a flag. The training loop asks ``should_stop`` before a step; every
-``CHECK_EVERY`` global steps the ranks combine their flags (one tiny ``Allreduce``), so they
-stop together after the same step, save a checkpoint and the model, and exit 130. Under
-``mpiexec`` each rank gets the signal from the launcher; a rank that gets it a little
-later than the others still stops at the same step. A second signal means "now": serial
-runs raise ``KeyboardInterrupt`` at once, and under ``--procs`` the launcher's second
-SIGINT makes Hydra kill the job. Once the run is ending on its own (``settle``), the
-signals are ignored.
+``CHECK_EVERY`` global steps the ranks combine their flags (one tiny ``Allreduce``, or
+what a strategy's steps already share: ``Strategy.stop_agreed``), so they stop together
+after the same step, save a checkpoint and the model, and exit 130. Under ``mpiexec`` each
+rank gets the signal from the launcher; a rank that gets it a little later than the others
+still stops at the same step. A second signal means "now": serial runs raise
+``KeyboardInterrupt`` at once, and under ``--procs`` the launcher's second SIGINT makes
+Hydra kill the job. Once the run is ending on its own (``settle``), the signals are
+ignored.
 """
 
 import signal

@@ -211,6 +211,7 @@ class PSSync(Strategy):
         self._polled = placement.polled
         self._ringers = [rank for rank in roles.worker_ranks if rank not in self._polled]
         self._ringing_helpers = [rank for rank in self._helpers if rank not in self._polled]
+        self._other_workers = [rank for rank in roles.worker_ranks if rank != self.rank]
         self._round = 0
         self._stops, self._stop = placement.rows.get("stops"), None
         self._late = early_rows(model.sizes) * model.sizes[1] if self._sums else model.n_params
@@ -234,7 +235,7 @@ class PSSync(Strategy):
         what lies in it. Any split gives the same bits (the update is element by element),
         so the server moves it each step towards an even finish (``_move_split``)."""
         n, late = self.model.n_params, self._late
-        split = min(max(self._first_split + int(self._split[0]), 0), n)
+        split = self._first_split + int(self._split[0])     # kept in [0, n] by _move_split
         if self.worker_index is None:
             return [slice(0, split)]
         index, helpers = self._helpers.index(self.rank), len(self._helpers)
@@ -359,7 +360,7 @@ class PSSync(Strategy):
             for server in roles.server_ranks:     # last: once rung, it may take this core
                 bells.signal(server)
         if self.rank in self._helpers:
-            others = [rank for rank in roles.worker_ranks if rank != self.rank]
+            others = self._other_workers
             early, late = self._pieces()
             self._await_flags(others, EARLY, "the other workers' gradients")
             shared.sync()
