@@ -136,14 +136,14 @@ class Doorbells:
         without sleeping: the core is this rank's alone until the others ring, and a rank
         woken on an idle core waits for the core to wake too (on a virtual machine, for
         the hypervisor to run it again)."""
-        waiting = {kind * self.size + rank: rank for rank in ringers}
+        base = kind * self.size
+        waiting = {base + rank: rank for rank in ringers}
         others = []
         for message in heard:
             if waiting.pop(message, None) is None:
                 others.append(message)
         while waiting:
-            mates_computing = any(rank in self.mates for rank in waiting.values())
-            for message in self.wait(what=what, spin=not mates_computing):
+            for message in self.wait(what=what, spin=self.mates.isdisjoint(waiting.values())):
                 if waiting.pop(message, None) is None:
                     others.append(message)
         return others
@@ -154,10 +154,12 @@ class Doorbells:
 
     def _read(self, size: int, exact: bool, what: str, spin_s: float | None = None) -> list[int]:
         """Read rings; any ring restarts the stall timeout (the ringing peer is alive)."""
-        pipe, data, poll = self._pipes[self.rank], b"", self._poller.poll
-        spin_s = self.spin_s if spin_s is None else spin_s
+        pipe, poll = self._pipes[self.rank], self._poller.poll
+        if spin_s is None:
+            spin_s = self.spin_s
         spin_until = time.perf_counter() + spin_s if spin_s else 0.0
-        while not data or len(data) % RING.size or (exact and len(data) < size):
+        data = b""
+        while True:
             if spin_until:
                 while not poll(0):
                     if time.perf_counter() > spin_until:
@@ -166,7 +168,8 @@ class Doorbells:
             if not spin_until and not poll(self._timeout_ms):
                 self.watch.stalled(what)
             data += os.read(pipe, size - len(data))
-        return [message for (message,) in RING.iter_unpack(data)]
+            if data and not len(data) % RING.size and (len(data) == size or not exact):
+                return [message for (message,) in RING.iter_unpack(data)]
 
     def barrier(self, what: str = "the other ranks of this node") -> None:
         """Return once every rank has called ``barrier``: each rings rank 0, which rings

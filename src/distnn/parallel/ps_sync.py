@@ -214,6 +214,11 @@ class PSSync(Strategy):
         self._other_workers = [rank for rank in roles.worker_ranks if rank != self.rank]
         self._round = 0
         self._stops, self._stop = placement.rows.get("stops"), None
+        self._stop_requests = None if self._stops is None else self._stops[:-1]
+        self._gradients_what = for_shard("the workers' gradients", roles, self.rank)
+        self._params_what = ("the parameters from the server" if roles.servers == 1
+                             else f"the parameters from all {roles.servers} servers")
+        self._pieces_of: tuple = (None, [])     # (split, this rank's pieces there)
         self._late = early_rows(model.sizes) * model.sizes[1] if self._sums else model.n_params
         self._split = placement.rows.get("split")
         self._first_split = worker_range(self._late, len(self._helpers) + 1, 0)[1]
@@ -234,15 +239,21 @@ class PSSync(Strategy):
         part, which they apply while the last worker still computes the late part, then
         what lies in it. Any split gives the same bits (the update is element by element),
         so the server moves it each step towards an even finish (``_move_split``)."""
+        split = self._first_split + self._split.item(0)     # kept in [0, n] by _move_split
+        if self._pieces_of[0] == split:
+            return self._pieces_of[1]
         n, late = self.model.n_params, self._late
-        split = self._first_split + int(self._split[0])     # kept in [0, n] by _move_split
         if self.worker_index is None:
-            return [slice(0, split)]
-        index, helpers = self._helpers.index(self.rank), len(self._helpers)
-        early = max(split, late)
-        start, stop = worker_range(n - early, helpers, index)
-        late_start, late_stop = worker_range(max(late - split, 0), helpers, index)
-        return [slice(early + start, early + stop), slice(split + late_start, split + late_stop)]
+            pieces = [slice(0, split)]
+        else:
+            index, helpers = self._helpers.index(self.rank), len(self._helpers)
+            early = max(split, late)
+            start, stop = worker_range(n - early, helpers, index)
+            late_start, late_stop = worker_range(max(late - split, 0), helpers, index)
+            pieces = [slice(early + start, early + stop),
+                      slice(split + late_start, split + late_stop)]
+        self._pieces_of = (split, pieces)
+        return pieces
 
     def _move_split(self, server_last: bool) -> None:
         """The server, once every piece is in (no helper reads the split until it rings the
@@ -253,7 +264,7 @@ class PSSync(Strategy):
         self._split_step = min(self._split_step * 2, most) if move == self._split_move \
             else max(self._split_step // 2, least)
         self._split_move = move
-        shift = int(self._split[0]) + move * self._split_step
+        shift = self._split.item(0) + move * self._split_step
         self._split[0] = min(max(shift, -self._first_split),
                              self.model.n_params - self._first_split)
 
@@ -262,7 +273,11 @@ class PSSync(Strategy):
         self._ready[self.rank] = 3 * self._round - event
 
     def _flagged(self, ranks, event: int) -> bool:
-        return all(self._ready[rank] >= 3 * self._round - event for rank in ranks)
+        target, ready = 3 * self._round - event, self._ready
+        for rank in ranks:
+            if ready.item(rank) < target:
+                return False
+        return True
 
     def _early_part_in(self) -> None:
         """A worker's gradient is final but for the late part: its flag says so."""
@@ -325,8 +340,7 @@ class PSSync(Strategy):
     def _shared_step(self) -> None:
         shared, bells, roles, helpers = self.shared, self._bells, self.roles, self._helpers
         if self.worker_index is None:
-            heard = bells.wait_from(self._ringers,
-                                    for_shard("the workers' gradients", roles, self.rank))
+            heard = bells.wait_from(self._ringers, self._gradients_what)
             self._await_flags(self._polled, GRADIENT, "the helping workers' gradients")
             shared.sync()
             self.timer.lap("wait")
@@ -345,7 +359,7 @@ class PSSync(Strategy):
                 self._update()
             if self._stops is not None:
                 self._publish_stop_request()
-                self._stops[-1] = self._stops[:-1].max()
+                self._stops[-1] = any(self._stop_requests.tolist())
             shared.sync()
             for worker in roles.worker_ranks:
                 bells.ring(worker)
@@ -375,8 +389,7 @@ class PSSync(Strategy):
             if self.rank not in self._polled:
                 bells.signal(roles.server_ranks[0], APPLIED)
             self.timer.lap("comm")
-        bells.wait(roles.servers, "the parameters from the server" if roles.servers == 1
-                   else f"the parameters from all {roles.servers} servers")
+        bells.wait(roles.servers, self._params_what)
         shared.sync()
         self.timer.lap("wait")
 
@@ -400,7 +413,7 @@ class PSSync(Strategy):
         """Until the flag of each rank of ``ranks`` says ``event`` of this step: polled
         without sleeping for ``SPIN_S`` (the ranks that poll have a core to themselves, or
         their core mates are waiting too), then between short sleeps."""
-        if not ranks:
+        if not ranks or self._flagged(ranks, event):
             return
         def arrived():
             return self._flagged(ranks, event)
