@@ -28,7 +28,7 @@ from distnn.nn import kernels as kernel_choice
 from distnn.nn.layers import ACTIVATIONS
 from distnn.optim import REGISTRY, Optimizer, Schedule
 from distnn.parallel import STRATEGIES, clocks
-from distnn.parallel.comm import allreduce_sum, mpi_type, wait_politely
+from distnn.parallel.comm import allreduce_max, allreduce_sum, mpi_type, wait_politely
 from distnn.parallel.stall import StallWatch, attach, detach, watch_of
 from distnn.parallel.strategy import Strategy
 from distnn.parallel.timing import PhaseTimer, RecordingTimer
@@ -392,7 +392,8 @@ class Loop:
                   **evaluate(comm, job.model, job.dataset, job.strategy.worker_index,
                              job.roles.n_workers),
                   "elapsed_s": elapsed,
-                  "peak_rss_mb": comm.allreduce(peak_rss_mb(), op=MPI.MAX),
+                  "peak_rss_mb": float(allreduce_max(comm, [peak_rss_mb()], job.watch,
+                                                     "the ranks' peak memory use")[0]),
                   **job.strategy.statistics()}
         self.records.append(record)
         if self.directory is not None:

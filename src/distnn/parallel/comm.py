@@ -95,7 +95,19 @@ def probe_politely(comm: MPI.Comm, status: MPI.Status, source: int = MPI.ANY_SOU
 def allreduce_sum(comm: MPI.Comm, values, watch: StallWatch = OFF,
                   what: str = "the metrics") -> np.ndarray:
     """Sum a short float64 vector over ranks (metrics and timings; not a hot path)."""
+    return _allreduce(comm, values, MPI.SUM, watch, what)
+
+
+def allreduce_max(comm: MPI.Comm, values, watch: StallWatch = OFF,
+                  what: str = "the metrics") -> np.ndarray:
+    """The largest of each entry of a short float64 vector over ranks."""
+    return _allreduce(comm, values, MPI.MAX, watch, what)
+
+
+def _allreduce(comm: MPI.Comm, values, op: MPI.Op, watch: StallWatch, what: str) -> np.ndarray:
+    """Non-blocking and waited for politely: a rank gone silent ends the job by the stall
+    timeout (a blocking collective would spin here for ever)."""
     buffer = np.asarray(values, dtype=np.float64).copy()
-    wait_politely(comm.Iallreduce(MPI.IN_PLACE, buffer, op=MPI.SUM), watch, what)
+    wait_politely(comm.Iallreduce(MPI.IN_PLACE, buffer, op=op), watch, what)
     return buffer
 
