@@ -319,6 +319,45 @@ def test_an_accelerated_sgd_takes_the_same_steps(momentum):
     np.testing.assert_array_equal(decayed.params, reference.params)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_fused_flush_zeroes_exactly_what_numpys_does(dtype):
+    """Subnormals to zero, the smallest normal number and everything above it kept."""
+    rng = np.random.default_rng(8)
+    tiny = np.finfo(dtype).tiny
+    scales = rng.choice([1.0, 4 * tiny, tiny / 4, tiny / 1e6, 0.0], size=4000)
+    values = (rng.normal(size=4000) * scales).astype(dtype)
+    values[:4] = [tiny, -tiny, np.nextafter(np.dtype(dtype).type(tiny), 0), -tiny / 2]
+    expected = values.copy()
+    flush_subnormals(expected)
+    fused.flush_subnormals(values, np.dtype(dtype).type(tiny))
+    np.testing.assert_array_equal(values, expected)
+    assert values[0] == tiny and values[1] == -tiny and values[2] == 0 and values[3] == 0
+    assert 0 < np.count_nonzero(values) < values.size
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_an_accelerated_sgd_flushes_the_velocities_the_numpy_one_does(dtype):
+    """Velocities that decay into subnormals (inputs whose gradient stays zero) are set to
+    zero at the same update by the compiled flush as by NumPy's."""
+    tiny = np.finfo(dtype).tiny
+    start = np.ones(300, dtype=dtype)
+    plain = SGD(start.copy(), lr=0.1, momentum=0.9)
+    fast = SGD(start.copy(), lr=0.1, momentum=0.9)
+    fast.accelerate(fused)
+    for optimizer in (plain, fast):
+        optimizer.velocity[:100] = tiny * 64      # decays below tiny within a few updates
+    grads = np.ones(300, dtype=dtype)
+    grads[:100] = 0
+    for step in range(FLUSH_EVERY):
+        plain.step(grads.copy(), 8)
+        fast.step(grads.copy(), 8)
+        np.testing.assert_array_equal(fast.velocity, plain.velocity)
+        if step == FLUSH_EVERY - 2:
+            assert np.all(plain.velocity[:100] != 0)    # subnormal, not yet flushed
+    assert np.all(plain.velocity[:100] == 0)
+    np.testing.assert_array_equal(fast.params, plain.params)
+
+
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
 def test_the_one_pass_apply_of_parts_is_bit_identical(momentum):
     """What a parameter server or an allreduce shard owner applies: two workers' prepared

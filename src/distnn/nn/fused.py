@@ -148,6 +148,16 @@ def sgd_momentum_step(params, grads, velocity, scale, momentum):
         params[i] += v
 
 
+@njit(cache=True)
+def flush_subnormals(values, tiny):
+    """``values[abs(values) < tiny] = 0`` in one pass that allocates nothing (NumPy's
+    takes a temporary of the vector's size and a mask, fresh pages each time: a spike in
+    the step that flushes). ``tiny``: the dtype's smallest normal number, of its dtype."""
+    for i in range(values.size):
+        if abs(values[i]) < tiny:
+            values[i] = 0
+
+
 APPLY_BLOCK = 2048   # elements per block: a block's velocity stays in L1 across the passes
 
 

@@ -380,6 +380,7 @@ class MLP:
         self._fused.sgd_momentum_step(scratch[0], scratch[1], scratch[0].copy(),
                                       self.dtype.type(0), self.dtype.type(0.5))
         self._fused.sgd_apply_parts(scratch[0], scratch, scratch[1].copy(), self.dtype.type(0.5))
+        self._fused.flush_subnormals(scratch[0], self.dtype.type(np.finfo(self.dtype).tiny))
 
     def logits(self, x: np.ndarray, chunk: int = CHUNK_ROWS) -> np.ndarray:
         """Logits (n, n_classes) computed in chunks to bound memory."""

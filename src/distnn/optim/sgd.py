@@ -68,7 +68,7 @@ class SGD(Optimizer):
         plain = not (self.nesterov or self.weight_decay)
         self._work = None if plain or not self.holds_state else np.empty((2, params.size),
                                                                           dtype=params.dtype)
-        self._one_pass = self._one_pass_parts = None   # compiled updates (accelerate)
+        self._one_pass = self._one_pass_parts = self._one_pass_flush = None   # (accelerate)
 
     @classmethod
     def from_config(cls, config, params, state, schedule) -> "SGD":
@@ -82,9 +82,11 @@ class SGD(Optimizer):
     def accelerate(self, kernels) -> None:
         """Plain updates in one pass over memory, bit-identical: a whole step (scale,
         momentum, update: ``fused.sgd_momentum_step``) and the application of several
-        prepared parts (``fused.sgd_apply_parts``), instead of three passes and more."""
+        prepared parts (``fused.sgd_apply_parts``), instead of three passes and more; and
+        the flush of subnormal velocities without temporaries (``fused.flush_subnormals``)."""
         self._one_pass = kernels.sgd_momentum_step
         self._one_pass_parts = kernels.sgd_apply_parts
+        self._one_pass_flush = kernels.flush_subnormals
 
     @property
     def folds_preparation(self) -> bool:
@@ -158,4 +160,7 @@ class SGD(Optimizer):
     def _flush_due(self, velocity: np.ndarray) -> None:
         """Every ``FLUSH_EVERY`` updates (counting the one being applied)."""
         if self.momentum and (self.iterations + 1) % FLUSH_EVERY == 0:
-            flush_subnormals(velocity)
+            if self._one_pass_flush is None:
+                flush_subnormals(velocity)
+            else:
+                self._one_pass_flush(velocity, velocity.dtype.type(np.finfo(velocity.dtype).tiny))
