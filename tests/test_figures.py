@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
 
 _environment = dict(os.environ)
 import figures  # noqa: E402
+import measured  # noqa: E402
 import speed  # noqa: E402   (it pins BLAS threads in os.environ: put them back)
 
 os.environ.clear()
@@ -146,3 +147,13 @@ def test_two_mpis_table_gives_each_variant_under_both():
     assert len(rows) == 2 + len(two_mpis.VARIANTS)
     assert rows[2] == ("| allreduce, 2 processes | 150 (100–200) | 75 (60–90) | **0.50×** "
                        "| 10% | 40% |")
+
+
+def test_a_stamp_says_the_hosts_state_where_it_was_measured():
+    stamp = {"command": "python benchmarks/speed.py", "date": "2026-12-05 05:00 UTC",
+             "machine": "AMD EPYC, 2 cores", "load": [0.5, 1.3], "commit": "abc1234"}
+    plain = measured.describe(stamp)
+    assert "cross_core" not in plain and "load average 0.5 at the start, 1.3 at the end" in plain
+    slow = measured.describe({**stamp, "cross_core_us": [23.6, 77.2]})
+    assert "in 24 µs at the start, 77 µs at the end" in slow and slow.endswith("commit abc1234).")
+    assert measured.describe({**stamp, "cross_core_us": [23.6, None]}) == plain
