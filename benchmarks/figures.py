@@ -54,20 +54,6 @@ def _runs_anywhere() -> None:
     return None
 
 
-def cross_core_us() -> float | None:
-    """The host's state for the stamp: µs for one core to copy 814 KB that the other has
-    just written (``cross_core.py``), about 24 in this VM's fast periods and 77 in its slow
-    ones, which slow every parallel row alike; None where it cannot be measured."""
-    command = [_mpiexec(), "-bind-to", "core", "-n", "2", PYTHON,
-               str(Path(__file__).parent / "cross_core.py"), "--repeats", "100"]
-    try:
-        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    found = re.search(r"other core ([0-9.]+) µs", done.stdout)
-    return float(found.group(1)) if found else None
-
-
 @dataclass
 class Figure:
     """``commands(work)`` make the results (JSON files in ``work``); ``render(work)``
@@ -239,13 +225,13 @@ def regenerate(names: list[str]) -> None:
                 continue
             commands = figure.commands(work)
             stamp = measured.Stamp(" && ".join(shown(command, work) for command in commands))
-            host_before = cross_core_us()
+            host_before = measured.cross_core_us()
             for command in commands:
                 _run(command)
             text, result = figure.render(work)
             result["stamp"] = stamp.close()
             if host_before is not None:
-                result["stamp"]["cross_core_us"] = [host_before, cross_core_us()]
+                result["stamp"]["cross_core_us"] = [host_before, measured.cross_core_us()]
             readme = replace_block(readme, name, _stamped(text, result["stamp"]))
             record[name] = {**record.get(name, {}), "result": result}
             if name == "speed":

@@ -7,8 +7,10 @@ import datetime
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -35,6 +37,23 @@ def commit() -> str:
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
     return (head or "unknown") + ("+changes" if dirty else "")
+
+
+def cross_core_us() -> float | None:
+    """The host's state: µs for one core to copy 814 KB that the other has just written
+    (``cross_core.py``), about 24 in this VM's fast periods and 77 in its slow ones, which
+    slow every parallel run alike (they come and go with the host, for seconds to
+    minutes); None where it cannot be measured."""
+    from distnn.launch import find_mpiexec
+
+    command = [find_mpiexec(), "-bind-to", "core", "-n", "2", sys.executable,
+               str(Path(__file__).parent / "cross_core.py"), "--repeats", "100"]
+    try:
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    found = re.search(r"other core ([0-9.]+) µs", done.stdout)
+    return float(found.group(1)) if found else None
 
 
 class Stamp:

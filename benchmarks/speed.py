@@ -193,6 +193,8 @@ CEILING = "GEMM-bound ceiling: the step's 5 GEMMs alone"
 PS_SYNC = "ps-sync 3 procs (1+2), 2x128"
 ALLREDUCE_SHM = "allreduce 2 procs, shared memory, 2x128"
 ALLREDUCE_MPI = "allreduce 2 procs, MPI Allreduce, 2x128"
+PARALLEL = {ALLREDUCE_SHM: "allreduce with shared memory", ALLREDUCE_MPI: "allreduce by MPI",
+            PS_SYNC: "ps-sync"}     # the launches the host's state is noted before
 
 
 def measure(args) -> dict:
@@ -233,13 +235,16 @@ def measure(args) -> dict:
         SEED_SERIAL[0]: lambda out: distnn_run([*seed_args, "--kernels", "numpy"], 1, out),
         SEED_SERIAL[1]: lambda out: distnn_run([*seed_args, "--kernels", "fused"], 1, out),
     }
-    result = {"dataset": name, "rounds": args.rounds, "fmnist": {}, "seed": {}}
+    result = {"dataset": name, "rounds": args.rounds, "fmnist": {}, "seed": {},
+              "host_us": {label: [] for label in PARALLEL}}
     for key, group in (("fmnist", variants), ("seed", seed_variants)):
         rates = result[key]
         for label in group:
             rates[label] = []
         for r in range(args.rounds):
             for i, (label, run_variant) in enumerate(group.items()):
+                if label in PARALLEL:
+                    result["host_us"][label].append(measured.cross_core_us())
                 rates[label].append(run_variant(work / f"{key}-{i}-{r}"))
             print(f"{key}, round {r + 1}: " + ", ".join(
                 f"{label} {values[-1]:,.0f}" for label, values in rates.items()), flush=True)
@@ -311,6 +316,13 @@ def markdown(result: dict) -> str:
             lines.append(f"| {label} | {medians[label]:,.0f} ({min(values):,.0f}–"
                          f"{max(values):,.0f}) | {medians[label] / base:.2f}× | {bold}"
                          f"{medians[label] / fastest:.2f}×{bold} | {share} |")
+    if any(result.get("host_us", {}).values()):
+        lines += ["", "The host's state just before each round's 784-256-10 parallel runs "
+                  "(`cross_core.py`: µs for one core to copy 814 KB the other wrote; about 24 "
+                  "in this VM's fast periods, 77 in its slow ones): " + "; ".join(
+                      f"{PARALLEL[label]} " + ", ".join(
+                          "?" if us is None else f"{us:.0f}" for us in values)
+                      for label, values in result["host_us"].items()) + "."]
     if "in_process" in result:
         fm, seed = result["in_process"]["fmnist"], result["in_process"]["seed"]
         lines += ["", "| the serial step in one process (median of "
