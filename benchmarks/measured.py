@@ -44,13 +44,14 @@ def cross_core_us() -> float | None:
     (``cross_core.py``), about 24 in this VM's fast periods and 77 in its slow ones, which
     slow every parallel run alike (they come and go with the host, for seconds to
     minutes); None where it cannot be measured."""
+    from distnn.errors import UsageError
     from distnn.launch import find_mpiexec
 
-    command = [find_mpiexec(), "-bind-to", "core", "-n", "2", sys.executable,
-               str(Path(__file__).parent / "cross_core.py"), "--repeats", "100"]
     try:
+        command = [find_mpiexec(), "-bind-to", "core", "-n", "2", sys.executable,
+                   str(Path(__file__).parent / "cross_core.py"), "--repeats", "100"]
         done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
-    except (OSError, subprocess.TimeoutExpired):
+    except (UsageError, OSError, subprocess.TimeoutExpired):     # no MPI here, or it hung
         return None
     found = re.search(r"other core ([0-9.]+) µs", done.stdout)
     return float(found.group(1)) if found else None
