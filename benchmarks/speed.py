@@ -195,6 +195,7 @@ ALLREDUCE_SHM = "allreduce 2 procs, shared memory, 2x128"
 ALLREDUCE_MPI = "allreduce 2 procs, MPI Allreduce, 2x128"
 PARALLEL = {ALLREDUCE_SHM: "allreduce with shared memory", ALLREDUCE_MPI: "allreduce by MPI",
             PS_SYNC: "ps-sync"}     # the launches the host's state is noted before
+SLOW_HOST_US = 50     # cross_core.py above this: the host's slow state (about 24 µs or 77)
 
 
 def measure(args) -> dict:
@@ -297,6 +298,20 @@ def ratios(result: dict) -> dict:
     return {name: {"value": _median(values), "rounds": values} for name, values in out.items()}
 
 
+def _by_host_state(result: dict, label: str) -> str:
+    """``label``'s ratios to the round's fastest serial, median over its launches in the
+    host's fast state and over those in its slow state (the overall median is the table's)."""
+    fm = result["fmnist"]
+    fastest = [max(fm[serial][r] for serial in FMNIST_SERIAL) for r in range(len(fm[label]))]
+    states = {"fast": [], "slow": []}
+    for rate, serial, us in zip(fm[label], fastest, result["host_us"][label]):
+        if us is not None:
+            states["fast" if us < SLOW_HOST_US else "slow"].append(rate / serial)
+    return f"{PARALLEL[label]} " + ", ".join(
+        f"{_median(values):.2f}× in {len(values)} {state}" if values else f"none {state}"
+        for state, values in states.items())
+
+
 def markdown(result: dict) -> str:
     """The README's Speed tables and the sentences whose numbers come from them."""
     lines = []
@@ -323,6 +338,9 @@ def markdown(result: dict) -> str:
                       f"{PARALLEL[label]} " + ", ".join(
                           "?" if us is None else f"{us:.0f}" for us in values)
                       for label, values in result["host_us"].items()) + "."]
+        lines += ["", "Against the fastest serial of the same round, by the host's state "
+                  f"before the launch (fast: under {SLOW_HOST_US} µs): " + "; ".join(
+                      _by_host_state(result, label) for label in PARALLEL) + "."]
     if "in_process" in result:
         fm, seed = result["in_process"]["fmnist"], result["in_process"]["seed"]
         lines += ["", "| the serial step in one process (median of "
