@@ -279,12 +279,11 @@ def ratios(result: dict) -> dict:
     median over rounds, with the per-round values that show its spread)."""
     fm, seed = result["fmnist"], result["seed"]
     rounds = range(len(fm[CEILING]))
-    fastest = [max(fm[label][r] for label in FMNIST_SERIAL) for r in rounds]
     out = {}
     for name, label in (("ps-sync 3 procs / fastest serial", PS_SYNC),
                         ("allreduce 2 procs, shared memory / fastest serial", ALLREDUCE_SHM),
                         ("allreduce 2 procs, MPI_Allreduce / fastest serial", ALLREDUCE_MPI)):
-        out[name] = [fm[label][r] / fastest[r] for r in rounds]
+        out[name] = _vs_fastest_serial(fm, label)
     out["serial fused / GEMM ceiling (commands)"] = [fm[FMNIST_SERIAL[1]][r] / fm[CEILING][r]
                                                      for r in rounds]
     out["seed: serial fused / serial numpy (commands)"] = [
@@ -298,15 +297,19 @@ def ratios(result: dict) -> dict:
     return {name: {"value": _median(values), "rounds": values} for name, values in out.items()}
 
 
+def _vs_fastest_serial(fm: dict, label: str) -> list[float]:
+    """``label``'s samples/s in each round over that round's fastest serial run."""
+    return [rate / max(fm[serial][r] for serial in FMNIST_SERIAL)
+            for r, rate in enumerate(fm[label])]
+
+
 def _by_host_state(result: dict, label: str) -> str:
     """``label``'s ratios to the round's fastest serial, median over its launches in the
     host's fast state and over those in its slow state (the overall median is the table's)."""
-    fm = result["fmnist"]
-    fastest = [max(fm[serial][r] for serial in FMNIST_SERIAL) for r in range(len(fm[label]))]
     states = {"fast": [], "slow": []}
-    for rate, serial, us in zip(fm[label], fastest, result["host_us"][label]):
+    for ratio, us in zip(_vs_fastest_serial(result["fmnist"], label), result["host_us"][label]):
         if us is not None:
-            states["fast" if us < SLOW_HOST_US else "slow"].append(rate / serial)
+            states["fast" if us < SLOW_HOST_US else "slow"].append(ratio)
     return f"{PARALLEL[label]} " + ", ".join(
         f"{_median(values):.2f}× in {len(values)} {state}" if values else f"none {state}"
         for state, values in states.items())
